@@ -1,0 +1,117 @@
+"""sRGB <-> CIE Lab (D65, 2 degree observer) in jax.numpy, and the model's scaling of L and ab.
+
+The formulas and constants follow `skimage.color.rgb2lab` / `lab2rgb` (their tests are the reference).
+Every piecewise branch is evaluated on a clamped input (the "double where" trick) so that gradients
+stay finite everywhere, including at black, where cbrt and the sRGB power have infinite slope.
+"""
+
+import jax.numpy as jnp
+
+# skimage.color.colorconv.xyz_from_rgb (sRGB primaries, D65).
+_XYZ_FROM_RGB = jnp.array(
+    [[0.412453, 0.357580, 0.180423],
+     [0.212671, 0.715160, 0.072169],
+     [0.019334, 0.119193, 0.950227]], dtype=jnp.float32)
+_RGB_FROM_XYZ = jnp.linalg.inv(_XYZ_FROM_RGB)
+# skimage's D65 reference white for the 2 degree observer.
+_D65_WHITE = jnp.array([0.95047, 1.0, 1.08883], dtype=jnp.float32)
+
+_EPS = 0.008856  # (6/29)^3, rounded as in skimage
+_KAPPA = 7.787   # (29/6)^2 / 3, rounded as in skimage
+
+L_SCALE, L_SHIFT = 50.0, 1.0  # L in [0, 100] -> [-1, 1]
+AB_SCALE = 110.0              # a, b in about [-110, 110] -> about [-1, 1]
+
+
+def _srgb_to_linear(c):
+  linear_part = c / 12.92
+  safe = jnp.maximum(c, 0.04045)
+  power_part = ((safe + 0.055) / 1.055) ** 2.4
+  return jnp.where(c > 0.04045, power_part, linear_part)
+
+
+def _linear_to_srgb(c):
+  linear_part = c * 12.92
+  safe = jnp.maximum(c, 0.0031308)
+  power_part = 1.055 * safe ** (1 / 2.4) - 0.055
+  return jnp.where(c > 0.0031308, power_part, linear_part)
+
+
+def rgb_to_lab(rgb):
+  """Converts sRGB to CIE Lab.
+
+  Args:
+    rgb: float array [..., 3] with values in [0, 1].
+
+  Returns:
+    float32 array [..., 3]: L in [0, 100], a and b roughly in [-110, 110].
+  """
+  rgb = jnp.asarray(rgb, jnp.float32)
+  xyz = _srgb_to_linear(rgb) @ _XYZ_FROM_RGB.T
+  t = xyz / _D65_WHITE
+  safe = jnp.maximum(t, _EPS)
+  f = jnp.where(t > _EPS, jnp.cbrt(safe), _KAPPA * t + 16.0 / 116.0)
+  fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+  return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def lab_to_rgb(lab):
+  """Converts CIE Lab to sRGB, clipped to [0, 1] like skimage (out-of-gamut colors are clamped).
+
+  Args:
+    lab: float array [..., 3]: L in [0, 100], a, b unbounded.
+
+  Returns:
+    float32 array [..., 3] in [0, 1].
+  """
+  lab = jnp.asarray(lab, jnp.float32)
+  fy = (lab[..., 0] + 16.0) / 116.0
+  fx = fy + lab[..., 1] / 500.0
+  # skimage clamps negative z (colors no light can produce) to 0 before the inverse.
+  fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0.0)
+  f = jnp.stack([fx, fy, fz], axis=-1)
+  threshold = 0.2068966  # cbrt(_EPS)
+  cube_part = jnp.maximum(f, threshold) ** 3
+  linear_part = (f - 16.0 / 116.0) / _KAPPA
+  xyz = jnp.where(f > threshold, cube_part, linear_part) * _D65_WHITE
+  rgb = _linear_to_srgb(xyz @ _RGB_FROM_XYZ.T)
+  return jnp.clip(rgb, 0.0, 1.0)
+
+
+def scale_l(l):
+  """L in [0, 100] -> model input in [-1, 1]."""
+  return l / L_SCALE - L_SHIFT
+
+
+def unscale_l(l_scaled):
+  """Model-scale L in [-1, 1] -> L in [0, 100]."""
+  return (l_scaled + L_SHIFT) * L_SCALE
+
+
+def scale_ab(ab):
+  """a, b in about [-110, 110] -> model scale, about [-1, 1]."""
+  return ab / AB_SCALE
+
+
+def unscale_ab(ab_scaled):
+  """Model-scale ab -> a, b in Lab units."""
+  return ab_scaled * AB_SCALE
+
+
+def rgb_uint8_to_model_lab(rgb_uint8):
+  """uint8 RGB batch -> (L, ab) at model scale; runs on device inside the jitted step.
+
+  Args:
+    rgb_uint8: [..., H, W, 3] uint8.
+
+  Returns:
+    l: [..., H, W, 1] in [-1, 1]; ab: [..., H, W, 2] in about [-1, 1]. Both float32.
+  """
+  lab = rgb_to_lab(jnp.asarray(rgb_uint8, jnp.float32) / 255.0)
+  return scale_l(lab[..., :1]), scale_ab(lab[..., 1:])
+
+
+def model_lab_to_rgb(l, ab):
+  """Model-scale L [..., 1] and ab [..., 2] -> float RGB [..., 3] in [0, 1]."""
+  lab = jnp.concatenate([unscale_l(l), unscale_ab(ab)], axis=-1)
+  return lab_to_rgb(lab)

@@ -1,0 +1,98 @@
+"""Config checks at the edge: a bad value is one line naming the key and the fix, before any work."""
+
+import math
+from typing import Any
+
+import ml_collections
+
+from colorgan import losses
+from colorgan import models
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+DATA_SOURCES = ("bundled",)
+RESIZE_MODES = ("crop", "resize")
+
+
+class ConfigError(ValueError):
+  """A config value the run cannot use; the message names the key and what to do."""
+
+
+def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
+  """{"model": {"num_downs": 8}} -> {"model.num_downs": 8}."""
+  items = config.items() if isinstance(config, dict) else config.to_dict().items()
+  flat = {}
+  for key, value in items:
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _choice(config, key: str, choices) -> None:
+  value = _get(config, key)
+  if value not in choices:
+    raise ConfigError(f"config.{key}={value!r} is not known: choose one of {', '.join(choices)}")
+
+
+def _get(config, key: str):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  return value
+
+
+def _at_least(config, key: str, minimum) -> None:
+  value = _get(config, key)
+  if not isinstance(value, (int, float)) or value < minimum:
+    raise ConfigError(f"config.{key}={value!r} must be a number >= {minimum}")
+
+
+def _between(config, key: str, low, high) -> None:
+  value = _get(config, key)
+  if not isinstance(value, (int, float)) or not low <= value < high:
+    raise ConfigError(f"config.{key}={value!r} must be in [{low}, {high})")
+
+
+def generator_depth(config: ml_collections.ConfigDict) -> int:
+  return config.model.num_downs or models.unet_num_downs(config.image_size)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for the first value the run cannot use."""
+  for key, minimum in (("image_size", 32), ("batch_size", 1), ("total_steps", 0),
+                       ("log_every_steps", 1), ("sample_every_steps", 1),
+                       ("checkpoint_every_steps", 1), ("keep_checkpoints", 1), ("num_samples", 0),
+                       ("model.g_base_features", 1), ("model.d_base_features", 1),
+                       ("model.d_layers", 1), ("model.num_downs", 0),
+                       ("loss.gan_weight", 0), ("loss.l1_weight", 0), ("loss.penalty_weight", 0),
+                       ("optim.g_learning_rate", 0), ("optim.d_learning_rate", 0),
+                       ("data.load_size", 1), ("data.prefetch", 0)):
+    _at_least(config, key, minimum)
+  for key in ("model.dropout_rate", "optim.b1", "optim.b2"):
+    _between(config, key, 0, 1)
+  if config.loss.huber_delta <= 0:
+    raise ConfigError(f"config.loss.huber_delta={config.loss.huber_delta!r} must be > 0")
+
+  _choice(config, "compute_dtype", COMPUTE_DTYPES)
+  _choice(config, "model.generator", tuple(models.GENERATORS))
+  _choice(config, "model.discriminator", tuple(models.DISCRIMINATORS))
+  _choice(config, "loss.gan", tuple(losses.GAN_LOSSES))
+  _choice(config, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
+  _choice(config, "loss.penalty", ("auto",) + tuple(losses.PENALTIES))
+  _choice(config, "data.source", DATA_SOURCES)
+  _choice(config, "data.resize_mode", RESIZE_MODES)
+
+  size = config.image_size
+  if config.model.num_downs == 0 and 2**models.unet_num_downs(size) != size:
+    lower = 2**int(math.log2(size))
+    raise ConfigError(f"config.image_size={size} must be a power of two for the U-Net (depth "
+                      f"log2(size)): use {lower} or {2 * lower}, or set config.model.num_downs")
+  depth = generator_depth(config)
+  if depth < 5 or size % 2**depth:
+    raise ConfigError(f"config.model.num_downs={depth} needs >= 5 and image_size divisible by "
+                      f"2**num_downs (image_size={size})")
+  if config.data.resize_mode == "crop" and config.data.load_size < size:
+    raise ConfigError(f"config.data.load_size={config.data.load_size} is smaller than "
+                      f"image_size={size}: crops are taken from the short side resized to "
+                      "load_size, set it >= image_size")

@@ -1,0 +1,26 @@
+"""GanState: everything that changes during training, as one pytree."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import optax
+
+
+class GanState(flax.struct.PyTreeNode):
+  """Both networks' parameters, BatchNorm statistics and optimizer states, the step and the base rng.
+
+  The per-step randomness is `jax.random.fold_in(rng, step)`: `rng` itself never changes, so a resumed
+  run draws exactly what an uninterrupted one would. The optax transforms are static (not leaves): they
+  are code, rebuilt from the config.
+  """
+  step: jax.Array
+  rng: jax.Array
+  g_params: Any
+  g_batch_stats: Any
+  g_opt_state: optax.OptState
+  d_params: Any
+  d_batch_stats: Any
+  d_opt_state: optax.OptState
+  g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)

@@ -1,0 +1,297 @@
+"""Training: create_train_state, the joint D + G train_step, and the train_and_evaluate loop."""
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import logging
+from clu import metric_writers
+from clu import metrics as clu_metrics
+from clu import periodic_actions
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from PIL import Image
+
+from colorgan import checkpointing
+from colorgan import color
+from colorgan import configuration
+from colorgan import input_pipeline
+from colorgan import losses
+from colorgan import models
+from colorgan import parallel
+from colorgan.state import GanState
+
+# Every train_step returns these scalars (zeros where a term is off), averaged over each log interval.
+METRIC_NAMES = (
+    "d_loss", "d_adv", "d_penalty", "d_real_logit", "d_fake_logit",
+    "g_loss", "g_adv", "g_adv_weighted", "g_recon", "g_recon_weighted", "ab_l1_lab",
+)
+TrainMetrics = clu_metrics.Collection.create(
+    **{name: clu_metrics.Average.from_output(name) for name in METRIC_NAMES})
+
+
+class LossSpec(NamedTuple):
+  """The losses named in config.loss, looked up once; static in the jitted step."""
+  gan: losses.GanLoss
+  gan_weight: float
+  reconstruction: Callable[..., jax.Array]
+  reconstruction_weight: float
+  huber_delta: float
+  penalty: Callable[..., jax.Array]
+  penalty_weight: float
+
+
+def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
+  cfg = config.loss
+  return LossSpec(
+      gan=losses.GAN_LOSSES[cfg.gan],
+      gan_weight=cfg.gan_weight,
+      reconstruction=losses.RECONSTRUCTION_LOSSES[cfg.reconstruction],
+      reconstruction_weight=cfg.l1_weight,
+      huber_delta=cfg.huber_delta,
+      penalty=losses.PENALTIES[losses.resolve_penalty(cfg.gan, cfg.penalty)],
+      penalty_weight=cfg.penalty_weight)
+
+
+def create_optimizers(config: ml_collections.ConfigDict):
+  """Adam for each network (pix2pix: 2e-4, betas (0.5, 0.999))."""
+  cfg = config.optim
+  g_tx = optax.adam(cfg.g_learning_rate, b1=cfg.b1, b2=cfg.b2)
+  d_tx = optax.adam(cfg.d_learning_rate, b1=cfg.b1, b2=cfg.b2)
+  return g_tx, d_tx
+
+
+def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
+                       discriminator: nn.Module, rng: jax.Array) -> GanState:
+  """Initializes both networks and optimizers (pure: jit it with out_shardings to place the state)."""
+  g_rng, d_rng, state_rng = jax.random.split(rng, 3)
+  size = config.image_size
+  l = jnp.zeros((1, size, size, 1), jnp.float32)
+  ab = jnp.zeros((1, size, size, 2), jnp.float32)
+  g_vars = generator.init(g_rng, l, train=False)
+  d_vars = discriminator.init(d_rng, l, ab, train=False)
+  g_tx, d_tx = create_optimizers(config)
+  return GanState(
+      step=jnp.zeros((), jnp.int32), rng=state_rng,
+      g_params=g_vars["params"], g_batch_stats=g_vars.get("batch_stats", {}),
+      g_opt_state=g_tx.init(g_vars["params"]),
+      d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}),
+      d_opt_state=d_tx.init(d_vars["params"]),
+      g_tx=g_tx, d_tx=d_tx)
+
+
+def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Module,
+               discriminator: nn.Module, loss: LossSpec) -> tuple[GanState, Any]:
+  """One joint update: the discriminator on (real, generated), then the generator through the new D.
+
+  As in pix2pix, the generator runs forward once; its output feeds the D step (gradient stopped) and
+  the G step, whose gradient is pulled back through that same forward pass.
+
+  Args:
+    state: the replicated GanState.
+    batch: {"image": uint8 [B, H, W, 3]} RGB, sharded over the data axis.
+
+  Returns:
+    The new state and TrainMetrics of this step.
+  """
+  l, real_ab = color.rgb_uint8_to_model_lab(batch["image"])
+  dropout_rng, penalty_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+
+  def generate(g_params):
+    fake_ab, updates = generator.apply(
+        {"params": g_params, "batch_stats": state.g_batch_stats}, l, train=True,
+        rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    return fake_ab, updates["batch_stats"]
+
+  fake_ab, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
+
+  def discriminate(d_params, batch_stats, ab):
+    logits, updates = discriminator.apply(
+        {"params": d_params, "batch_stats": batch_stats}, l, ab, train=True,
+        mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+
+  # ---- discriminator step. Fake and real pass separately (BatchNorm sees each batch on its own), as
+  # in pix2pix.
+  def d_loss_fn(d_params):
+    fake_logits, stats = discriminate(d_params, state.d_batch_stats, jax.lax.stop_gradient(fake_ab))
+    real_logits, stats = discriminate(d_params, stats, real_ab)
+    adv = loss.gan.discriminator(real_logits=real_logits, fake_logits=fake_logits)
+    penalty = loss.penalty(lambda ab: discriminate(d_params, stats, ab)[0], real_ab=real_ab,
+                           fake_ab=jax.lax.stop_gradient(fake_ab), rng=penalty_rng)
+    aux = dict(d_adv=adv, d_penalty=penalty, d_real_logit=jnp.mean(real_logits),
+               d_fake_logit=jnp.mean(fake_logits))
+    return adv + loss.penalty_weight * penalty, (stats, aux)
+
+  (d_loss, (d_batch_stats, d_aux)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+      state.d_params)
+  d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+  d_params = optax.apply_updates(state.d_params, d_updates)
+
+  # ---- generator step, through the updated discriminator.
+  def g_loss_fn(fake_ab):
+    # D runs in training mode as in pix2pix; its BatchNorm statistics from this pass are dropped: D
+    # is only ever used in training mode, so its running averages are never read.
+    fake_logits, _ = discriminate(d_params, d_batch_stats, fake_ab)
+    adv = loss.gan.generator(fake_logits=fake_logits)
+    recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
+    aux = dict(g_adv=adv, g_adv_weighted=loss.gan_weight * adv, g_recon=recon,
+               g_recon_weighted=loss.reconstruction_weight * recon)
+    return aux["g_adv_weighted"] + aux["g_recon_weighted"], aux
+
+  (g_loss, g_aux), d_fake_ab = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_ab)
+  (g_grads,) = pull_back_to_g(d_fake_ab)
+  g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+  g_params = optax.apply_updates(state.g_params, g_updates)
+
+  new_state = state.replace(
+      step=state.step + 1,
+      g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state,
+      d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
+  ab_l1_lab = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
+  step_metrics = TrainMetrics.single_from_model_output(
+      d_loss=d_loss, g_loss=g_loss, ab_l1_lab=ab_l1_lab, **d_aux, **g_aux)
+  return new_state, step_metrics
+
+
+def init_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
+                     discriminator: nn.Module, mesh: jax.sharding.Mesh) -> GanState:
+  """A fresh GanState from config.seed, replicated over the mesh."""
+  init = jax.jit(functools.partial(create_train_state, config, generator, discriminator),
+                 out_shardings=parallel.replicated(mesh))
+  return init(jax.random.key(config.seed))
+
+
+def make_train_step(config: ml_collections.ConfigDict, generator: nn.Module,
+                    discriminator: nn.Module, mesh: jax.sharding.Mesh):
+  """train_step jitted for the mesh: state replicated (and donated), batch split on the data axis."""
+  return jax.jit(
+      functools.partial(train_step, generator=generator, discriminator=discriminator,
+                        loss=create_loss_spec(config)),
+      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+      out_shardings=parallel.replicated(mesh), donate_argnums=0)
+
+
+def generate_ab(generator: nn.Module, g_params, g_batch_stats, l: jax.Array) -> jax.Array:
+  """Inference: BatchNorm running statistics, no dropout. l: [B, H, W, 1] -> ab: [B, H, W, 2]."""
+  return generator.apply({"params": g_params, "batch_stats": g_batch_stats}, l, train=False)
+
+
+def colorize_batch(generator: nn.Module, g_params, g_batch_stats, rgb_uint8: jax.Array):
+  """uint8 RGB [B, H, W, 3] -> (gray, generated, real) float RGB in [0, 1], each [B, H, W, 3]."""
+  l, real_ab = color.rgb_uint8_to_model_lab(rgb_uint8)
+  fake_ab = generate_ab(generator, g_params, g_batch_stats, l)
+  gray = color.model_lab_to_rgb(l, jnp.zeros_like(real_ab))
+  return gray, color.model_lab_to_rgb(l, fake_ab), color.model_lab_to_rgb(l, real_ab)
+
+
+def sample_grid(gray: np.ndarray, generated: np.ndarray, real: np.ndarray) -> np.ndarray:
+  """One row per photo: gray | generated | real, with a 2-px white gutter. Returns uint8 [H, W, 3]."""
+  rows = []
+  for images in zip(gray, generated, real):
+    parts = []
+    for image in images:
+      parts += [image, np.ones((image.shape[0], 2, 3), image.dtype)]
+    rows += [np.concatenate(parts[:-1], axis=1)]
+    rows += [np.ones((2, rows[-1].shape[1], 3), rows[-1].dtype)]
+  grid = np.concatenate(rows[:-1], axis=0)
+  return np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)
+
+
+def write_samples(workdir: str, step: int, grid: np.ndarray, writer) -> str:
+  path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  Image.fromarray(grid).save(tmp, format="PNG")
+  os.replace(tmp, path)  # a reader never sees half a PNG
+  writer.write_images(step, {"samples": grid[None]})
+  return path
+
+
+def _format_metrics(scalars: dict[str, float]) -> str:
+  keys = ("d_loss", "g_adv", "g_recon", "ab_l1_lab", "d_real_logit", "d_fake_logit")
+  return " ".join(f"{k}={scalars[k]:.4f}" for k in keys if k in scalars)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanState:
+  """Trains to config.total_steps, resuming from the latest checkpoint in workdir if there is one.
+
+  Writes into workdir: config.json, checkpoints/<step>/, TensorBoard events (the workdir itself) and
+  samples/step_<N>.png grids (gray | generated | real).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  generator = models.create_generator(config)
+  discriminator = models.create_discriminator(config)
+  source = input_pipeline.create_source(config)
+
+  with jax.set_mesh(mesh):
+    state = init_train_state(config, generator, discriminator, mesh)
+    manager = checkpointing.create_manager(workdir, config)
+    restored = checkpointing.restore_latest(manager, state)
+    if restored is not None:
+      state = restored
+      logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
+    start_step = int(state.step)
+    if start_step == 0:
+      writer.write_hparams(configuration.flatten(config))
+
+    step_fn = make_train_step(config, generator, discriminator, mesh)
+    colorize_fn = jax.jit(functools.partial(colorize_batch, generator))
+    sample_images = input_pipeline.load_eval_images(config, source.eval_paths, config.num_samples)
+
+    rows = parallel.process_batch_rows(mesh, config.batch_size)
+    train_ds = input_pipeline.create_train_dataset(config, source.train_paths, rows=rows,
+                                                   start_step=start_step)
+    train_iter = iter(train_ds.as_numpy_iterator())
+
+    report_progress = periodic_actions.ReportProgress(
+        num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps)
+    logging.info("Training %d -> %d steps on %d device(s), %d process(es); global batch %d",
+                 start_step, config.total_steps, jax.device_count(), jax.process_count(),
+                 config.batch_size)
+    interval_metrics, interval_start, interval_start_step = None, time.time(), start_step
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = parallel.global_batch(mesh, next(train_iter))
+      state, step_metrics = step_fn(state, batch)
+      interval_metrics = (step_metrics if interval_metrics is None
+                          else interval_metrics.merge(step_metrics))
+      report_progress(step)
+
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        scalars = {k: float(v) for k, v in interval_metrics.compute().items()}
+        scalars["steps_per_sec"] = (step - interval_start_step) / (time.time() - interval_start)
+        scalars["g_learning_rate"] = config.optim.g_learning_rate
+        scalars["d_learning_rate"] = config.optim.d_learning_rate
+        writer.write_scalars(step, scalars)
+        eta_min = (config.total_steps - step) / scalars["steps_per_sec"] / 60
+        logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
+                     _format_metrics(scalars), scalars["steps_per_sec"], eta_min)
+        interval_metrics, interval_start, interval_start_step = None, time.time(), step
+
+      if step % config.sample_every_steps == 0 or step == config.total_steps:
+        grid = sample_grid(*jax.device_get(colorize_fn(state.g_params, state.g_batch_stats,
+                                                       sample_images)))
+        if is_chief:
+          path = write_samples(workdir, step, grid, writer)
+          logging.info("Wrote samples %s", path)
+
+      checkpointing.save(manager, step, state, config, force=step == config.total_steps)
+
+    manager.wait_until_finished()
+    manager.close()
+    writer.flush()
+  return state

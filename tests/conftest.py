@@ -1,0 +1,36 @@
+"""Test set-up: compile fast (most tests run a handful of tiny steps) and share tiny configs."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # `configs` importable
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+# XLA's optimizations cost far more compile time than they save on tiny shapes.
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+def tiny_config(**overrides):
+  """The default recipe shrunk to 32 px (U-Net depth 5) and 8 base filters."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config("smoke")
+  config.batch_size = 4
+  config.total_steps = 4
+  config.log_every_steps = config.sample_every_steps = config.checkpoint_every_steps = 2
+  config.num_samples = 2
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config
