@@ -140,6 +140,33 @@ def create_train_dataset(config: ml_collections.ConfigDict, paths: tuple[str, ..
   return ds.prefetch(config.data.prefetch)
 
 
+def create_eval_dataset(config: ml_collections.ConfigDict, paths: tuple[str, ...], *,
+                        rows: tuple[int, int]) -> tf.data.Dataset:
+  """One pass over the eval photos (center crops) in global batches of config.batch_size.
+
+  The last global batch is padded: {"image": uint8 [hi - lo, S, S, 3], "mask": bool [hi - lo]} where
+  mask is False on padding. Every host yields the same number of batches, its rows [lo, hi) of each.
+  """
+  global_batch, (lo, hi) = config.batch_size, rows
+  num_batches = -(-len(paths) // global_batch)
+  indices = np.full(num_batches * global_batch, -1, np.int64)
+  indices[:len(paths)] = np.arange(len(paths))
+  paths_t = tf.constant(list(paths))
+
+  def load(index):
+    def decode():
+      return preprocess(_decode_rgb(tf.gather(paths_t, index)), image_size=config.image_size,
+                        load_size=config.data.load_size, resize_mode=config.data.resize_mode,
+                        train=False, random_flip=False)
+    padding = lambda: tf.zeros([config.image_size] * 2 + [3], tf.uint8)  # noqa: E731
+    return {"image": tf.cond(index >= 0, decode, padding), "mask": index >= 0}
+
+  ds = tf.data.Dataset.from_tensor_slices(indices.reshape(num_batches, global_batch)[:, lo:hi])
+  ds = ds.unbatch().map(load, num_parallel_calls=config.data.num_parallel_calls,
+                        deterministic=True)
+  return ds.batch(hi - lo).prefetch(config.data.prefetch)
+
+
 def load_eval_images(config: ml_collections.ConfigDict, paths: tuple[str, ...],
                      count: int) -> np.ndarray:
   """The first `count` eval photos, center-cropped: uint8 [count, S, S, 3] (for sample grids)."""
