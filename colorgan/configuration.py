@@ -9,7 +9,7 @@ from colorgan import losses
 from colorgan import models
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
-DATA_SOURCES = ("bundled",)
+DATA_SOURCES = ("bundled", "folder", "tfds")
 RESIZE_MODES = ("crop", "resize")
 
 
@@ -54,6 +54,20 @@ def _between(config, key: str, low, high) -> None:
     raise ConfigError(f"config.{key}={value!r} must be in [{low}, {high})")
 
 
+def _check_data_source(config: ml_collections.ConfigDict) -> None:
+  """The keys a source cannot do without (whether the data is there is checked when it is read)."""
+  data = config.data
+  if data.source == "folder" and not data.path:
+    raise ConfigError("config.data.source='folder' needs config.data.path: add "
+                      "--config.data.path=/path/to/photos")
+  if data.source == "tfds":
+    for key, example in (("tfds_name", "coco/2017"), ("train_split", "train"),
+                         ("eval_split", "validation"), ("image_key", "image")):
+      if not data[key]:
+        raise ConfigError(f"config.data.source='tfds' needs config.data.{key}: e.g. "
+                          f"--config.data.{key}={example}")
+
+
 def generator_depth(config: ml_collections.ConfigDict) -> int:
   return config.model.num_downs or models.unet_num_downs(config.image_size)
 
@@ -67,10 +81,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        ("model.d_layers", 1), ("model.num_downs", 0),
                        ("loss.gan_weight", 0), ("loss.l1_weight", 0), ("loss.penalty_weight", 0),
                        ("optim.g_learning_rate", 0), ("optim.d_learning_rate", 0),
-                       ("data.load_size", 1), ("data.prefetch", 0)):
+                       ("data.load_size", 1), ("data.prefetch", 0), ("data.split_seed", 0),
+                       ("data.shuffle_window", 1)):
     _at_least(config, key, minimum)
-  for key in ("model.dropout_rate", "optim.b1", "optim.b2"):
+  for key in ("model.dropout_rate", "optim.b1", "optim.b2", "data.eval_fraction"):
     _between(config, key, 0, 1)
+  calls = config.data.num_parallel_calls
+  if not isinstance(calls, int) or (calls < 1 and calls != -1):
+    raise ConfigError(f"config.data.num_parallel_calls={calls!r} must be -1 (tf.data AUTOTUNE) or "
+                      ">= 1")
   if config.loss.huber_delta <= 0:
     raise ConfigError(f"config.loss.huber_delta={config.loss.huber_delta!r} must be > 0")
 
@@ -82,6 +101,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "loss.penalty", ("auto",) + tuple(losses.PENALTIES))
   _choice(config, "data.source", DATA_SOURCES)
   _choice(config, "data.resize_mode", RESIZE_MODES)
+  _check_data_source(config)
 
   size = config.image_size
   if config.model.num_downs == 0 and 2**models.unet_num_downs(size) != size:

@@ -50,12 +50,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.b2 = 0.999
 
   config.data = ml_collections.ConfigDict()
-  config.data.source = "bundled"   # bundled: the photos shipped inside scikit-image and scikit-learn
+  config.data.source = "bundled"   # bundled (photos inside scikit-image/-learn) | folder | tfds
+  # folder: a directory of images read recursively (.jpg .jpeg .png .webp .bmp .tif .tiff, any case).
+  # Its train/ and val/ subfolders are the split when both exist; otherwise a seeded hash of each
+  # file's relative path holds out eval_fraction of the files (stable as files come and go).
+  config.data.path = ""
+  config.data.eval_fraction = 0.05
+  config.data.split_seed = 0       # seeds that hash: the eval files do not change with config.seed
+  # tfds: any TFDS image dataset, e.g. coco/2017, imagenette/320px-v2, places365_small, imagenet2012.
+  config.data.tfds_name = ""
+  config.data.tfds_data_dir = ""   # "": TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+  config.data.tfds_download = False  # True: download and prepare it when it is not there yet
+  config.data.train_split = "train"  # TFDS split syntax: "train[:8000]", "train[:90%]+validation"
+  config.data.eval_split = "validation"
+  config.data.image_key = "image"  # the image feature of the TFDS examples
+  config.data.shuffle_window = 1024  # tfds: examples shuffled together (files: a full permutation)
+  config.data.cache = False        # keep the encoded images in memory after their first read
   config.data.load_size = 286      # short side resized to this, then cropped to image_size (pix2pix)
   config.data.resize_mode = "crop"  # crop: resize short side + crop; resize: squash to a square
   config.data.random_flip = True
-  config.data.num_parallel_calls = -1  # -1: tf.data AUTOTUNE
-  config.data.prefetch = 2
+  config.data.num_parallel_calls = -1  # images decoded in parallel; -1: tf.data AUTOTUNE
+  config.data.prefetch = 2         # batches prepared ahead of the training step
 
   if arg == "smoke":  # seconds on a laptop CPU: tiny images, tiny nets
     config.image_size = 32
