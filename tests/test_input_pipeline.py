@@ -194,6 +194,13 @@ def test_convertible_modes_decode_to_their_rgb(messy_folder):
   # CMYK JPEG (lossy, through CMYK): close to the photo it was made from, in color.
   cmyk = decode("convert/cmyk.jpg")
   assert np.abs(cmyk - reference).mean() < 4, np.abs(cmyk - reference).mean()
+  # EXIF orientation 6 (shown turned 90 degrees clockwise): the stored left half is shown on top.
+  halves = np.concatenate([_solid((255, 0, 0), (16, 32)), _solid((0, 0, 255), (16, 32))], axis=1)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  turned, _ = input_pipeline.decode_image(_encode(halves, "JPEG", quality=95, exif=exif),
+                                          image_size=32, load_size=32, resize_mode="resize")
+  assert turned[:12, :, 0].min() > 200 and turned[20:, :, 2].min() > 200
   # The RGB file holding a black-and-white photo passes the start-up check but is skipped decoding.
   with open(os.path.join(root, messy_folder["decode_time_bad"]), "rb") as f:
     image, problem = input_pipeline.decode_image(f.read(), image_size=32, load_size=32,
