@@ -327,6 +327,9 @@ def test_tfds_dataset_trains_two_steps(step_fn):
     evals = list(input_pipeline.create_eval_dataset(config, source.eval, rows=(0, 4))
                  .as_numpy_iterator())
     samples = input_pipeline.load_eval_images(config, source.eval, 2)
+    host_masks = [[b["mask"].tolist() for b in input_pipeline.create_eval_dataset(
+        config, source.eval, rows=rows).as_numpy_iterator()] for rows in ((0, 2), (2, 4))]
+  assert host_masks == [[[True, True]] * 3, [[True, True]] * 2 + [[False, False]]]
   for batch in batches:  # random-size mock images, all cropped to 32 px
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8 and batch.std() > 10
   assert np.isfinite(step_fn(batches)).all()
