@@ -12,8 +12,8 @@ images/s is well above the step's.
 
 Prints progress, then as its last line a JSON object: images_per_s, batch_size, image_size, steps,
 seconds, source, train_images, cpus, start_s (source check + first batch), cpu_seconds and
-images_per_cpu_s (the pipeline's cost, meaningful on a busy machine), load_avg_1min and, with --train_step,
-train_step_s, train_images_per_s and feed_ratio (pipeline images/s over the step's).
+images_per_cpu_s (the pipeline's cost, meaningful on a busy machine), load_avg_1min and, with
+--train_step, train_step_s, train_images_per_s and feed_ratio (pipeline images/s over the step's).
 """
 
 import json
@@ -33,7 +33,7 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/folde
 flags.DEFINE_integer("steps", 100, "Batches to time.")
 flags.DEFINE_integer("warmup", 10, "Batches read before timing starts.")
 flags.DEFINE_bool("train_step", False, "Also time the config's training step (compiles the model).")
-flags.DEFINE_integer("train_steps", 3, "Training steps to time with --train_step (after 1 to compile).")
+flags.DEFINE_integer("train_steps", 3, "Steps timed with --train_step (after 1 to compile).")
 FLAGS = flags.FLAGS
 
 

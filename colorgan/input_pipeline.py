@@ -40,6 +40,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 import tensorflow as tf
 
 from colorgan import configuration
@@ -190,7 +191,7 @@ def decode_image(data: bytes, *, image_size: int, load_size: int, resize_mode: s
   """Encoded bytes -> (uint8 [image_size, image_size, 3], None), or (None, why it was skipped).
 
   Any format Pillow reads; palette, RGBA (alpha dropped), 16-bit RGB and CMYK are converted to 8-bit
-  RGB; grayscale images (by mode or by content) are skipped. rng: a random crop and flip; None: the
+  RGB and EXIF orientation is applied; grayscale images (by mode or by content) are skipped. rng: a random crop and flip; None: the
   center crop.
   """
   if not data:
@@ -199,10 +200,11 @@ def decode_image(data: bytes, *, image_size: int, load_size: int, resize_mode: s
   if problem:
     return None, problem
   try:
-    if image.format in ("JPEG", "MPO"):  # decode at 1/2, 1/4 or 1/8 scale when that still covers the target
+    if image.format in ("JPEG", "MPO"):  # decode at 1/2, 1/4 or 1/8 scale if that covers the target
       image.draft(None, _target_size(*image.size, image_size=image_size, load_size=load_size,
                                      resize_mode=resize_mode))
     image.load()
+    ImageOps.exif_transpose(image, in_place=True)  # photos as they are shown (EXIF orientation)
     if image.mode in ("P", "PA"):
       image = image.convert("RGBA")  # palettes may carry transparency: expand them first
     if image.mode != "RGB":
@@ -229,13 +231,18 @@ class _SkipLog:
       if name in self._seen:
         return
       self._seen.add(name)
-      self._reasons[reason.split(" (")[0].split(":")[0]] += 1
+      self._reasons[_reason_kind(reason)] += 1
       count = len(self._seen)
     if count <= _LOG_FIRST:
       logging.warning("Skipped %s image %s: %s", self._what, name, reason)
-    elif count % 100 == 0 or count in (_LOG_FIRST + 1, 50):
-      logging.warning("Skipped %d %s images so far (%s)", count, self._what,
-                      _format_counts(self._reasons))
+    elif count == _LOG_FIRST + 1 or count % 100 == 0:
+      logging.warning("Skipped %d %s images so far (%s); further ones are counted, not named",
+                      count, self._what, _format_counts(self._reasons))
+
+
+def _reason_kind(reason: str) -> str:
+  """The kind of a skip reason, e.g. "too large" for "too large (40000x40000 px ...)"."""
+  return reason.split(" (")[0].split(":")[0]
 
 
 def _format_counts(counter: collections.Counter) -> str:
@@ -391,7 +398,7 @@ def check_image_files(paths: tuple[str, ...], *, what: str) -> tuple[tuple[str, 
 
 
 def _reason_counts(bad) -> str:
-  return _format_counts(collections.Counter(r.split(" (")[0].split(":")[0] for _, r in bad))
+  return _format_counts(collections.Counter(_reason_kind(r) for _, r in bad))
 
 
 def _report(where: str, num_files: int, good: int, bad: tuple[tuple[str, str], ...]) -> None:
@@ -403,7 +410,8 @@ def _report(where: str, num_files: int, good: int, bad: tuple[tuple[str, str], .
   for path, reason in bad[:_LOG_FIRST]:
     logging.warning("  skipped %s: %s", path, reason)
   if len(bad) > _LOG_FIRST:
-    logging.warning("  ... and %d more (%s)", len(bad) - _LOG_FIRST, _reason_counts(bad[_LOG_FIRST:]))
+    logging.warning("  ... and %d more (%s)", len(bad) - _LOG_FIRST,
+                    _reason_counts(bad[_LOG_FIRST:]))
 
 
 def _in_eval_split(rel_path: str, *, seed: int, fraction: float) -> bool:
@@ -498,8 +506,15 @@ def _tfds_source(config: ml_collections.ConfigDict) -> Source:
     images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
     raise DataError(f"config.data.image_key={cfg.image_key!r} is not an image feature of "
                     f"{cfg.tfds_name}: its image features are {images or 'none'}")
+  if features[cfg.image_key].shape[-1] == 1:
+    raise DataError(f"{cfg.tfds_name}'s {cfg.image_key!r} images are grayscale: colorgan needs "
+                    "color photos")
   if cfg.tfds_download:
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except  (network, disk, manual downloads)
+      raise DataError(f"config.data.tfds_name={cfg.tfds_name!r} could not be downloaded and "
+                      f"prepared: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
   splits = {}
   for key, split in (("train_split", cfg.train_split), ("eval_split", cfg.eval_split)):
     images = TfdsSplit(cfg.tfds_name, split, data_dir, cfg.image_key, 0)

@@ -194,6 +194,13 @@ def test_convertible_modes_decode_to_their_rgb(messy_folder):
   # CMYK JPEG (lossy, through CMYK): close to the photo it was made from, in color.
   cmyk = decode("convert/cmyk.jpg")
   assert np.abs(cmyk - reference).mean() < 4, np.abs(cmyk - reference).mean()
+  # EXIF orientation 6 (shown turned 90 degrees clockwise): the stored left half is shown on top.
+  halves = np.concatenate([_solid((255, 0, 0), (16, 32)), _solid((0, 0, 255), (16, 32))], axis=1)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  turned, _ = input_pipeline.decode_image(_encode(halves, "JPEG", quality=95, exif=exif),
+                                          image_size=32, load_size=32, resize_mode="resize")
+  assert turned[:12, :, 0].min() > 200 and turned[20:, :, 2].min() > 200
   # The RGB file holding a black-and-white photo passes the start-up check but is skipped decoding.
   with open(os.path.join(root, messy_folder["decode_time_bad"]), "rb") as f:
     image, problem = input_pipeline.decode_image(f.read(), image_size=32, load_size=32,
@@ -320,6 +327,9 @@ def test_tfds_dataset_trains_two_steps(step_fn):
     evals = list(input_pipeline.create_eval_dataset(config, source.eval, rows=(0, 4))
                  .as_numpy_iterator())
     samples = input_pipeline.load_eval_images(config, source.eval, 2)
+    host_masks = [[b["mask"].tolist() for b in input_pipeline.create_eval_dataset(
+        config, source.eval, rows=rows).as_numpy_iterator()] for rows in ((0, 2), (2, 4))]
+  assert host_masks == [[[True, True]] * 3, [[True, True]] * 2 + [[False, False]]]
   for batch in batches:  # random-size mock images, all cropped to 32 px
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8 and batch.std() > 10
   assert np.isfinite(step_fn(batches)).all()
