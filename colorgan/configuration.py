@@ -77,6 +77,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key, minimum in (("image_size", 32), ("batch_size", 1), ("total_steps", 0),
                        ("log_every_steps", 1), ("sample_every_steps", 1),
                        ("checkpoint_every_steps", 1), ("keep_checkpoints", 1), ("num_samples", 0),
+                       ("eval_every_steps", 0), ("eval_batch_size", 1), ("num_eval_images", 0),
                        ("model.g_base_features", 1), ("model.d_base_features", 1),
                        ("model.d_layers", 1), ("model.num_downs", 0),
                        ("loss.gan_weight", 0), ("loss.l1_weight", 0), ("loss.penalty_weight", 0),

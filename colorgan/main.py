@@ -3,6 +3,8 @@
   python -m colorgan.main --config=configs/quickstart.py --workdir=workdirs/quickstart
   python -m colorgan.main --config=configs/default.py --mode=summary
   python -m colorgan.main --config=configs/default.py --config.batch_size=32 --workdir=DIR
+  python -m colorgan.main --mode=evaluate --workdir=DIR                    # JSON as the last line
+  python -m colorgan.main --mode=colorize --workdir=DIR --input=photos/ --output_dir=colored/
 
 Mistakes a user can make (an unknown config key, a value of the wrong type or out of range, a missing
 --workdir) end with one line on stderr naming the key and the fix, and exit status 2.
@@ -24,14 +26,27 @@ from ml_collections import config_flags  # noqa: E402
 from colorgan import configuration  # noqa: E402
 
 FLAGS = flags.FLAGS
-MODES = ("train", "summary")
+MODES = ("train", "summary", "evaluate", "colorize")
+# Without --config these modes use the run's own config (WORKDIR/config.json) via this file.
+SAVED_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "saved.py")
 
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/quickstart.py (add :arg to pass an argument).",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
 flags.DEFINE_enum("mode", "train", MODES, "train: train (or resume) in --workdir; summary: print "
-                  "the networks' parameters and, as the last line, a JSON object of their sizes.")
+                  "the networks' parameters and, as the last line, a JSON object of their sizes; "
+                  "evaluate: score a checkpoint and the gray baseline on the eval split (JSON as "
+                  "the last line); colorize: colorize --input photos into --output_dir.")
+flags.DEFINE_integer("step", None, "evaluate/colorize: the checkpoint step (default: the latest).")
+flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive) or a glob; "
+                          "repeat the flag for more.")
+flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go (relative paths "
+                    "kept); never an input's place.")
+flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
+flags.DEFINE_integer("colorize_size", None, "colorize: the size the generator works at (default: "
+                     "the run's config.image_size); a multiple of 2**U-Net depth.")
 
 
 class _OnlyColorganInfo(logging_std.Filter):
@@ -60,8 +75,35 @@ def _config_file_arg(argv: list[str]) -> str:
   return "?"
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The last --name=value or --name value in argv (before absl parses it)."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      value = arg.partition("=")[2]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def _with_saved_config(argv: list[str]) -> list[str]:
+  """evaluate/colorize without --config: the run's own config, so --config.KEY overrides apply."""
+  mode = _flag_value(argv, "mode")
+  if mode not in ("evaluate", "colorize") or _flag_value(argv, "config") is not None:
+    return argv
+  workdir = _flag_value(argv, "workdir")
+  if not workdir:
+    usage_error(f"--workdir is required for --mode={mode}: the run to restore, e.g. "
+                "--workdir=workdirs/quickstart")
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    usage_error(f"--workdir={workdir} holds no config.json: point --workdir at a training run "
+                "(or pass --config)")
+  return argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.abspath(workdir)}"] + argv[1:]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a config or flag mistake reported in one line (exit 2)."""
+  argv = _with_saved_config(argv)
   try:
     return FLAGS(argv)
   except flags.Error as e:
@@ -125,6 +167,37 @@ def summary(config) -> dict:
   }
 
 
+def evaluate_mode(config, workdir: str) -> str:
+  """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line."""
+  from colorgan import evaluate  # pylint: disable=g-import-not-at-top
+  try:
+    result = evaluate.evaluate_checkpoint(config, workdir, FLAGS.step)
+  except (FileNotFoundError, ValueError) as e:
+    usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  return evaluate.to_json(result)
+
+
+def colorize_mode(config, workdir: str) -> int:
+  """--mode=colorize: the exit status (1 when any photo failed)."""
+  if not FLAGS.input:
+    usage_error("--input is required for --mode=colorize: a photo, a folder or a glob (repeatable)")
+  if not FLAGS.output_dir:
+    usage_error("--output_dir is required for --mode=colorize, e.g. --output_dir=colorized")
+  from colorgan import colorize  # pylint: disable=g-import-not-at-top
+  try:
+    work = colorize.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format)
+  except colorize.PlanError as e:
+    usage_error(str(e))
+  try:
+    colorizer = colorize.Colorizer.from_checkpoint(workdir, FLAGS.step, size=FLAGS.colorize_size,
+                                                   batch_size=config.eval_batch_size)
+  except (FileNotFoundError, ValueError) as e:
+    usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}" if isinstance(e, FileNotFoundError)
+                else _one_line(e))
+  failures = colorizer.run(work)
+  return 1 if failures else 0
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     usage_error(f"unexpected argument(s) {' '.join(argv[1:])}: config values are set as "
@@ -147,6 +220,12 @@ def main(argv: list[str]) -> None:
   workdir = os.path.abspath(FLAGS.workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     usage_error(f"--workdir={FLAGS.workdir} exists and is not a directory")
+
+  if FLAGS.mode == "evaluate":
+    print(evaluate_mode(config, workdir))
+    return
+  if FLAGS.mode == "colorize":
+    sys.exit(colorize_mode(config, workdir))
 
   from colorgan import train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)

@@ -21,6 +21,7 @@ from PIL import Image
 from colorgan import checkpointing
 from colorgan import color
 from colorgan import configuration
+from colorgan import evaluate
 from colorgan import input_pipeline
 from colorgan import losses
 from colorgan import models
@@ -222,8 +223,9 @@ def _format_metrics(scalars: dict[str, float]) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanState:
   """Trains to config.total_steps, resuming from the latest checkpoint in workdir if there is one.
 
-  Writes into workdir: config.json, checkpoints/<step>/, TensorBoard events (the workdir itself) and
-  samples/step_<N>.png grids (gray | generated | real).
+  Writes into workdir: config.json, checkpoints/<step>/, TensorBoard events (the workdir itself),
+  samples/step_<N>.png grids (gray | generated | real) and, every config.eval_every_steps and at the
+  end, eval/step_<N>.json (colorgan.evaluate: the model and the gray baseline on the eval split).
   """
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
@@ -252,6 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
     step_fn = make_train_step(config, generator, discriminator, mesh)
     colorize_fn = jax.jit(functools.partial(colorize_batch, generator))
     sample_images = input_pipeline.load_eval_images(config, source.eval_paths, config.num_samples)
+    evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval_paths)
+                 if config.eval_every_steps else None)
 
     rows = parallel.process_batch_rows(mesh, config.batch_size)
     train_ds = input_pipeline.create_train_dataset(config, source.train_paths, rows=rows,
@@ -288,6 +292,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
         if is_chief:
           path = write_samples(workdir, step, grid, writer)
           logging.info("Wrote samples %s", path)
+
+      if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
+        evaluate.evaluate_and_record(
+            evaluator, {"params": state.g_params, "batch_stats": state.g_batch_stats}, step,
+            workdir, writer)
 
       checkpointing.save(manager, step, state, config, force=step == config.total_steps)
 

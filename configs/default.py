@@ -24,6 +24,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
   config.num_samples = 8  # photos in the sample grid (taken from the eval split)
+  config.eval_every_steps = 5_000  # evaluate model and gray baseline (and at the end); 0: never
+  config.eval_batch_size = 16  # global batch of evaluation and of --mode=colorize
+  config.num_eval_images = 0  # evaluate on the first this many eval photos; 0: all of them
 
   config.model = ml_collections.ConfigDict()
   config.model.generator = "unet"          # colorgan.models.GENERATORS
@@ -80,6 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.d_base_features = 8
     config.data.load_size = 36
     config.log_every_steps = config.sample_every_steps = config.checkpoint_every_steps = 5
+    config.eval_every_steps = 5
+    config.eval_batch_size = 4
   elif arg:
     raise ValueError(f"configs/default.py takes no argument or 'smoke', got {arg!r}")
   return config

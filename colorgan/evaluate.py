@@ -1,0 +1,196 @@
+"""Evaluation: the generator (inference mode) and the gray baseline (ab = 0) on the eval split.
+
+Every eval photo is center-cropped as in training's eval path (input_pipeline.create_eval_dataset),
+its L goes through the generator, and the result, rounded to uint8 RGB like a saved picture, is scored
+against the photo with colorgan.metrics; the gray baseline is the same L with ab = 0. The jitted step
+runs over the mesh with the batch sharded; metrics accumulate across batches and devices (padding
+masked out). The result is one JSON-ready dict:
+
+  {"step": N, "num_images": n, "image_size": S, "ground_truth": {"colorfulness": ...},
+   "model": {"psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1"},
+   "baseline": {same keys}}
+
+written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
+"""
+
+import functools
+import json
+import math
+import os
+from typing import Any
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import tqdm
+
+from colorgan import checkpointing
+from colorgan import color
+from colorgan import input_pipeline
+from colorgan import metrics
+from colorgan import models
+from colorgan import parallel
+
+EVAL_DIR = "eval"
+METRIC_NAMES = ("psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1")
+
+
+def to_uint8(rgb: jax.Array) -> jax.Array:
+  """Float RGB in [0, 1] -> uint8, rounded as a saved picture would be."""
+  return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def eval_step(generator: nn.Module, g_variables: dict[str, Any],
+              batch: dict[str, jax.Array]) -> tuple[metrics.EvalMetrics, metrics.EvalMetrics]:
+  """The metrics of one batch for the model and for the gray baseline.
+
+  Args:
+    generator: the generator module.
+    g_variables: {"params": ..., "batch_stats": ...}, replicated.
+    batch: {"image": uint8 [B, S, S, 3], "mask": bool [B]}, sharded over the data axis.
+
+  Returns:
+    (model, baseline) EvalMetrics of the unmasked rows.
+  """
+  rgb = batch["image"]
+  l, _ = color.rgb_uint8_to_model_lab(rgb)
+  # Inference mode: BatchNorm running statistics, no dropout (what colorize uses too).
+  fake_ab = generator.apply(g_variables, l, train=False)
+  generated = to_uint8(color.model_lab_to_rgb(l, fake_ab))
+  gray = to_uint8(color.model_lab_to_rgb(l, jnp.zeros_like(fake_ab)))
+  return (metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]),
+          metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
+
+
+def eval_paths(config: ml_collections.ConfigDict, paths: tuple[str, ...]) -> tuple[str, ...]:
+  """The first config.num_eval_images of `paths` (all when 0)."""
+  return tuple(paths[:config.num_eval_images] if config.num_eval_images else paths)
+
+
+class Evaluator:
+  """The eval step compiled once for a run; call it with generator variables, as often as needed."""
+
+  def __init__(self, config: ml_collections.ConfigDict, generator: nn.Module,
+               mesh: jax.sharding.Mesh, paths: tuple[str, ...]):
+    """Args: the run config, its generator, the mesh, and the eval photos (Source.eval_paths)."""
+    parallel.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
+    self.paths = eval_paths(config, paths)
+    if not self.paths:
+      raise ValueError("the eval split holds no photo: check config.data")
+    self.mesh = mesh
+    self.image_size = config.image_size
+    # create_eval_dataset batches by config.batch_size: give it the eval batch size.
+    self._data_config = config.copy_and_resolve_references()
+    self._data_config.batch_size = config.eval_batch_size
+    self._rows = parallel.process_batch_rows(mesh, config.eval_batch_size)
+    self._step = jax.jit(
+        functools.partial(eval_step, generator),
+        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=parallel.replicated(mesh))
+
+  @property
+  def num_batches(self) -> int:
+    return math.ceil(len(self.paths) / self._data_config.batch_size)
+
+  def __call__(self, g_variables: dict[str, Any], step: int, *,
+               progress: bool = False) -> dict[str, Any]:
+    """Scores the generator `g_variables` (replicated over the mesh) at training step `step`."""
+    dataset = input_pipeline.create_eval_dataset(self._data_config, self.paths, rows=self._rows)
+    model = baseline = None
+    with jax.set_mesh(self.mesh):
+      for batch in tqdm.tqdm(dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
+                             desc="evaluate", disable=not progress, leave=False):
+        m, b = self._step(g_variables, parallel.global_batch(self.mesh, batch))
+        model = m if model is None else model.merge(m)
+        baseline = b if baseline is None else baseline.merge(b)
+    model_values = {k: float(v) for k, v in model.compute().items()}
+    baseline_values = {k: float(v) for k, v in baseline.compute().items()}
+    return {
+        "step": int(step),
+        "num_images": model.num_images(),
+        "image_size": self.image_size,
+        "ground_truth": {"colorfulness": model_values["true_colorfulness"]},
+        "model": {k: model_values[k] for k in METRIC_NAMES},
+        "baseline": {k: baseline_values[k] for k in METRIC_NAMES},
+    }
+
+
+def _json_safe(value):
+  """JSON has no inf/nan (PSNR of an exact reconstruction is inf): those become null."""
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def to_json(result: dict[str, Any]) -> str:
+  return json.dumps(_json_safe(result), sort_keys=False, allow_nan=False)
+
+
+def record(result: dict[str, Any], workdir: str, writer=None) -> str:
+  """Writes `result` to WORKDIR/eval/step_<N>.json (atomically) and, with a writer, to TensorBoard.
+
+  Returns:
+    The JSON file's path.
+  """
+  step = result["step"]
+  if writer is not None:
+    writer.write_scalars(step, {f"eval/{who}/{name}": value
+                                for who in ("model", "baseline")
+                                for name, value in result[who].items()})
+  path = os.path.join(workdir, EVAL_DIR, f"step_{step}.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(to_json(result) + "\n")
+  os.replace(tmp, path)  # a reader never sees half a file
+  return path
+
+
+def summary_line(result: dict[str, Any]) -> str:
+  model, baseline = result["model"], result["baseline"]
+  return " ".join(f"{k}={model[k]:.4g}/{baseline[k]:.4g}" for k in METRIC_NAMES)
+
+
+def evaluate_and_record(evaluator: Evaluator, g_variables: dict[str, Any], step: int,
+                        workdir: str, writer=None) -> dict[str, Any]:
+  """The training loop's periodic evaluation: every host scores, the chief writes."""
+  result = evaluator(g_variables, step)
+  if jax.process_index() == 0:
+    path = record(result, workdir, writer)
+    logging.info("eval step %d on %d photos (model/gray baseline): %s -> %s", step,
+                 result["num_images"], summary_line(result), path)
+  return result
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> dict[str, Any]:
+  """`--mode=evaluate`: restores the generator of a checkpoint and evaluates it on the eval split.
+
+  The generator is built from the checkpoint's own config; `config` picks the eval data (data.*,
+  image_size, eval_batch_size, num_eval_images).
+
+  Raises:
+    FileNotFoundError: no checkpoint (or not that step) in workdir.
+    ValueError: an eval batch size the devices cannot split, or an empty eval split.
+  """
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+
+  mesh = parallel.create_mesh()
+  inference = checkpointing.restore_for_inference(workdir, step,
+                                                  sharding=parallel.replicated(mesh))
+  generator = models.create_generator(inference.config)
+  source = input_pipeline.create_source(config)
+  evaluator = Evaluator(config, generator, mesh, source.eval_paths)
+  logging.info("Evaluating step %d of %s on %d %s photos", inference.step, workdir,
+               len(evaluator.paths), source.name)
+  result = evaluator(inference.g_variables, inference.step, progress=True)
+  if jax.process_index() == 0:
+    writer = metric_writers.create_default_writer(workdir, just_logging=False)
+    path = record(result, workdir, writer)
+    writer.flush()
+    logging.info("(model/gray baseline) %s -> %s", summary_line(result), path)
+  return result

@@ -1,0 +1,105 @@
+"""Evaluation of a tiny trained model: in the training loop, and as --mode=evaluate over 2 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.color
+import skimage.metrics
+import tensorflow as tf
+
+from colorgan import evaluate
+from colorgan import input_pipeline
+from colorgan import train
+from tests.conftest import REPO
+from tests.conftest import tiny_config
+
+KEYS = {"psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1"}
+
+
+def _cli(*args, devices=1):
+  # Compiling dominates tiny runs: as conftest does in-process.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
+             JAX_DISABLE_MOST_OPTIMIZATIONS="true")
+  return subprocess.run([sys.executable, "-m", "colorgan.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """2 training steps; the loop evaluates at step 2 on 6 of the 8 bundled photos in batches of 4
+  (the second batch has 2 padding rows)."""
+  workdir = str(tmp_path_factory.mktemp("eval") / "run")
+  config = tiny_config(total_steps=2, eval_every_steps=2, eval_batch_size=4, num_eval_images=6)
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "eval", "step_2.json")) as f:
+    return config, workdir, json.load(f)
+
+
+def test_training_writes_the_eval_json_and_tensorboard_scalars(run):
+  _, workdir, result = run
+  assert result["step"] == 2 and result["num_images"] == 6 and result["image_size"] == 32
+  for who in ("model", "baseline"):
+    assert set(result[who]) == KEYS
+    values = result[who]
+    assert 5 < values["psnr"] < 60 and 0 < values["ssim"] <= 1 and 0 < values["auc"] <= 1
+    assert values["ab_l1"] > 0 and values["colorfulness"] >= 0
+  assert result["baseline"]["colorfulness"] < 1  # gray: no color but rounding
+  assert result["ground_truth"]["colorfulness"] > 10  # the bundled photos are colorful
+  np.testing.assert_allclose(result["baseline"]["delta_colorfulness"],
+                             result["ground_truth"]["colorfulness"]
+                             - result["baseline"]["colorfulness"], rtol=1e-4)
+  tags = set()
+  for events in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(events):
+      tags.update(v.tag for v in event.summary.value)
+  assert {f"eval/{who}/{k}" for who in ("model", "baseline") for k in KEYS} <= tags
+
+
+def test_gray_baseline_matches_skimage(run):
+  # The baseline, recomputed with skimage alone: the same center crops, ab set to 0 in skimage's Lab.
+  config, _, result = run
+  paths = input_pipeline.create_source(config).eval_paths[:6]
+  crops = input_pipeline.load_eval_images(config, paths, 6) / 255.0
+  psnrs, l1s = [], []
+  for crop in crops:
+    lab = skimage.color.rgb2lab(crop)
+    gray = np.round(skimage.color.lab2rgb(lab * [1, 0, 0]) * 255) / 255.0
+    psnrs.append(skimage.metrics.peak_signal_noise_ratio(crop, gray, data_range=1))
+    l1s.append(np.abs(skimage.color.rgb2lab(gray)[..., 1:] - lab[..., 1:]).mean())
+  np.testing.assert_allclose(result["baseline"]["psnr"], np.mean(psnrs), atol=0.02)
+  np.testing.assert_allclose(result["baseline"]["ab_l1"], np.mean(l1s), rtol=2e-3)
+
+
+def test_evaluate_mode_on_two_devices_reproduces_the_training_eval(run):
+  config, workdir, in_training = run
+  result = _cli("--mode=evaluate", f"--workdir={workdir}", "--config.eval_batch_size=4",
+                devices=2)
+  assert result.returncode == 0, result.stderr
+  printed = json.loads(result.stdout.strip().splitlines()[-1])  # the JSON is the last line
+  with open(os.path.join(workdir, "eval", "step_2.json")) as f:
+    assert json.load(f) == printed
+  assert printed["num_images"] == 6 and printed["step"] == 2  # the run's own config was used
+  for who in ("model", "baseline"):
+    for key in KEYS:
+      np.testing.assert_allclose(printed[who][key], in_training[who][key], rtol=1e-4,
+                                 err_msg=f"{who}.{key}")
+
+
+def test_evaluate_mode_mistakes_are_one_line_errors(run, tmp_path):
+  result = _cli("--mode=evaluate", f"--workdir={run[1]}", "--step=7")
+  assert result.returncode == 2, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
+  assert len(lines) == 1 and "has no checkpoint at step 7: it has steps 2" in lines[0], result.stderr
+  assert "Traceback" not in result.stderr
+  result = _cli("--mode=evaluate", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert f"--workdir={tmp_path} holds no config.json" in result.stderr
+
+
+def test_json_has_no_infinities():
+  line = evaluate.to_json({"step": 1, "model": {"psnr": float("inf")}})
+  assert json.loads(line) == {"step": 1, "model": {"psnr": None}}
