@@ -1,51 +1,190 @@
-"""A thin layer over orbax's CheckpointManager: the whole GanState plus the config, atomically."""
+"""A thin layer over orbax's CheckpointManager: the whole GanState, the data position and the config.
+
+A checkpoint `workdir/checkpoints/<step>/` holds three items:
+  state   the GanState (both networks, BatchNorm statistics, optimizer states, step, rng),
+  data    the position in the training stream, {"examples": ..., "batch_size": ..., "seed": ...},
+  config  the run's config as JSON.
+Orbax writes each checkpoint into `<step>.orbax-checkpoint-tmp-*` and renames it once complete, so a
+process killed at any moment (also mid-save) leaves only committed steps behind; leftover tmp
+directories are deleted when the next run creates its manager.
+"""
 
 import functools
+import math
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from colorgan import configuration
 from colorgan import models
 from colorgan.state import GanState
 
+ITEMS = ("state", "data", "config")
+
+# Keys that may change between a run and its resumption: they decide how long the run is and what it
+# writes, not what it learns. Any other key (model.*, optim.*, loss.*, data.*, seed, image_size,
+# batch_size, ...) changes the training itself; a resumed run refuses a change there unless
+# config.allow_config_change is set. A new bookkeeping key belongs here.
+FREE_KEYS = frozenset({
+    "total_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
+    "keep_checkpoints", "num_samples", "nan_policy", "allow_config_change",
+    "best_checkpoint_metric", "best_checkpoint_mode", "data.num_parallel_calls", "data.prefetch",
+})
+
+
+class DataPosition(NamedTuple):
+  """Where the training stream stands after a checkpoint's step: examples consumed so far."""
+  examples: int
+  batch_size: int
+  seed: int
+
+  def to_json(self) -> dict[str, int]:
+    return self._asdict()
+
+
+def _directory(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, "checkpoints"))
+
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """Checkpoints under workdir/checkpoints: every checkpoint_every_steps, the latest keep_checkpoints."""
+  """Checkpoints under workdir/checkpoints.
+
+  Saves every checkpoint_every_steps (and at a preemption sync point of a multi-process JAX run);
+  keeps the latest keep_checkpoints and, with config.best_checkpoint_metric, the best one by that
+  metric. Leftover tmp directories of an interrupted save are deleted.
+  """
   policies = ocp.checkpoint_managers
+  preserve = [policies.LatestN(config.keep_checkpoints)]
+  if config.best_checkpoint_metric:
+    name = config.best_checkpoint_metric
+    worst = math.inf if config.best_checkpoint_mode == "min" else -math.inf
+    preserve.append(policies.BestN(
+        get_metric_fn=lambda metrics: metrics.get(name, worst), n=1,
+        reverse=config.best_checkpoint_mode == "min",  # BestN keeps the end of the sorted list
+        keep_checkpoints_without_metrics=False))  # preemption saves: kept while among the latest
   options = ocp.CheckpointManagerOptions(
       save_decision_policy=policies.AnySavePolicy([
           policies.FixedIntervalPolicy(config.checkpoint_every_steps),
           policies.PreemptionCheckpointingPolicy(),
       ]),
-      preservation_policy=policies.LatestN(config.keep_checkpoints),
+      preservation_policy=policies.AnyPreservationPolicy(preserve),
+      cleanup_tmp_directories=True,
       create=True)
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      item_names=("state", "config"), options=options)
+  return ocp.CheckpointManager(_directory(workdir), item_names=ITEMS, options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: GanState,
-         config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
+         config: ml_collections.ConfigDict, *, data: DataPosition | None = None,
+         metrics: dict[str, float] | None = None, force: bool = False) -> bool:
   """Saves (asynchronously) when the policies ask for this step, or always with force.
 
   `step` is the host's count (== state.step): reading state.step would wait for the device.
+  `data` defaults to step * batch_size examples (a run that never changed its batch size).
+  `metrics` rank checkpoints for config.best_checkpoint_metric.
   """
-  return manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict())), force=force)
+  data = data or DataPosition(step * config.batch_size, config.batch_size, config.seed)
+  return manager.save(step, metrics=metrics, force=force, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data.to_json()),
+      config=ocp.args.JsonSave(config.to_dict())))
 
 
 def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState | None:
-  """The latest committed checkpoint restored into `state`'s structure and shardings, or None."""
+  """The latest committed checkpoint restored into `state`'s structure and shardings, or None.
+
+  The shardings are `state`'s, so a run saved on one device count resumes on another.
+  """
   step = manager.latest_step()
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
+  except ValueError as e:  # shapes or tree structure: a config change the state cannot follow
+    first = " ".join(str(e).split())[:300]
+    raise configuration.ConfigError(
+        f"{manager.directory}/{step} does not fit the state this config builds ({first}); "
+        "train in another --workdir") from e
   return restored.state
+
+
+def restore_data_position(manager: ocp.CheckpointManager, step: int,
+                          config: ml_collections.ConfigDict) -> DataPosition:
+  """The stream position saved with `step` (checkpoints older than the `data` item: step batches)."""
+  if "data" in manager.item_metadata(step):
+    saved = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+    if saved is not None:
+      return DataPosition(**saved)
+  return DataPosition(step * config.batch_size, config.batch_size, config.seed)
+
+
+def data_start_batch(position: DataPosition, batch_size: int) -> int:
+  """Global batches of `batch_size` to skip so the stream continues at `position`.
+
+  With an unchanged batch size this is exact; after a (permitted) batch size change the stream
+  resumes at the next whole batch, skipping fewer than batch_size examples.
+  """
+  start = -(-position.examples // batch_size)
+  if start * batch_size != position.examples:
+    logging.warning("The batch size changed from %d to %d: the data stream resumes at example %d, "
+                    "skipping %d", position.batch_size, batch_size, start * batch_size,
+                    start * batch_size - position.examples)
+  return start
+
+
+def saved_config(manager: ocp.CheckpointManager,
+                 step: int | None = None) -> ml_collections.ConfigDict | None:
+  """The config saved with `step` (default: the latest checkpoint), or None without checkpoints."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  return ml_collections.ConfigDict(
+      manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
+
+
+def config_changes(saved: ml_collections.ConfigDict | dict,
+                   config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+  """(keys whose values differ outside FREE_KEYS, keys present on one side only)."""
+  old, new = configuration.flatten(saved), configuration.flatten(config)
+  differing = sorted(k for k in old.keys() & new.keys()
+                     if k not in FREE_KEYS and old[k] != new[k] and not _both_nan(old[k], new[k]))
+  one_sided = sorted((old.keys() ^ new.keys()) - FREE_KEYS)
+  return differing, one_sided
+
+
+def _both_nan(a: Any, b: Any) -> bool:
+  return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+def check_config_change(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume a run whose latest checkpoint was trained with a different recipe.
+
+  Raises:
+    configuration.ConfigError: a key outside FREE_KEYS differs, and config.allow_config_change is
+      not set. The message lists the keys with both values.
+  """
+  saved = saved_config(manager)
+  if saved is None:
+    return
+  differing, one_sided = config_changes(saved, config)
+  if one_sided:  # a newer colorgan added keys (or an older one dropped them): their defaults apply
+    logging.warning("Config keys present only in the checkpoint or only now: %s",
+                    ", ".join(one_sided))
+  if not differing:
+    return
+  old, new = configuration.flatten(saved), configuration.flatten(config)
+  listing = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differing)
+  if config.allow_config_change:
+    logging.warning("Resuming with a changed config (allow_config_change): %s", listing)
+    return
+  raise configuration.ConfigError(
+      f"{manager.directory} was trained with a different config: {listing}; use another --workdir, "
+      "or pass --config.allow_config_change=True to continue with the new values")
 
 
 class InferenceModel(NamedTuple):
@@ -60,7 +199,7 @@ def restore_for_inference(workdir: str, step: int | None = None,
   """Reads the generator of a run's checkpoint, without building optimizers or the discriminator.
 
   The saved config rebuilds the generator's abstract shapes, and only those leaves are read, placed
-  with `sharding`, whatever the device count the run was saved from.
+  with `sharding`, whatever the device count the run was saved from. Nothing in workdir changes.
 
   Args:
     workdir: the run's --workdir.
@@ -70,11 +209,13 @@ def restore_for_inference(workdir: str, step: int | None = None,
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in workdir, with the steps there are.
   """
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  directory = _directory(workdir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"{workdir} holds no checkpoints/ directory: train there first "
                             "(--mode=train) or point --workdir at a run")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "config"))
+  # No save, no tmp-directory cleanup: a run still training in workdir is left alone.
+  manager = ocp.CheckpointManager(directory, item_names=ITEMS,
+                                  options=ocp.CheckpointManagerOptions(create=False))
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"{directory} holds no committed checkpoint")
@@ -83,8 +224,7 @@ def restore_for_inference(workdir: str, step: int | None = None,
   elif step not in steps:
     raise FileNotFoundError(f"{directory} has no checkpoint at step {step}: it has steps "
                             f"{', '.join(map(str, sorted(steps)))}")
-  config = ml_collections.ConfigDict(
-      manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
+  config = saved_config(manager, step)
   generator = models.create_generator(config)
   size = config.image_size
   abstract = jax.eval_shape(functools.partial(generator.init, train=False), jax.random.key(0),

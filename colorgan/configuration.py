@@ -11,6 +11,7 @@ from colorgan import models
 COMPUTE_DTYPES = ("float32", "bfloat16")
 DATA_SOURCES = ("bundled", "folder", "tfds")
 RESIZE_MODES = ("crop", "resize")
+NAN_POLICIES = ("stop", "skip")
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "data.source", DATA_SOURCES)
   _choice(config, "data.resize_mode", RESIZE_MODES)
   _check_data_source(config)
+  _choice(config, "nan_policy", NAN_POLICIES)
+  _choice(config, "best_checkpoint_mode", ("min", "max"))
+  if not isinstance(config.allow_config_change, bool):
+    raise ConfigError(f"config.allow_config_change={config.allow_config_change!r} must be True or "
+                      "False")
+  if config.best_checkpoint_metric and config.checkpoint_every_steps % config.log_every_steps:
+    raise ConfigError(
+        f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of "
+        f"log_every_steps={config.log_every_steps} with best_checkpoint_metric set: checkpoints "
+        "are ranked by the log interval that ends at them")
 
   size = config.image_size
   if config.model.num_downs == 0 and 2**models.unet_num_downs(size) != size:

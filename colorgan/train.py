@@ -11,6 +11,7 @@ from clu import metric_writers
 from clu import metrics as clu_metrics
 from clu import periodic_actions
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -21,20 +22,33 @@ from PIL import Image
 from colorgan import checkpointing
 from colorgan import color
 from colorgan import configuration
+from colorgan import divergence
 from colorgan import evaluate
 from colorgan import input_pipeline
 from colorgan import losses
 from colorgan import models
 from colorgan import parallel
+from colorgan import preemption
+from colorgan import reproducibility
 from colorgan.state import GanState
 
 # Every train_step returns these scalars (zeros where a term is off), averaged over each log interval.
 METRIC_NAMES = (
     "d_loss", "d_adv", "d_penalty", "d_real_logit", "d_fake_logit",
     "g_loss", "g_adv", "g_adv_weighted", "g_recon", "g_recon_weighted", "ab_l1_lab",
+    "nonfinite",  # the fraction of steps with a non-finite loss or gradient (skipped or fatal)
 )
-TrainMetrics = clu_metrics.Collection.create(
-    **{name: clu_metrics.Average.from_output(name) for name in METRIC_NAMES})
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  """Averages of METRIC_NAMES over a log interval, and the interval's first non-finite step."""
+  __annotations__ = {**{name: clu_metrics.Average.from_output(name) for name in METRIC_NAMES},
+                     "first_nonfinite": divergence.FirstNonFinite}
+
+  def compute(self) -> dict[str, jax.Array]:
+    """The averages; first_nonfinite is read by the loop's NaN check (divergence.first_nonfinite)."""
+    return {k: v for k, v in super().compute().items() if k in METRIC_NAMES}
 
 
 class LossSpec(NamedTuple):
@@ -155,9 +169,17 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
       step=state.step + 1,
       g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state,
       d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
+  # A non-finite loss or gradient leaves the networks and optimizer states as they were (the step
+  # still advances). The select fuses into the updates; the loop's nan_policy decides whether to go
+  # on ("skip") or stop before anything is saved ("stop").
+  finite, grad_norms = divergence.is_finite(
+      {"d_loss": d_loss, "g_loss": g_loss}, {"d": d_grads, "g": g_grads})
+  new_state = divergence.keep_if_finite(finite, new_state, state.replace(step=new_state.step))
   ab_l1_lab = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
   step_metrics = TrainMetrics.single_from_model_output(
-      d_loss=d_loss, g_loss=g_loss, ab_l1_lab=ab_l1_lab, **d_aux, **g_aux)
+      d_loss=d_loss, g_loss=g_loss, ab_l1_lab=ab_l1_lab, **d_aux, **g_aux, **grad_norms,
+      nonfinite=1.0 - finite.astype(jnp.float32), finite=finite, step=new_state.step)
+  step_metrics = divergence.exclude_from_averages(step_metrics, finite, keep=("nonfinite",))
   return new_state, step_metrics
 
 
@@ -220,34 +242,72 @@ def _format_metrics(scalars: dict[str, float]) -> str:
   return " ".join(f"{k}={scalars[k]:.4f}" for k in keys if k in scalars)
 
 
+def _check_finite(metrics, config: ml_collections.ConfigDict, manager, step: int) -> None:
+  """nan_policy="stop": raises Diverged naming the first non-finite step; "skip": logs the skips.
+
+  Called only where the loop reads the device anyway (log, sample and save steps): no extra sync.
+  """
+  found = divergence.first_nonfinite(metrics)
+  if found is None:
+    return
+  message = divergence.describe(*found)
+  if config.nan_policy == "skip":
+    logging.warning("nan_policy=skip, by step %d: %s (update skipped)", step, message)
+    return
+  latest = manager.latest_step()
+  kept = (f"the last good checkpoint is {manager.directory}/{latest}" if latest is not None
+          else "no checkpoint was saved yet")
+  raise divergence.Diverged(f"{message}; stopped without saving this state, {kept} (lower the "
+                            "learning rates, or --config.nan_policy=skip to skip such updates)")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanState:
   """Trains to config.total_steps, resuming from the latest checkpoint in workdir if there is one.
 
-  Writes into workdir: config.json, checkpoints/<step>/, TensorBoard events (the workdir itself),
-  samples/step_<N>.png grids (gray | generated | real) and, every config.eval_every_steps and at the
-  end, eval/step_<N>.json (colorgan.evaluate: the model and the gray baseline on the eval split).
+  Writes into workdir: config.json, reproducibility.json, checkpoints/<step>/, TensorBoard events
+  (the workdir itself), samples/step_<N>.png grids (gray | generated | real) and, every
+  config.eval_every_steps and at the end, eval/step_<N>.json (colorgan.evaluate: the model and the
+  gray baseline on the eval split).
+
+  Raises:
+    configuration.ConfigError: the workdir's checkpoint was trained with a different config.
+    preemption.Preempted: SIGTERM / SIGINT arrived; a checkpoint of the current step was saved.
+    divergence.Diverged: a non-finite loss or gradient under nan_policy="stop" (nothing saved).
   """
+  if config.best_checkpoint_metric and config.best_checkpoint_metric not in METRIC_NAMES:
+    raise configuration.ConfigError(
+        f"config.best_checkpoint_metric={config.best_checkpoint_metric!r} is not a training "
+        f"metric: choose one of {', '.join(METRIC_NAMES)}")
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-  if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   generator = models.create_generator(config)
   discriminator = models.create_discriminator(config)
   source = input_pipeline.create_source(config)
 
-  with jax.set_mesh(mesh):
-    state = init_train_state(config, generator, discriminator, mesh)
+  with jax.set_mesh(mesh), preemption.StopRequest() as stop:
     manager = checkpointing.create_manager(workdir, config)
+    try:
+      checkpointing.check_config_change(manager, config)  # before anything else in workdir changes
+    except configuration.ConfigError:
+      manager.close()
+      raise
+    state = init_train_state(config, generator, discriminator, mesh)
     restored = checkpointing.restore_latest(manager, state)
+    data_position = None
     if restored is not None:
       state = restored
+      data_position = checkpointing.restore_data_position(manager, int(state.step), config)
       logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
     start_step = int(state.step)
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    if is_chief:
+      tmp = os.path.join(workdir, "config.json.tmp")
+      with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+      os.replace(tmp, os.path.join(workdir, "config.json"))
+      reproducibility.write_record(workdir, config, start_step=start_step)
     if start_step == 0:
       writer.write_hparams(configuration.flatten(config))
 
@@ -257,9 +317,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
     evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval_paths)
                  if config.eval_every_steps else None)
 
+    # The stream continues where the checkpoint left it: examples, not steps, in case the batch
+    # size changed (allow_config_change).
+    data_start = (start_step if data_position is None
+                  else checkpointing.data_start_batch(data_position, config.batch_size))
     rows = parallel.process_batch_rows(mesh, config.batch_size)
     train_ds = input_pipeline.create_train_dataset(config, source.train_paths, rows=rows,
-                                                   start_step=start_step)
+                                                   start_step=data_start)
     train_iter = iter(train_ds.as_numpy_iterator())
 
     report_progress = periodic_actions.ReportProgress(
@@ -268,39 +332,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
                  start_step, config.total_steps, jax.device_count(), jax.process_count(),
                  config.batch_size)
     interval_metrics, interval_start, interval_start_step = None, time.time(), start_step
-    for step in range(start_step + 1, config.total_steps + 1):
-      batch = parallel.global_batch(mesh, next(train_iter))
-      state, step_metrics = step_fn(state, batch)
-      interval_metrics = (step_metrics if interval_metrics is None
-                          else interval_metrics.merge(step_metrics))
-      report_progress(step)
+    last_scalars, stopped_at = None, None
+    try:
+      for step in range(start_step + 1, config.total_steps + 1):
+        batch = parallel.global_batch(mesh, next(train_iter))
+        state, step_metrics = step_fn(state, batch)
+        interval_metrics = (step_metrics if interval_metrics is None
+                            else interval_metrics.merge(step_metrics))
+        report_progress(step)
+        stopping = stop.requested(step)
+        saving = stopping or step == config.total_steps or manager.should_save(step)
+        logging_now = step % config.log_every_steps == 0 or step == config.total_steps
+        sampling = step % config.sample_every_steps == 0 or step == config.total_steps
+        if saving or logging_now or sampling:
+          _check_finite(interval_metrics, config, manager, step)
 
-      if step % config.log_every_steps == 0 or step == config.total_steps:
-        scalars = {k: float(v) for k, v in interval_metrics.compute().items()}
-        scalars["steps_per_sec"] = (step - interval_start_step) / (time.time() - interval_start)
-        scalars["g_learning_rate"] = config.optim.g_learning_rate
-        scalars["d_learning_rate"] = config.optim.d_learning_rate
-        writer.write_scalars(step, scalars)
-        eta_min = (config.total_steps - step) / scalars["steps_per_sec"] / 60
-        logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
-                     _format_metrics(scalars), scalars["steps_per_sec"], eta_min)
-        interval_metrics, interval_start, interval_start_step = None, time.time(), step
+        if logging_now:
+          scalars = {k: float(v) for k, v in interval_metrics.compute().items()}
+          scalars["steps_per_sec"] = (step - interval_start_step) / (time.time() - interval_start)
+          scalars["g_learning_rate"] = config.optim.g_learning_rate
+          scalars["d_learning_rate"] = config.optim.d_learning_rate
+          writer.write_scalars(step, scalars)
+          eta_min = (config.total_steps - step) / scalars["steps_per_sec"] / 60
+          logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
+                       _format_metrics(scalars), scalars["steps_per_sec"], eta_min)
+          interval_metrics, interval_start, interval_start_step = None, time.time(), step
+          last_scalars = scalars
 
-      if step % config.sample_every_steps == 0 or step == config.total_steps:
-        grid = sample_grid(*jax.device_get(colorize_fn(state.g_params, state.g_batch_stats,
-                                                       sample_images)))
-        if is_chief:
-          path = write_samples(workdir, step, grid, writer)
-          logging.info("Wrote samples %s", path)
+        if sampling:
+          grid = sample_grid(*jax.device_get(colorize_fn(state.g_params, state.g_batch_stats,
+                                                         sample_images)))
+          if is_chief:
+            path = write_samples(workdir, step, grid, writer)
+            logging.info("Wrote samples %s", path)
 
-      if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
-        evaluate.evaluate_and_record(
-            evaluator, {"params": state.g_params, "batch_stats": state.g_batch_stats}, step,
-            workdir, writer)
+        if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
+          evaluate.evaluate_and_record(
+              evaluator, {"params": state.g_params, "batch_stats": state.g_batch_stats}, step,
+              workdir, writer)
 
-      checkpointing.save(manager, step, state, config, force=step == config.total_steps)
-
-    manager.wait_until_finished()
-    manager.close()
-    writer.flush()
+        if saving:
+          examples = (data_start + step - start_step) * config.batch_size
+          checkpointing.save(
+              manager, step, state, config, force=True,
+              data=checkpointing.DataPosition(examples, config.batch_size, config.seed),
+              # Checkpoints are ranked by the log interval that ends at them (best_checkpoint_*).
+              metrics=last_scalars if logging_now else None)
+        if stopping:
+          stopped_at = step
+          break
+    finally:
+      manager.wait_until_finished()  # a save in flight commits (a good state: it was checked)
+      latest = manager.latest_step()
+      manager.close()
+      writer.flush()
+  if stopped_at is not None:
+    raise preemption.Preempted(f"stopped by {stop.signal_name} at step {stopped_at}: saved "
+                               f"{manager.directory}/{latest}; rerun the same command to resume")
   return state

@@ -23,6 +23,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample_every_steps = 1_000
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
+  # Besides the latest keep_checkpoints, keep the best checkpoint by this training metric (e.g.
+  # "ab_l1_lab"), averaged over the log interval ending at each save; "" keeps only the latest.
+  config.best_checkpoint_metric = ""
+  config.best_checkpoint_mode = "min"  # min | max: which end of best_checkpoint_metric is best
+  config.nan_policy = "stop"  # non-finite loss or gradient: stop (nothing saved) | skip the update
+  # Resuming in a workdir whose checkpoint has other model / optimizer / loss / data values is
+  # refused (one line lists the keys); True continues with the new values.
+  config.allow_config_change = False
   config.num_samples = 8  # photos in the sample grid (taken from the eval split)
   config.eval_every_steps = 5_000  # evaluate model and gray baseline (and at the end); 0: never
   config.eval_batch_size = 16  # global batch of evaluation and of --mode=colorize
