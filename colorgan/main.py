@@ -150,7 +150,10 @@ def main(argv: list[str]) -> None:
 
   from colorgan import train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
-  train.train_and_evaluate(config, workdir)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except configuration.ConfigError as e:  # found on reading files the config names (warm starts)
+    usage_error(str(e))
   logging.info("Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in "
                "%s/samples", workdir, workdir, workdir)
 
