@@ -200,6 +200,8 @@ def restore_for_inference(workdir: str, step: int | None = None,
 
   The saved config rebuilds the generator's abstract shapes, and only those leaves are read, placed
   with `sharding`, whatever the device count the run was saved from. Nothing in workdir changes.
+  When the run kept an EMA of the generator (config.g_ema_decay > 0), the EMA's variables are the
+  ones returned.
 
   Args:
     workdir: the run's --workdir.
@@ -229,12 +231,17 @@ def restore_for_inference(workdir: str, step: int | None = None,
   size = config.image_size
   abstract = jax.eval_shape(functools.partial(generator.init, train=False), jax.random.key(0),
                             jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
-  item = {"g_params": abstract["params"], "g_batch_stats": abstract.get("batch_stats", {})}
+  g_variables = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+  use_ema = config.get("g_ema_decay", 0.0) > 0
+  item = ({"g_ema": g_variables} if use_ema else
+          {"g_params": g_variables["params"], "g_batch_stats": g_variables["batch_stats"]})
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   restore_args = jax.tree.map(
       lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype), item)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=item, restore_args=restore_args, partial_restore=True))).state
   manager.close()
+  if use_ema:
+    return InferenceModel(config, step, restored["g_ema"])
   return InferenceModel(config, step, {"params": restored["g_params"],
                                        "batch_stats": restored["g_batch_stats"]})

@@ -1,12 +1,14 @@
 """Config checks at the edge: a bad value is one line naming the key and the fix, before any work."""
 
 import math
+import os
 from typing import Any
 
 import ml_collections
 
 from colorgan import losses
 from colorgan import models
+from colorgan import schedules
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 DATA_SOURCES = ("bundled", "folder", "tfds")
@@ -84,10 +86,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        ("loss.gan_weight", 0), ("loss.l1_weight", 0), ("loss.penalty_weight", 0),
                        ("optim.g_learning_rate", 0), ("optim.d_learning_rate", 0),
                        ("data.load_size", 1), ("data.prefetch", 0), ("data.split_seed", 0),
-                       ("data.shuffle_window", 1)):
+                       ("data.shuffle_window", 1),
+                       ("d_warmup_steps", 0), ("optim.warmup_steps", 0), ("optim.decay_steps", 0),
+                       ("optim.d_steps", 1), ("optim.clip_grad_norm", 0)):
     _at_least(config, key, minimum)
-  for key in ("model.dropout_rate", "optim.b1", "optim.b2", "data.eval_fraction"):
+  for key in ("model.dropout_rate", "optim.b1", "optim.b2", "data.eval_fraction", "g_ema_decay"):
     _between(config, key, 0, 1)
+  for key in ("d_warmup_steps", "optim.warmup_steps", "optim.decay_steps", "optim.d_steps"):
+    if not isinstance(_get(config, key), int):
+      raise ConfigError(f"config.{key}={_get(config, key)!r} must be a whole number")
   calls = config.data.num_parallel_calls
   if not isinstance(calls, int) or (calls < 1 and calls != -1):
     raise ConfigError(f"config.data.num_parallel_calls={calls!r} must be -1 (tf.data AUTOTUNE) or "
@@ -98,7 +105,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "compute_dtype", COMPUTE_DTYPES)
   _choice(config, "model.generator", tuple(models.GENERATORS))
   _choice(config, "model.discriminator", tuple(models.DISCRIMINATORS))
-  _choice(config, "loss.gan", tuple(losses.GAN_LOSSES))
+  _choice(config, "loss.gan", tuple(losses.GAN_LOSSES) + ("none",))
   _choice(config, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
   _choice(config, "loss.penalty", ("auto",) + tuple(losses.PENALTIES))
   _choice(config, "data.source", DATA_SOURCES)
@@ -114,17 +121,53 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of "
         f"log_every_steps={config.log_every_steps} with best_checkpoint_metric set: checkpoints "
         "are ranked by the log interval that ends at them")
+  _choice(config, "optim.g_schedule", schedules.SCHEDULES)
+  _choice(config, "optim.d_schedule", schedules.SCHEDULES)
+  _validate_recipes(config)
 
   size = config.image_size
-  if config.model.num_downs == 0 and 2**models.unet_num_downs(size) != size:
+  if config.model.generator == "resnet_unet":
+    if size % 32:
+      raise ConfigError(f"config.image_size={size} must be a multiple of 32 for the ResNet U-Net "
+                        f"(its encoder downsamples 32x): use {max(32, size // 32 * 32)}")
+  elif config.model.num_downs == 0 and 2**models.unet_num_downs(size) != size:
     lower = 2**int(math.log2(size))
     raise ConfigError(f"config.image_size={size} must be a power of two for the U-Net (depth "
                       f"log2(size)): use {lower} or {2 * lower}, or set config.model.num_downs")
   depth = generator_depth(config)
-  if depth < 5 or size % 2**depth:
+  if config.model.generator == "unet" and (depth < 5 or size % 2**depth):
     raise ConfigError(f"config.model.num_downs={depth} needs >= 5 and image_size divisible by "
                       f"2**num_downs (image_size={size})")
   if config.data.resize_mode == "crop" and config.data.load_size < size:
     raise ConfigError(f"config.data.load_size={config.data.load_size} is smaller than "
                       f"image_size={size}: crops are taken from the short side resized to "
                       "load_size, set it >= image_size")
+
+
+def _validate_recipes(config: ml_collections.ConfigDict) -> None:
+  """The ResNet U-Net, warm starts, D warm-up and EMA keys (README "Recipes")."""
+  if config.model.resnet_depth not in (18, 34):
+    raise ConfigError(f"config.model.resnet_depth={config.model.resnet_depth!r} is not known: "
+                      "choose 18 or 34")
+  if not isinstance(config.model.ab_bound, (int, float)) or not 0 < config.model.ab_bound <= 1:
+    raise ConfigError(f"config.model.ab_bound={config.model.ab_bound!r} must be in (0, 1]")
+  if config.d_warmup_steps and config.loss.gan == "none":
+    raise ConfigError(f"config.d_warmup_steps={config.d_warmup_steps} needs a discriminator: "
+                      "config.loss.gan is 'none' (set a GAN objective or d_warmup_steps=0)")
+
+  init_from = config.model.init_from
+  if init_from:
+    if config.model.generator != "resnet_unet":
+      raise ConfigError(f"config.model.init_from loads a ResNet encoder, but config.model.generator="
+                        f"{config.model.generator!r} has none: use resnet_unet or clear init_from")
+    if not (init_from.endswith(".npz") and os.path.isfile(init_from) or os.path.isdir(init_from)):
+      raise ConfigError(f"config.model.init_from={init_from} is neither a .npz file nor a directory "
+                        "(an orbax checkpoint or a colorgan workdir)")
+  start = config.init_generator_from
+  if start:
+    if init_from:
+      raise ConfigError("config.init_generator_from and config.model.init_from are both set: the "
+                        "generator's weights come from one of them, clear the other")
+    if not os.path.isdir(os.path.join(start, "checkpoints")):
+      raise ConfigError(f"config.init_generator_from={start} holds no checkpoints/: point it at the "
+                        "workdir of a finished run (e.g. of configs/pretrain_l1.py)")

@@ -13,6 +13,9 @@ class GanState(flax.struct.PyTreeNode):
   The per-step randomness is `jax.random.fold_in(rng, step)`: `rng` itself never changes, so a resumed
   run draws exactly what an uninterrupted one would. The optax transforms are static (not leaves): they
   are code, rebuilt from the config.
+
+  `g_ema` is {"params": ..., "batch_stats": ...}, an exponential moving average of the generator's
+  variables when config.g_ema_decay > 0 (used for samples, evaluation and colorize), {} otherwise.
   """
   step: jax.Array
   rng: jax.Array
@@ -24,3 +27,4 @@ class GanState(flax.struct.PyTreeNode):
   d_opt_state: optax.OptState
   g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  g_ema: Any = flax.struct.field(default_factory=dict)

@@ -30,6 +30,8 @@ from colorgan import models
 from colorgan import parallel
 from colorgan import preemption
 from colorgan import reproducibility
+from colorgan import schedules
+from colorgan import warm_start
 from colorgan.state import GanState
 
 # Every train_step returns these scalars (zeros where a term is off), averaged over each log interval.
@@ -53,7 +55,7 @@ class TrainMetrics(clu_metrics.Collection):
 
 class LossSpec(NamedTuple):
   """The losses named in config.loss, looked up once; static in the jitted step."""
-  gan: losses.GanLoss
+  gan: losses.GanLoss | None  # None: loss.gan="none", reconstruction only and no D step
   gan_weight: float
   reconstruction: Callable[..., jax.Array]
   reconstruction_weight: float
@@ -64,22 +66,66 @@ class LossSpec(NamedTuple):
 
 def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
   cfg = config.loss
+  adversarial = cfg.gan != "none"
   return LossSpec(
-      gan=losses.GAN_LOSSES[cfg.gan],
+      gan=losses.GAN_LOSSES[cfg.gan] if adversarial else None,
       gan_weight=cfg.gan_weight,
       reconstruction=losses.RECONSTRUCTION_LOSSES[cfg.reconstruction],
       reconstruction_weight=cfg.l1_weight,
       huber_delta=cfg.huber_delta,
-      penalty=losses.PENALTIES[losses.resolve_penalty(cfg.gan, cfg.penalty)],
+      penalty=losses.PENALTIES[losses.resolve_penalty(cfg.gan, cfg.penalty) if adversarial
+                               else "none"],
       penalty_weight=cfg.penalty_weight)
 
 
-def create_optimizers(config: ml_collections.ConfigDict):
-  """Adam for each network (pix2pix: 2e-4, betas (0.5, 0.999))."""
+class OptimSpec(NamedTuple):
+  """How the step optimizes (config.optim, config.g_ema_decay); static in the jitted step."""
+  g_schedule: schedules.Schedule | None = None  # None: the learning rate the optimizer was built with
+  d_schedule: schedules.Schedule | None = None
+  d_steps: int = 1           # D updates per G update, on the same batch and generated ab
+  g_ema_decay: float = 0.0   # > 0: state.g_ema follows G's variables
+
+
+def create_schedules(config: ml_collections.ConfigDict):
+  """(g_schedule, d_schedule): each network's learning rate as a function of the train step."""
   cfg = config.optim
-  g_tx = optax.adam(cfg.g_learning_rate, b1=cfg.b1, b2=cfg.b2)
-  d_tx = optax.adam(cfg.d_learning_rate, b1=cfg.b1, b2=cfg.b2)
-  return g_tx, d_tx
+  make = functools.partial(schedules.create_schedule, total_steps=config.total_steps,
+                           warmup_steps=cfg.warmup_steps, decay_steps=cfg.decay_steps)
+  return make(cfg.g_schedule, cfg.g_learning_rate), make(cfg.d_schedule, cfg.d_learning_rate)
+
+
+def create_optim_spec(config: ml_collections.ConfigDict) -> OptimSpec:
+  g_schedule, d_schedule = create_schedules(config)
+  return OptimSpec(g_schedule=g_schedule, d_schedule=d_schedule, d_steps=config.optim.d_steps,
+                   g_ema_decay=config.g_ema_decay)
+
+
+def _adam(learning_rate, b1, b2, clip_norm):
+  clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
+  return optax.chain(*clip, optax.adam(learning_rate, b1=b1, b2=b2))
+
+
+def create_optimizers(config: ml_collections.ConfigDict):
+  """Adam for each network (pix2pix: 2e-4, betas (0.5, 0.999)), after optional gradient clipping.
+
+  The learning rate is an injected hyperparameter (a leaf of the optimizer state): train_step sets it
+  at every update from the network's schedule, evaluated at the train step.
+  """
+  cfg = config.optim
+  adam = optax.inject_hyperparams(_adam, static_args=("b1", "b2", "clip_norm"))
+  make = functools.partial(adam, b1=cfg.b1, b2=cfg.b2, clip_norm=cfg.clip_grad_norm)
+  return make(learning_rate=cfg.g_learning_rate), make(learning_rate=cfg.d_learning_rate)
+
+
+def _with_learning_rate(opt_state, schedule: schedules.Schedule | None, step: jax.Array):
+  if schedule is None:
+    return opt_state
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": schedule(step)})
+
+
+def ema_update(ema, new, decay: float):
+  """ema <- decay * ema + (1 - decay) * new, leaf by leaf."""
+  return jax.tree.map(lambda e, x: decay * e + (1.0 - decay) * x, ema, new)
 
 
 def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
@@ -92,31 +138,39 @@ def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
   g_vars = generator.init(g_rng, l, train=False)
   d_vars = discriminator.init(d_rng, l, ab, train=False)
   g_tx, d_tx = create_optimizers(config)
+  g_batch_stats = g_vars.get("batch_stats", {})
   return GanState(
       step=jnp.zeros((), jnp.int32), rng=state_rng,
-      g_params=g_vars["params"], g_batch_stats=g_vars.get("batch_stats", {}),
+      g_params=g_vars["params"], g_batch_stats=g_batch_stats,
       g_opt_state=g_tx.init(g_vars["params"]),
       d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}),
       d_opt_state=d_tx.init(d_vars["params"]),
-      g_tx=g_tx, d_tx=d_tx)
+      g_tx=g_tx, d_tx=d_tx,
+      g_ema=({"params": g_vars["params"], "batch_stats": g_batch_stats}
+             if config.g_ema_decay > 0 else {}))
 
 
 def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Module,
-               discriminator: nn.Module, loss: LossSpec) -> tuple[GanState, Any]:
+               discriminator: nn.Module, loss: LossSpec, optim: OptimSpec = OptimSpec(),
+               train_g: bool = True) -> tuple[GanState, Any]:
   """One joint update: the discriminator on (real, generated), then the generator through the new D.
 
   As in pix2pix, the generator runs forward once; its output feeds the D step (gradient stopped) and
-  the G step, whose gradient is pulled back through that same forward pass.
+  the G step, whose gradient is pulled back through that same forward pass. Variants, all static:
+  loss.gan None (L1 pretraining) skips D; train_g=False (D warm-up) leaves G's weights and statistics
+  untouched; optim.d_steps > 1 updates D that many times on this batch before G's update.
 
   Args:
     state: the replicated GanState.
     batch: {"image": uint8 [B, H, W, 3]} RGB, sharded over the data axis.
 
   Returns:
-    The new state and TrainMetrics of this step.
+    The new state and TrainMetrics of this step (zeros for the terms of a network not updated).
   """
   l, real_ab = color.rgb_uint8_to_model_lab(batch["image"])
   dropout_rng, penalty_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  metrics = {name: jnp.zeros((), jnp.float32)
+             for name in METRIC_NAMES + ("d_grad_norm", "g_grad_norm")}
 
   def generate(g_params):
     fake_ab, updates = generator.apply(
@@ -132,53 +186,79 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
         mutable=["batch_stats"])
     return logits, updates["batch_stats"]
 
-  # ---- discriminator step. Fake and real pass separately (BatchNorm sees each batch on its own), as
-  # in pix2pix.
-  def d_loss_fn(d_params):
-    fake_logits, stats = discriminate(d_params, state.d_batch_stats, jax.lax.stop_gradient(fake_ab))
-    real_logits, stats = discriminate(d_params, stats, real_ab)
-    adv = loss.gan.discriminator(real_logits=real_logits, fake_logits=fake_logits)
-    penalty = loss.penalty(lambda ab: discriminate(d_params, stats, ab)[0], real_ab=real_ab,
-                           fake_ab=jax.lax.stop_gradient(fake_ab), rng=penalty_rng)
-    aux = dict(d_adv=adv, d_penalty=penalty, d_real_logit=jnp.mean(real_logits),
-               d_fake_logit=jnp.mean(fake_logits))
-    return adv + loss.penalty_weight * penalty, (stats, aux)
+  # ---- discriminator step(s). Fake and real pass separately (BatchNorm sees each batch on its own),
+  # as in pix2pix.
+  d_params, d_batch_stats, d_opt_state = state.d_params, state.d_batch_stats, state.d_opt_state
+  if loss.gan is not None:
+    def d_loss_fn(d_params, batch_stats, rng):
+      fake_logits, stats = discriminate(d_params, batch_stats, jax.lax.stop_gradient(fake_ab))
+      real_logits, stats = discriminate(d_params, stats, real_ab)
+      adv = loss.gan.discriminator(real_logits=real_logits, fake_logits=fake_logits)
+      penalty = loss.penalty(lambda ab: discriminate(d_params, stats, ab)[0], real_ab=real_ab,
+                             fake_ab=jax.lax.stop_gradient(fake_ab), rng=rng)
+      aux = dict(d_adv=adv, d_penalty=penalty, d_real_logit=jnp.mean(real_logits),
+                 d_fake_logit=jnp.mean(fake_logits))
+      return adv + loss.penalty_weight * penalty, (stats, aux)
 
-  (d_loss, (d_batch_stats, d_aux)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-      state.d_params)
-  d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
-  d_params = optax.apply_updates(state.d_params, d_updates)
+    def d_update(d_params, batch_stats, opt_state, rng):
+      (d_loss, (batch_stats, aux)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+          d_params, batch_stats, rng)
+      updates, opt_state = state.d_tx.update(grads, opt_state, d_params)
+      return optax.apply_updates(d_params, updates), batch_stats, opt_state, dict(
+          d_loss=d_loss, d_grad_norm=optax.tree.norm(grads), **aux)
+
+    d_opt_state = _with_learning_rate(d_opt_state, optim.d_schedule, state.step)
+    d_params, d_batch_stats, d_opt_state, d_metrics = d_update(
+        d_params, d_batch_stats, d_opt_state, penalty_rng)
+    if optim.d_steps > 1:  # a loop, not an unrolled body: compile time stays that of one D step
+      d_params, d_batch_stats, d_opt_state, d_metrics = jax.lax.fori_loop(
+          1, optim.d_steps,
+          lambda i, carry: d_update(*carry[:3], jax.random.fold_in(penalty_rng, i)),
+          (d_params, d_batch_stats, d_opt_state, d_metrics))
+    metrics.update(d_metrics)
 
   # ---- generator step, through the updated discriminator.
   def g_loss_fn(fake_ab):
+    recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
+    aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
+    if loss.gan is None:
+      return aux["g_recon_weighted"], aux
     # D runs in training mode as in pix2pix; its BatchNorm statistics from this pass are dropped: D
     # is only ever used in training mode, so its running averages are never read.
     fake_logits, _ = discriminate(d_params, d_batch_stats, fake_ab)
     adv = loss.gan.generator(fake_logits=fake_logits)
-    recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
-    aux = dict(g_adv=adv, g_adv_weighted=loss.gan_weight * adv, g_recon=recon,
-               g_recon_weighted=loss.reconstruction_weight * recon)
+    aux.update(g_adv=adv, g_adv_weighted=loss.gan_weight * adv)
     return aux["g_adv_weighted"] + aux["g_recon_weighted"], aux
 
-  (g_loss, g_aux), d_fake_ab = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_ab)
-  (g_grads,) = pull_back_to_g(d_fake_ab)
-  g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
-  g_params = optax.apply_updates(state.g_params, g_updates)
+  g_params, g_opt_state, g_ema = state.g_params, state.g_opt_state, state.g_ema
+  if train_g:
+    (g_loss, g_aux), d_fake_ab = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_ab)
+    (g_grads,) = pull_back_to_g(d_fake_ab)
+    g_opt_state = _with_learning_rate(g_opt_state, optim.g_schedule, state.step)
+    g_updates, g_opt_state = state.g_tx.update(g_grads, g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+    if optim.g_ema_decay > 0:
+      g_ema = ema_update(g_ema, {"params": g_params, "batch_stats": g_batch_stats},
+                         optim.g_ema_decay)
+    metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads), **g_aux)
+  else:  # D warm-up: G is frozen, its running statistics included; report how it reconstructs.
+    g_batch_stats = state.g_batch_stats
+    recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
+    metrics.update(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
 
   new_state = state.replace(
       step=state.step + 1,
-      g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state,
+      g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state, g_ema=g_ema,
       d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
-  # A non-finite loss or gradient leaves the networks and optimizer states as they were (the step
-  # still advances). The select fuses into the updates; the loop's nan_policy decides whether to go
-  # on ("skip") or stop before anything is saved ("stop").
-  finite, grad_norms = divergence.is_finite(
-      {"d_loss": d_loss, "g_loss": g_loss}, {"d": d_grads, "g": g_grads})
+  metrics["ab_l1_lab"] = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
+  # A non-finite loss or gradient (norm) leaves the networks and optimizer states as they were (the
+  # step still advances). The select fuses into the updates; the loop's nan_policy decides whether to
+  # go on ("skip") or stop before anything is saved ("stop").
+  finite = jnp.all(jnp.stack([jnp.isfinite(v) for k, v in metrics.items() if k != "nonfinite"]))
   new_state = divergence.keep_if_finite(finite, new_state, state.replace(step=new_state.step))
-  ab_l1_lab = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
-  step_metrics = TrainMetrics.single_from_model_output(
-      d_loss=d_loss, g_loss=g_loss, ab_l1_lab=ab_l1_lab, **d_aux, **g_aux, **grad_norms,
-      nonfinite=1.0 - finite.astype(jnp.float32), finite=finite, step=new_state.step)
+  metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+  step_metrics = TrainMetrics.single_from_model_output(**metrics, finite=finite,
+                                                      step=new_state.step)
   step_metrics = divergence.exclude_from_averages(step_metrics, finite, keep=("nonfinite",))
   return new_state, step_metrics
 
@@ -192,13 +272,31 @@ def init_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
 
 
 def make_train_step(config: ml_collections.ConfigDict, generator: nn.Module,
-                    discriminator: nn.Module, mesh: jax.sharding.Mesh):
-  """train_step jitted for the mesh: state replicated (and donated), batch split on the data axis."""
+                    discriminator: nn.Module, mesh: jax.sharding.Mesh, *, train_g: bool = True):
+  """train_step jitted for the mesh: state replicated (and donated), batch split on the data axis.
+
+  train_g=False gives the D warm-up step (config.d_warmup_steps): D learns, G stays frozen.
+  """
   return jax.jit(
       functools.partial(train_step, generator=generator, discriminator=discriminator,
-                        loss=create_loss_spec(config)),
+                        loss=create_loss_spec(config), optim=create_optim_spec(config),
+                        train_g=train_g),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
       out_shardings=parallel.replicated(mesh), donate_argnums=0)
+
+
+def inference_variables(state: GanState):
+  """(params, batch_stats) of the generator to show and evaluate: the EMA when it is kept."""
+  if state.g_ema:
+    return state.g_ema["params"], state.g_ema["batch_stats"]
+  return state.g_params, state.g_batch_stats
+
+
+def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
+  """The learning rates the scheduled update of train step `step` (1-based, as the loop counts) used."""
+  g_schedule, d_schedule = create_schedules(config)
+  return {"g_learning_rate": float(g_schedule(step - 1)),
+          "d_learning_rate": float(d_schedule(step - 1))}
 
 
 def generate_ab(generator: nn.Module, g_params, g_batch_stats, l: jax.Array) -> jax.Array:
@@ -300,6 +398,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
       state = restored
       data_position = checkpointing.restore_data_position(manager, int(state.step), config)
       logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
+    else:
+      state = warm_start.apply(config, state, mesh)
     start_step = int(state.step)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     if is_chief:
@@ -312,6 +412,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
       writer.write_hparams(configuration.flatten(config))
 
     step_fn = make_train_step(config, generator, discriminator, mesh)
+    d_warmup_fn = (make_train_step(config, generator, discriminator, mesh, train_g=False)
+                   if config.d_warmup_steps > start_step else None)
     colorize_fn = jax.jit(functools.partial(colorize_batch, generator))
     sample_images = input_pipeline.load_eval_images(config, source.eval_paths, config.num_samples)
     evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval_paths)
@@ -336,7 +438,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
     try:
       for step in range(start_step + 1, config.total_steps + 1):
         batch = parallel.global_batch(mesh, next(train_iter))
-        state, step_metrics = step_fn(state, batch)
+        train_fn = d_warmup_fn if step <= config.d_warmup_steps else step_fn
+        state, step_metrics = train_fn(state, batch)
         interval_metrics = (step_metrics if interval_metrics is None
                             else interval_metrics.merge(step_metrics))
         report_progress(step)
@@ -350,8 +453,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
         if logging_now:
           scalars = {k: float(v) for k, v in interval_metrics.compute().items()}
           scalars["steps_per_sec"] = (step - interval_start_step) / (time.time() - interval_start)
-          scalars["g_learning_rate"] = config.optim.g_learning_rate
-          scalars["d_learning_rate"] = config.optim.d_learning_rate
+          scalars.update(learning_rates(config, step))
           writer.write_scalars(step, scalars)
           eta_min = (config.total_steps - step) / scalars["steps_per_sec"] / 60
           logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
@@ -360,7 +462,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
           last_scalars = scalars
 
         if sampling:
-          grid = sample_grid(*jax.device_get(colorize_fn(state.g_params, state.g_batch_stats,
+          grid = sample_grid(*jax.device_get(colorize_fn(*inference_variables(state),
                                                          sample_images)))
           if is_chief:
             path = write_samples(workdir, step, grid, writer)
@@ -368,7 +470,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
 
         if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
           evaluate.evaluate_and_record(
-              evaluator, {"params": state.g_params, "batch_stats": state.g_batch_stats}, step,
+              evaluator, dict(zip(("params", "batch_stats"), inference_variables(state))), step,
               workdir, writer)
 
         if saving:

@@ -36,6 +36,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 16  # global batch of evaluation and of --mode=colorize
   config.num_eval_images = 0  # evaluate on the first this many eval photos; 0: all of them
 
+  # Recipes (README "Recipes").
+  config.init_generator_from = ""  # a workdir (e.g. of configs/pretrain_l1.py) whose generator starts
+  #                                  this run; D and the optimizers start fresh. "": from scratch
+  config.d_warmup_steps = 0  # the first steps train D only, against the frozen generator (NoGAN)
+  config.g_ema_decay = 0.0   # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
+
   config.model = ml_collections.ConfigDict()
   config.model.generator = "unet"          # colorgan.models.GENERATORS
   config.model.discriminator = "patchgan"  # colorgan.models.DISCRIMINATORS
@@ -44,9 +50,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.5
   config.model.d_base_features = 64        # pix2pix ndf
   config.model.d_layers = 3                # PatchGAN n_layers: 70x70 receptive field
+  config.model.resnet_depth = 18           # resnet_unet: ResNet-18 or -34 encoder
+  config.model.ab_bound = 1.0              # resnet_unet: ab = ab_bound * tanh(.), in (0, 1]
+  config.model.init_from = ""              # resnet_unet: encoder weights from a .npz or an orbax
+  #                                          checkpoint (a directory); "": trained from scratch
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.gan = "vanilla"              # colorgan.losses.GAN_LOSSES
+  config.loss.gan = "vanilla"              # colorgan.losses.GAN_LOSSES; none: no D step (L1 only)
   config.loss.gan_weight = 1.0
   config.loss.reconstruction = "l1"        # colorgan.losses.RECONSTRUCTION_LOSSES
   config.loss.l1_weight = 100.0            # lambda of the reconstruction term, whichever it is
@@ -59,6 +69,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.d_learning_rate = 2e-4
   config.optim.b1 = 0.5
   config.optim.b2 = 0.999
+  config.optim.g_schedule = "constant"     # constant | linear_decay | cosine (colorgan/schedules.py)
+  config.optim.d_schedule = "constant"
+  config.optim.warmup_steps = 0            # linear learning-rate warm-up of both networks
+  config.optim.decay_steps = 0             # linear_decay: the last decay_steps; 0: half the run
+  config.optim.d_steps = 1                 # D updates per G update (on the same batch)
+  config.optim.clip_grad_norm = 0.0        # > 0: clip each network's gradient to this global norm
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "bundled"   # bundled (photos inside scikit-image/-learn) | folder | tfds

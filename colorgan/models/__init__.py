@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from colorgan.models.patchgan import PatchGAN
+from colorgan.models.resnet_unet import ResNetUNet
 from colorgan.models.unet import UNetGenerator
 
 
@@ -22,7 +23,12 @@ def _unet(config: ml_collections.ConfigDict, dtype):
       dtype=dtype)
 
 
-GENERATORS = {"unet": _unet}
+def _resnet_unet(config: ml_collections.ConfigDict, dtype):
+  return ResNetUNet(depth=config.model.resnet_depth, width=config.model.g_base_features,
+                    ab_bound=config.model.ab_bound, dtype=dtype)
+
+
+GENERATORS = {"unet": _unet, "resnet_unet": _resnet_unet}
 
 
 def _patchgan(config: ml_collections.ConfigDict, dtype):
