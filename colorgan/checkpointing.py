@@ -10,6 +10,7 @@ directories are deleted when the next run creates its manager.
 """
 
 import functools
+import json
 import math
 import os
 from typing import Any, NamedTuple
@@ -116,10 +117,10 @@ def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState 
 def restore_data_position(manager: ocp.CheckpointManager, step: int,
                           config: ml_collections.ConfigDict) -> DataPosition:
   """The stream position saved with `step` (checkpoints older than the `data` item: step batches)."""
-  if "data" in manager.item_metadata(step):
+  # The directory, not manager.item_metadata(): that warns about every item it is not asked about.
+  if os.path.isdir(os.path.join(manager.directory, str(step), "data")):
     saved = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
-    if saved is not None:
-      return DataPosition(**saved)
+    return DataPosition(**saved)
   return DataPosition(step * config.batch_size, config.batch_size, config.seed)
 
 
@@ -150,7 +151,9 @@ def saved_config(manager: ocp.CheckpointManager,
 def config_changes(saved: ml_collections.ConfigDict | dict,
                    config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
   """(keys whose values differ outside FREE_KEYS, keys present on one side only)."""
-  old, new = configuration.flatten(saved), configuration.flatten(config)
+  # Compared as JSON, as saved: a tuple in the config is a list in the checkpoint.
+  old = configuration.flatten(saved)
+  new = configuration.flatten(json.loads(config.to_json_best_effort()))
   differing = sorted(k for k in old.keys() & new.keys()
                      if k not in FREE_KEYS and old[k] != new[k] and not _both_nan(old[k], new[k]))
   one_sided = sorted((old.keys() ^ new.keys()) - FREE_KEYS)
@@ -177,7 +180,8 @@ def check_config_change(manager: ocp.CheckpointManager, config: ml_collections.C
                     ", ".join(one_sided))
   if not differing:
     return
-  old, new = configuration.flatten(saved), configuration.flatten(config)
+  old = configuration.flatten(saved)
+  new = configuration.flatten(json.loads(config.to_json_best_effort()))
   listing = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differing)
   if config.allow_config_change:
     logging.warning("Resuming with a changed config (allow_config_change): %s", listing)

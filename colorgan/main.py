@@ -228,15 +228,17 @@ def main(argv: list[str]) -> None:
     sys.exit(colorize_mode(config, workdir))
 
   from colorgan import train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
+  from colorgan import divergence  # pylint: disable=g-import-not-at-top
+  from colorgan import preemption  # pylint: disable=g-import-not-at-top
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
   try:
     train.train_and_evaluate(config, workdir)
   except configuration.ConfigError as e:  # e.g. the workdir was trained with another config
     usage_error(str(e))
-  except train.preemption.Preempted as e:  # SIGTERM / SIGINT: saved, resumable: a clean exit
+  except preemption.Preempted as e:  # SIGTERM / SIGINT: saved, resumable: a clean exit
     print(f"colorgan: {e}", flush=True)
     sys.exit(0)
-  except train.divergence.Diverged as e:
+  except divergence.Diverged as e:
     print(f"colorgan: error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
   logging.info("Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in "

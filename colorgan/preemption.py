@@ -8,7 +8,6 @@ device sync.
 """
 
 import signal
-import sys
 import threading
 
 from absl import logging
@@ -31,6 +30,7 @@ class StopRequest:
 
   def __init__(self):
     self.signal_name: str | None = None
+    self._noticed = False
     self._previous: dict[int, object] = {}
 
   def __enter__(self) -> "StopRequest":
@@ -45,15 +45,19 @@ class StopRequest:
     self._previous.clear()
 
   def _handle(self, signum: int, frame) -> None:
+    # Only flags: writing to a stream here could interrupt a write in progress to the same stream
+    # (a reentrant-call RuntimeError); the loop logs the notice.
     del frame
     self.signal_name = signal.Signals(signum).name
     signal.signal(signum, self._previous.pop(signum, signal.SIG_DFL))
-    print(f"colorgan: {self.signal_name} received: saving a checkpoint after this step "
-          "(send it again to quit at once)", file=sys.stderr, flush=True)
 
   def requested(self, step: int) -> bool:
     """True once a signal arrived (or, multi-process, at JAX's preemption sync step)."""
     if self.signal_name is not None:
+      if not self._noticed:
+        self._noticed = True
+        logging.warning("%s received: saving a checkpoint of step %d, then stopping (send it again "
+                        "to quit at once)", self.signal_name, step)
       return True
     if jax.process_count() > 1 and ocp.multihost.reached_preemption(step):
       self.signal_name = "preemption notice"

@@ -312,6 +312,32 @@ def test_kill_9_during_a_save_resumes_from_the_last_committed_step(tmp_path):
   assert _steps(workdir)[-1] == max(committed) + 1
 
 
+def test_best_checkpoint_is_kept_besides_the_latest(tmp_path):
+  config = tiny_config(keep_checkpoints=1, best_checkpoint_metric="ab_l1_lab")
+  manager = checkpointing.create_manager(str(tmp_path), config)
+  tree = {"x": np.zeros(2, np.float32)}  # the policies do not look at the state
+  for step, value in ((1, 5.0), (2, 1.0), (3, None), (4, 3.0), (5, 4.0)):
+    metrics = None if value is None else {"ab_l1_lab": value}  # 3: a preemption save, unranked
+    assert checkpointing.save(manager, step, tree, config, metrics=metrics, force=True)
+    manager.wait_until_finished()
+  assert manager.all_steps() == [2, 5]  # the lowest ab_l1_lab, and the latest
+  manager.close()
+  config.best_checkpoint_mode = "max"
+  manager = checkpointing.create_manager(str(tmp_path / "max"), config)
+  for step, value in ((1, 5.0), (2, 1.0), (3, 3.0)):
+    checkpointing.save(manager, step, tree, config, metrics={"ab_l1_lab": value}, force=True)
+    manager.wait_until_finished()
+  assert manager.all_steps() == [1, 3]
+  manager.close()
+
+
+def test_data_position_survives_a_batch_size_change():
+  position = checkpointing.DataPosition(examples=40, batch_size=4, seed=0)
+  assert checkpointing.data_start_batch(position, 4) == 10
+  assert checkpointing.data_start_batch(position, 8) == 5
+  assert checkpointing.data_start_batch(position, 6) == 7  # 42: two examples skipped, none repeated
+
+
 def test_stop_request_flag_is_set_by_the_signal_and_handlers_restored():
   previous = signal.getsignal(signal.SIGINT)
   with preemption.StopRequest() as stop:
