@@ -232,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
-  mesh = parallel.create_mesh()
+  mesh = parallel.create_mesh(config)
   parallel.check_batch_size(config.batch_size, mesh)
   generator = models.create_generator(config)
   discriminator = models.create_discriminator(config)
@@ -250,8 +250,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
       writer.write_hparams(configuration.flatten(config))
 
     step_fn = make_train_step(config, generator, discriminator, mesh)
-    colorize_fn = jax.jit(functools.partial(colorize_batch, generator))
-    sample_images = input_pipeline.load_eval_images(config, source.eval_paths, config.num_samples)
+    # Replicated in and out: every process computes the grid (a collective), the chief writes it.
+    colorize_fn = jax.jit(functools.partial(colorize_batch, generator),
+                          out_shardings=parallel.replicated(mesh))
+    sample_images = parallel.replicate(mesh, input_pipeline.load_eval_images(
+        config, source.eval_paths, config.num_samples))
 
     rows = parallel.process_batch_rows(mesh, config.batch_size)
     train_ds = input_pipeline.create_train_dataset(config, source.train_paths, rows=rows,

@@ -25,6 +25,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.num_samples = 8  # photos in the sample grid (taken from the eval split)
 
+  # Devices along each axis of the ("data", "model") mesh; -1: all devices the other axis leaves.
+  # Batches are split over "data" (batch_size must divide by its size) and the state is replicated;
+  # "model" holds room for parameter sharding (today a size > 1 only repeats the computation).
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
+
   config.model = ml_collections.ConfigDict()
   config.model.generator = "unet"          # colorgan.models.GENERATORS
   config.model.discriminator = "patchgan"  # colorgan.models.DISCRIMINATORS
