@@ -5,6 +5,10 @@
   python -m colorgan.main --config=configs/default.py --config.batch_size=32 --workdir=DIR
   python -m colorgan.main --mode=evaluate --workdir=DIR                    # JSON as the last line
   python -m colorgan.main --mode=colorize --workdir=DIR --input=photos/ --output_dir=colored/
+  python -m colorgan.main ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+
+Several processes (hosts) join one run through jax.distributed: by the flags above, or by themselves
+under SLURM, Open MPI or on a Cloud TPU pod (--distributed=auto; see launch/).
 
 Mistakes a user can make (an unknown config key, a value of the wrong type or out of range, a missing
 --workdir) end with one line on stderr naming the key and the fix, and exit status 2.
@@ -47,6 +51,14 @@ flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go
 flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
 flags.DEFINE_integer("colorize_size", None, "colorize: the size the generator works at (default: "
                      "the run's config.image_size); a multiple of 2**U-Net depth.")
+flags.DEFINE_enum("distributed", "auto", ("auto", "on", "off"),
+                  "Join a multi-process run with jax.distributed.initialize(). auto: when "
+                  "--coordinator_address is given or SLURM / Open MPI / Cloud TPU started several "
+                  "processes; on: always (unset flags are detected from the environment); off: never.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator service.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in the run.", lower_bound=1)
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.",
+                     lower_bound=0)
 
 
 class _OnlyColorganInfo(logging_std.Filter):
@@ -198,6 +210,27 @@ def colorize_mode(config, workdir: str) -> int:
   return 1 if failures else 0
 
 
+def initialize_distributed() -> None:
+  """jax.distributed.initialize() when asked (flags or launcher environment); before any JAX work."""
+  from colorgan import parallel  # pylint: disable=g-import-not-at-top
+  explicit = {"coordinator_address": FLAGS.coordinator_address,
+              "num_processes": FLAGS.num_processes, "process_id": FLAGS.process_id}
+  given = [f"--{k}" for k, v in explicit.items() if v is not None]
+  if FLAGS.distributed == "off":
+    if given:
+      usage_error(f"{given[0]} needs --distributed=auto or on, not off")
+    return
+  launcher = ", ".join(given) if given else parallel.multiprocess_launcher()
+  if FLAGS.distributed == "auto" and not launcher:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    jax.distributed.initialize(**explicit)
+  except Exception as e:  # pylint: disable=broad-except
+    usage_error(f"jax.distributed.initialize() failed (from {launcher or 'the environment'}): "
+                f"{_one_line(e)}; check --coordinator_address, --num_processes and --process_id")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     usage_error(f"unexpected argument(s) {' '.join(argv[1:])}: config values are set as "
@@ -221,11 +254,21 @@ def main(argv: list[str]) -> None:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     usage_error(f"--workdir={FLAGS.workdir} exists and is not a directory")
 
+  initialize_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  from colorgan import parallel  # pylint: disable=g-import-not-at-top
+  logging.info("JAX process %d of %d: %d local of %d %s device(s)", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.default_backend())
   if FLAGS.mode == "evaluate":
     print(evaluate_mode(config, workdir))
     return
   if FLAGS.mode == "colorize":
     sys.exit(colorize_mode(config, workdir))
+  try:
+    parallel.check_batch_size(config.batch_size, parallel.create_mesh(config))
+  except configuration.ConfigError as e:
+    usage_error(str(e))
 
   from colorgan import train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
   from colorgan import divergence  # pylint: disable=g-import-not-at-top

@@ -378,7 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
         f"metric: choose one of {', '.join(METRIC_NAMES)}")
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  mesh = parallel.create_mesh()
+  mesh = parallel.create_mesh(config)
   parallel.check_batch_size(config.batch_size, mesh)
   generator = models.create_generator(config)
   discriminator = models.create_discriminator(config)
@@ -414,8 +414,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
     step_fn = make_train_step(config, generator, discriminator, mesh)
     d_warmup_fn = (make_train_step(config, generator, discriminator, mesh, train_g=False)
                    if config.d_warmup_steps > start_step else None)
-    colorize_fn = jax.jit(functools.partial(colorize_batch, generator))
-    sample_images = input_pipeline.load_eval_images(config, source.eval_paths, config.num_samples)
+    # Replicated in and out: every process computes the grid (a collective), the chief writes it.
+    colorize_fn = jax.jit(functools.partial(colorize_batch, generator),
+                          out_shardings=parallel.replicated(mesh))
+    sample_images = parallel.replicate(mesh, input_pipeline.load_eval_images(
+        config, source.eval_paths, config.num_samples))
     evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval_paths)
                  if config.eval_every_steps else None)
 

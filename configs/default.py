@@ -42,6 +42,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.d_warmup_steps = 0  # the first steps train D only, against the frozen generator (NoGAN)
   config.g_ema_decay = 0.0   # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
 
+  # Devices along each axis of the ("data", "model") mesh; -1: all devices the other axis leaves.
+  # Batches are split over "data" (batch_size must divide by its size) and the state is replicated;
+  # "model" holds room for parameter sharding (today a size > 1 only repeats the computation).
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
+
   config.model = ml_collections.ConfigDict()
   config.model.generator = "unet"          # colorgan.models.GENERATORS
   config.model.discriminator = "patchgan"  # colorgan.models.DISCRIMINATORS
