@@ -110,7 +110,9 @@ def _with_saved_config(argv: list[str]) -> list[str]:
   if not os.path.isfile(os.path.join(workdir, "config.json")):
     usage_error(f"--workdir={workdir} holds no config.json: point --workdir at a training run "
                 "(or pass --config)")
-  return argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.abspath(workdir)}"] + argv[1:]
+  argv = argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.abspath(workdir)}"] + argv[1:]
+  sys.argv[:] = argv  # error messages quote the config from sys.argv
+  return argv
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -184,8 +186,10 @@ def evaluate_mode(config, workdir: str) -> str:
   from colorgan import evaluate  # pylint: disable=g-import-not-at-top
   try:
     result = evaluate.evaluate_checkpoint(config, workdir, FLAGS.step)
-  except (FileNotFoundError, ValueError) as e:
+  except FileNotFoundError as e:  # no checkpoint (at that step)
     usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except ValueError as e:  # an eval batch the devices cannot split, an empty eval split
+    usage_error(_one_line(e))
   return evaluate.to_json(result)
 
 
@@ -203,9 +207,10 @@ def colorize_mode(config, workdir: str) -> int:
   try:
     colorizer = colorize.Colorizer.from_checkpoint(workdir, FLAGS.step, size=FLAGS.colorize_size,
                                                    batch_size=config.eval_batch_size)
-  except (FileNotFoundError, ValueError) as e:
-    usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}" if isinstance(e, FileNotFoundError)
-                else _one_line(e))
+  except FileNotFoundError as e:
+    usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except ValueError as e:  # --colorize_size
+    usage_error(_one_line(e))
   failures = colorizer.run(work)
   return 1 if failures else 0
 
