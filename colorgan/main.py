@@ -234,6 +234,7 @@ def initialize_distributed() -> None:
   except Exception as e:  # pylint: disable=broad-except
     usage_error(f"jax.distributed.initialize() failed (from {launcher or 'the environment'}): "
                 f"{_one_line(e)}; check --coordinator_address, --num_processes and --process_id")
+  logging.info("Joined a multi-process run (%s)", launcher or "--distributed=on")
 
 
 def main(argv: list[str]) -> None:

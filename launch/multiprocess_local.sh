@@ -15,8 +15,9 @@
 #   PORT                 coordinator port (default: a free one)
 #   PYTHON               interpreter (default: the repo's .venv/bin/python if present, else python3)
 #   JAX_PLATFORMS        default cpu: processes sharing one machine must not all claim its GPUs
-# Output lines are prefixed with [process I]. If one process fails, the others are stopped and the
-# script exits with the failing status. Ctrl-C stops all of them.
+# Output lines are prefixed with [process I]. If one process fails, the others are killed and the
+# script exits with the failing status. Ctrl-C (or a SIGTERM to this script) is passed on to every
+# process as a SIGTERM; what has not ended 10 s (30 s) later is killed.
 set -euo pipefail
 
 NUM_PROCESSES="${NUM_PROCESSES:-2}"
@@ -36,10 +37,20 @@ export JAX_NUM_CPU_DEVICES="$DEVICES_PER_PROCESS"
 
 echo "multiprocess_local.sh: $NUM_PROCESSES processes x $DEVICES_PER_PROCESS device(s), coordinator 127.0.0.1:$PORT" >&2
 pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+alive() {
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done
+  return 1
 }
-trap 'stop_all; exit 130' INT TERM
+# stop_all SIGNAL GRACE_S: send SIGNAL, give the processes GRACE_S seconds to end (under
+# jax.distributed a SIGTERM is a preemption notice, not an exit), then SIGKILL what is left.
+stop_all() {
+  for pid in "${pids[@]}"; do kill -s "$1" "$pid" 2>/dev/null || true; done
+  for ((t = 0; t < $2 * 2; t++)); do alive || return 0; sleep 0.5; done
+  for pid in "${pids[@]}"; do kill -s KILL "$pid" 2>/dev/null || true; done
+}
+# Background processes of a script ignore SIGINT: Ctrl-C reaches them as a SIGTERM from here.
+trap 'stop_all TERM 10; exit 130' INT
+trap 'stop_all TERM 30; exit 143' TERM
 for ((i = 0; i < NUM_PROCESSES; i++)); do
   # Each process's output, line by line with its index (sed -u: unbuffered, lines stay whole).
   "$PYTHON" -m colorgan.main "$@" --coordinator_address="127.0.0.1:$PORT" \
@@ -48,8 +59,7 @@ for ((i = 0; i < NUM_PROCESSES; i++)); do
   pids+=($!)
 done
 
-# Poll rather than `wait -n` (bash >= 5.1 only): stop everything at the first failure, since the
-# others would wait on it in their next collective.
+# Poll rather than `wait -n` (bash >= 5.1 only).
 status=0
 running=("${pids[@]}")
 while ((${#running[@]} > 0)); do
@@ -63,8 +73,9 @@ while ((${#running[@]} > 0)); do
     fi
   done
   if ((status != 0)); then
+    # The others would wait forever in their next collective: nothing of theirs is worth waiting for.
     echo "multiprocess_local.sh: a process exited with status $status: stopping the others" >&2
-    stop_all
+    stop_all KILL 0
     wait || true
     break
   fi
