@@ -54,7 +54,10 @@ _RGB_FROM_XYZ = np.asarray(color._RGB_FROM_XYZ, np.float32)  # pylint: disable=p
 _WHITE = np.asarray(color._D65_WHITE, np.float32)  # pylint: disable=protected-access
 _EPS, _KAPPA = color._EPS, color._KAPPA  # pylint: disable=protected-access
 _GAMUT_TOLERANCE = 1e-5  # linear RGB; gray (ab = 0) lands within float error of [0, 1]
-_GAMUT_BISECTIONS = 14  # chroma found to 1/16384 of the predicted one
+_GAMUT_BISECTIONS = 10  # chroma found to 1/1024 of the predicted one
+# Per-pixel work runs over blocks of this many pixels: their temporaries stay in cache, 3x faster
+# than whole-photo arrays, and memory stays near the photo's own size.
+_BLOCK_PIXELS = 1 << 14
 
 
 class PlanError(ValueError):
@@ -197,18 +200,28 @@ def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
   return np.where(c > 0.0031308, 1.055 * np.maximum(c, 0.0031308) ** (1 / 2.4) - 0.055, c * 12.92)
 
 
+_LINEAR_OF_UINT8 = _srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+
+
 def lightness(rgb: np.ndarray) -> np.ndarray:
-  """sRGB float [H, W, 3] in [0, 1] -> CIE L [H, W] in [0, 100], as colorgan.color.rgb_to_lab."""
-  y = _srgb_to_linear(rgb.astype(np.float32)) @ _XYZ_FROM_RGB[1]  # Y / Y_white (Y_white = 1)
-  f = np.where(y > _EPS, np.cbrt(np.maximum(y, _EPS)), _KAPPA * y + 16.0 / 116.0)
-  return (116.0 * f - 16.0).astype(np.float32)
+  """sRGB [H, W, 3], uint8 or float in [0, 1] -> CIE L [H, W] in [0, 100], as color.rgb_to_lab."""
+  flat = rgb.reshape(-1, 3)
+  l = np.empty(len(flat), np.float32)
+  for start in range(0, len(flat), _BLOCK_PIXELS):
+    block = flat[start:start + _BLOCK_PIXELS]
+    linear = (_LINEAR_OF_UINT8[block] if block.dtype == np.uint8
+              else _srgb_to_linear(block.astype(np.float32)))
+    y = linear @ _XYZ_FROM_RGB[1]  # Y / Y_white (Y_white = 1)
+    f = np.where(y > _EPS, np.cbrt(np.maximum(y, _EPS)), _KAPPA * y + 16.0 / 116.0)
+    l[start:start + len(block)] = 116.0 * f - 16.0
+  return l.reshape(rgb.shape[:2])
 
 
 def _lab_to_linear_rgb(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
   """[...] L and [..., 2] ab -> linear RGB [..., 3], unclipped (out of gamut stays visible)."""
   fy = (l + 16.0) / 116.0
   f = np.stack([fy + ab[..., 0] / 500.0, fy, fy - ab[..., 1] / 200.0], axis=-1)
-  xyz = np.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / _KAPPA) * _WHITE
+  xyz = np.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / _KAPPA) * _WHITE  # f*f*f: 6x f**3
   return xyz @ _RGB_FROM_XYZ.T
 
 
@@ -216,14 +229,8 @@ def _in_gamut(linear_rgb: np.ndarray) -> np.ndarray:
   return np.all((linear_rgb >= -_GAMUT_TOLERANCE) & (linear_rgb <= 1 + _GAMUT_TOLERANCE), axis=-1)
 
 
-def compose(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
-  """L [H, W] and ab [H, W, 2] (Lab units) -> uint8 sRGB [H, W, 3] keeping L and hue.
-
-  A color outside the sRGB gamut gets the largest chroma scale s in [0, 1] (ab -> s * ab, found by
-  bisection) that fits; ab = 0 (gray) always fits, so every pixel keeps its lightness.
-  """
-  l = l.astype(np.float32)
-  ab = ab.astype(np.float32)
+def _compose_pixels(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+  """L [N] and ab [N, 2] -> uint8 sRGB [N, 3] (see compose)."""
   linear = _lab_to_linear_rgb(l, ab)
   outside = ~_in_gamut(linear)
   if outside.any():
@@ -237,6 +244,23 @@ def compose(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
     linear[outside] = _lab_to_linear_rgb(l_out, ab_out * lo[:, None])
   srgb = _linear_to_srgb(np.clip(linear, 0.0, 1.0))
   return np.round(srgb * 255.0).astype(np.uint8)
+
+
+def compose(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+  """L [H, W] and ab [H, W, 2] (Lab units) -> uint8 sRGB [H, W, 3] keeping L and hue.
+
+  A color outside the sRGB gamut gets the largest chroma scale s in [0, 1] (ab -> s * ab, found by
+  bisection) that fits; ab = 0 (gray) always fits, so every pixel keeps its lightness.
+  """
+  shape = l.shape
+  l = l.reshape(-1).astype(np.float32)
+  ab = ab.reshape(-1, 2).astype(np.float32)
+  out = np.empty((l.size, 3), np.uint8)
+  # In blocks that stay in cache: 3x faster than whole-photo temporaries, and far less memory.
+  for start in range(0, l.size, _BLOCK_PIXELS):
+    block = slice(start, start + _BLOCK_PIXELS)
+    out[block] = _compose_pixels(l[block], ab[block])
+  return out.reshape(shape + (3,))
 
 
 def _resize(channel: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -274,7 +298,8 @@ def upsample_ab(ab: np.ndarray, height: int, width: int, squash: bool) -> np.nda
 
 # ----------------------------------------------------------------------------- files
 def _to_rgb_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-  """Any Pillow mode -> float32 RGB [H, W, 3] in [0, 1] and uint8 alpha [H, W] (or None)."""
+  """Any Pillow mode -> RGB [H, W, 3] (uint8, or float32 in [0, 1] for 16-bit and float photos)
+  and uint8 alpha [H, W] (or None)."""
   mode = image.mode
   if mode.startswith("I;16") or mode == "I":  # 16-bit grayscale (PNG, TIFF): keep its precision
     gray = np.asarray(image).astype(np.float32) / 65535.0
@@ -284,9 +309,9 @@ def _to_rgb_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     return np.repeat(gray[..., None], 3, axis=-1), None
   if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
     rgba = np.asarray(image.convert("RGBA"))
-    return rgba[..., :3].astype(np.float32) / 255.0, np.ascontiguousarray(rgba[..., 3])
+    return rgba[..., :3], np.ascontiguousarray(rgba[..., 3])
   # 1, L, P, RGB, CMYK, YCbCr, ... (Pillow's conversions; ICC profiles are not applied)
-  return np.asarray(image.convert("RGB")).astype(np.float32) / 255.0, None
+  return np.asarray(image.convert("RGB")), None
 
 
 def load_photo(path: str) -> Photo:
@@ -353,7 +378,7 @@ class Colorizer:
     """
     self.size = size or config.image_size
     multiple = 2 ** configuration.generator_depth(config)
-    if self.size % multiple:
+    if self.size < multiple or self.size % multiple:
       raise ValueError(f"--colorize_size={self.size} must be a multiple of {multiple} (2**U-Net "
                        f"depth of this run): use {max(multiple, self.size // multiple * multiple)}")
     self.mesh = mesh or parallel.create_mesh()

@@ -138,9 +138,10 @@ def test_colorize_size_must_suit_the_unet(workdir):
 
 # ----------------------------------------------------------------------------- pixels
 def test_lightness_matches_skimage():
-  rgb = skimage.data.coffee()[::4, ::4] / 255.0
-  np.testing.assert_allclose(colorize.lightness(rgb), skimage.color.rgb2lab(rgb)[..., 0],
-                             atol=2e-3)
+  rgb = skimage.data.coffee()[::4, ::4]
+  expected = skimage.color.rgb2lab(rgb / 255.0)[..., 0]
+  np.testing.assert_allclose(colorize.lightness(rgb), expected, atol=2e-3)  # uint8: a lookup table
+  np.testing.assert_allclose(colorize.lightness(rgb / 255.0), expected, atol=2e-3)
 
 
 @pytest.mark.filterwarnings("ignore:Conversion from CIE-LAB:UserWarning")  # skimage's clipping note
