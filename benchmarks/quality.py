@@ -84,13 +84,12 @@ def main(argv):
 
   # The two folders become the run's data source, whatever config.data.source says.
   folders = input_pipeline.Source("folder", train_paths, eval_paths)
-  input_pipeline.create_source = lambda _: folders
 
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="colorgan_quality_")
   logging.info("Training %d steps on %d photos in %s; evaluating on %d photos", FLAGS.steps,
                len(train_paths), workdir, len(eval_paths))
   start = time.time()
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, source=folders)
   train_wall = time.time() - start
 
   start_eval = time.time()

@@ -13,6 +13,7 @@ masked out). The result is one JSON-ready dict:
 written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -64,9 +65,14 @@ def eval_step(generator: nn.Module, g_variables: dict[str, Any],
           metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
 
 
-def eval_paths(config: ml_collections.ConfigDict, paths: tuple[str, ...]) -> tuple[str, ...]:
-  """The first config.num_eval_images of `paths` (all when 0)."""
-  return tuple(paths[:config.num_eval_images] if config.num_eval_images else paths)
+def eval_paths(config: ml_collections.ConfigDict,
+               images: input_pipeline.Images) -> input_pipeline.Images:
+  """The first config.num_eval_images of the eval images, files or a TFDS split (all when 0)."""
+  n = config.num_eval_images
+  if isinstance(images, input_pipeline.TfdsSplit):
+    return dataclasses.replace(images, num_examples=min(n, images.num_examples) if n
+                               else images.num_examples)
+  return tuple(images[:n] if n else images)
 
 
 class Evaluator:
@@ -77,7 +83,7 @@ class Evaluator:
     """Args: the run config, its generator, the mesh, and the eval photos (Source.eval_paths)."""
     parallel.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
     self.paths = eval_paths(config, paths)
-    if not self.paths:
+    if not input_pipeline.num_images(self.paths):
       raise ValueError("the eval split holds no photo: check config.data")
     self.mesh = mesh
     self.image_size = config.image_size
@@ -92,7 +98,7 @@ class Evaluator:
 
   @property
   def num_batches(self) -> int:
-    return math.ceil(len(self.paths) / self._data_config.batch_size)
+    return math.ceil(input_pipeline.num_images(self.paths) / self._data_config.batch_size)
 
   def __call__(self, g_variables: dict[str, Any], step: int, *,
                progress: bool = False) -> dict[str, Any]:

@@ -753,7 +753,7 @@ def create_eval_dataset(config: ml_collections.ConfigDict, images: Images, *,
   num_batches = -(-total // global_batch)
   if isinstance(images, TfdsSplit):
     decoder = _Decoder(config, train=False, what="eval")
-    ds = _tfds_records(images, images.split).enumerate()
+    ds = _tfds_records(images, images.split).take(total).enumerate()
     ds = ds.filter(lambda i, _: (i % global_batch >= lo) & (i % global_batch < hi))
     ds = ds.map(lambda i, r: decoder.bytes(r[images.image_key], r["tfds_id"], i),
                 num_parallel_calls=config.data.num_parallel_calls, deterministic=True)

@@ -359,7 +359,8 @@ def _check_finite(metrics, config: ml_collections.ConfigDict, manager, step: int
                             "learning rates, or --config.nan_policy=skip to skip such updates)")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       source: input_pipeline.Source | None = None) -> GanState:
   """Trains to config.total_steps, resuming from the latest checkpoint in workdir if there is one.
 
   Writes into workdir: config.json, reproducibility.json, checkpoints/<step>/, TensorBoard events
@@ -382,7 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
   parallel.check_batch_size(config.batch_size, mesh)
   generator = models.create_generator(config)
   discriminator = models.create_discriminator(config)
-  source = input_pipeline.create_source(config)
+  source = source or input_pipeline.create_source(config)  # benchmarks pass their own
 
   with jax.set_mesh(mesh), preemption.StopRequest() as stop:
     manager = checkpointing.create_manager(workdir, config)
