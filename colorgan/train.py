@@ -450,7 +450,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         stopping = stop.requested(step)
         saving = stopping or step == config.total_steps or manager.should_save(step)
         logging_now = step % config.log_every_steps == 0 or step == config.total_steps
-        sampling = step % config.sample_every_steps == 0 or step == config.total_steps
+        sampling = len(sample_images) and (step % config.sample_every_steps == 0
+                                           or step == config.total_steps)
         if saving or logging_now or sampling:
           _check_finite(interval_metrics, config, manager, step)
 
