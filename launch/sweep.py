@@ -194,7 +194,8 @@ def last_train_scalars(workdir: str) -> tuple[int, dict[str, float]] | None:
   by_step: dict[int, dict[str, float]] = {}
   for path in paths:
     try:
-      for event in tf.compat.v1.train.summary_iterator(path):
+      for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
         for value in event.summary.value:
           if value.HasField("tensor") and not value.tensor.string_val:
             number = tf.make_ndarray(value.tensor)

@@ -239,6 +239,38 @@ def test_pretrain_then_gan_hands_over_the_generator_bit_exact(tmp_path):
   assert int(warmed.d_opt_state.count) == 2
   assert int(warmed.g_opt_state.count) == 0
 
+  # A GAN config whose generator differs from the pretrained one: one line naming an array.
+  wider = tiny_config(**{"model.g_base_features": 16})
+  wider_generator = models.create_generator(wider)
+  expected = jax.eval_shape(functools.partial(wider_generator.init, train=False),
+                            jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32))
+  with pytest.raises(configuration.ConfigError,
+                     match=re.escape(f"config.init_generator_from={pre_dir} does not fit")):
+    warm_start.load_generator(pre_dir, dict(expected))
+
+
+@pytest.mark.parametrize("arg", [None, "resnet_unet", "default", "quickstart", "smoke"])
+def test_pretrain_configs_match_their_gan_configs(arg):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from configs import pretrain_l1  # pylint: disable=g-import-not-at-top
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from configs import resnet_unet  # pylint: disable=g-import-not-at-top
+  config = pretrain_l1.get_config(arg)
+  configuration.validate(config)
+  assert config.loss.gan == "none" and config.loss.l1_weight == 1.0
+  assert (config.optim.g_learning_rate, config.optim.b1, config.optim.b2) == (1e-4, 0.9, 0.999)
+  gan = {None: resnet_unet.get_config, "resnet_unet": resnet_unet.get_config,
+         "default": default.get_config,
+         "quickstart": quickstart.get_config,
+         "smoke": lambda: resnet_unet.get_config("smoke")}[arg]()
+  configuration.validate(gan)
+  # The hand-over needs the same generator: same name, size and widths.
+  for key in ("image_size", "model.generator", "model.g_base_features", "model.resnet_depth",
+              "model.num_downs"):
+    assert configuration.flatten(config)[key] == configuration.flatten(gan)[key], key
+  with pytest.raises(ValueError, match="takes one of"):
+    pretrain_l1.get_config("bogus")
+
 
 @pytest.mark.parametrize("overrides, message", [
     ({"optim.g_schedule": "step"}, "config.optim.g_schedule='step' is not known"),
