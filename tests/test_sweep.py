@@ -108,5 +108,7 @@ def test_run_trains_each_point_and_tabulates_it(tmp_path):
   lines = result.stdout.strip().splitlines()
   assert lines[0].startswith("[sweep 1/1] python -m colorgan.main")
   row = [c.strip() for c in lines[-1].strip("|").split("|")]
-  assert row[:4] == ["gan=hinge", "2", "train", "ok"]
+  # Training evaluates at its last step, so the table reads that run's eval JSON.
+  assert row[:4] == ["gan=hinge", "2", "eval", "ok"]
+  assert os.path.isfile(os.path.join(tmp_path, "gan=hinge", "eval", "step_2.json"))
   assert os.path.isdir(os.path.join(tmp_path, "gan=hinge", "checkpoints", "2"))
