@@ -374,7 +374,7 @@ def _ends_cleanly(path: str, image_format: str) -> bool:
 
 
 def check_image_file(path: str) -> str | None:
-  """Why the file cannot be used, or None. Reads the header (and the tail), decodes nothing.
+  """Why the file cannot be used, or None. Reads the header and the last bytes (~0.5 ms a file).
 
   Catches: empty files, non-images, decompression bombs and oversized images, grayscale and
   unsupported modes, and truncated JPEG/PNG files (whose end marker is missing: confirmed by decoding
