@@ -27,12 +27,15 @@ stream is filled by the next usable example of this host, so positions, resumpti
 are unaffected.
 """
 
+import atexit
 import collections
 import concurrent.futures
 import dataclasses
+import gc
 import hashlib
 import io
 import os
+import sys
 import threading
 import time
 
@@ -107,6 +110,21 @@ class Source:
   @property
   def eval_paths(self) -> Images:
     return self.eval
+
+
+@atexit.register
+def _close_pipelines_of_a_crash() -> None:
+  """Lets a process that dies of an uncaught exception exit instead of hanging.
+
+  Python keeps that exception's traceback (sys.last_*) and with it the frames holding tf.data
+  iterators. An iterator still alive when the interpreter shuts down hangs it: its decoding threads
+  wait to run Python (the numpy_function) that is gone. Freed here, while Python still runs, the
+  pipelines close cleanly. (For the same reason, keep iterators in functions, not module globals.)
+  """
+  for name in ("last_exc", "last_type", "last_value", "last_traceback"):
+    if hasattr(sys, name):
+      setattr(sys, name, None)
+  gc.collect()
 
 
 def num_images(images: Images) -> int:
@@ -356,7 +374,7 @@ def _ends_cleanly(path: str, image_format: str) -> bool:
 
 
 def check_image_file(path: str) -> str | None:
-  """Why the file cannot be used, or None. Reads the header (and the tail), decodes nothing.
+  """Why the file cannot be used, or None. Reads the header and the last bytes (~0.5 ms a file).
 
   Catches: empty files, non-images, decompression bombs and oversized images, grayscale and
   unsupported modes, and truncated JPEG/PNG files (whose end marker is missing: confirmed by decoding

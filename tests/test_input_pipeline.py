@@ -4,6 +4,9 @@ import io
 import logging
 import os
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 
 import jax
@@ -402,3 +405,25 @@ def test_tfds_chunks_cover_each_host_shard_once():
     assert len(indices) == len(set(indices)) == 34  # 103 // 3, the remainder dropped
     covered += indices
   assert len(set(covered)) == len(covered) == 102
+
+
+def test_a_crash_with_a_live_pipeline_exits(colors_folder):
+  # Decoding runs Python in tf.data's threads: a process whose uncaught exception keeps an iterator
+  # alive must still exit (it used to hang at interpreter shutdown).
+  script = textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
+      from tests.conftest import tiny_config
+      from colorgan import input_pipeline
+      def train():
+        config = tiny_config(**{{"data.source": "folder", "data.path": {colors_folder!r}}})
+        source = input_pipeline.create_source(config)
+        iterator = input_pipeline.create_train_dataset(
+            config, source.train, rows=(0, 4)).as_numpy_iterator()
+        next(iterator)
+        raise RuntimeError("the step diverged")
+      train()
+  """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=240, check=False)
+  assert result.returncode == 1 and "RuntimeError: the step diverged" in result.stderr
