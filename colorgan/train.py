@@ -270,6 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GanSt
     configuration.ConfigError: the workdir's checkpoint was trained with a different config.
     preemption.Preempted: SIGTERM / SIGINT arrived; a checkpoint of the current step was saved.
     divergence.Diverged: a non-finite loss or gradient under nan_policy="stop" (nothing saved).
+    checkpointing.RestoreError: the latest checkpoint does not fit this config or is damaged.
   """
   if config.best_checkpoint_metric and config.best_checkpoint_metric not in METRIC_NAMES:
     raise configuration.ConfigError(
