@@ -97,10 +97,18 @@ def save(manager: ocp.CheckpointManager, step: int, state: GanState,
       config=ocp.args.JsonSave(config.to_dict())))
 
 
+class RestoreError(RuntimeError):
+  """The latest checkpoint cannot be read into this run's state; the message is one line."""
+
+
 def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState | None:
   """The latest committed checkpoint restored into `state`'s structure and shardings, or None.
 
   The shardings are `state`'s, so a run saved on one device count resumes on another.
+
+  Raises:
+    RestoreError: the checkpoint does not fit `state` (a permitted config change the state cannot
+      follow) or is damaged; the message names it and the previous step.
   """
   step = manager.latest_step()
   if step is None:
@@ -109,11 +117,14 @@ def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState 
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))
-  except ValueError as e:  # shapes or tree structure: a config change the state cannot follow
-    first = " ".join(str(e).split())[:300]
-    raise configuration.ConfigError(
-        f"{manager.directory}/{step} does not fit the state this config builds ({first}); "
-        "train in another --workdir") from e
+  except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+    reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    earlier = [s for s in manager.all_steps() if s < step]
+    fallback = (f"move it out of {manager.directory} to resume from step {max(earlier)}"
+                if earlier else "or train in another --workdir")
+    raise RestoreError(f"{manager.directory}/{step} cannot be restored into the state this config "
+                       f"builds ({reason}): if the config changed, train in another --workdir; if "
+                       f"the checkpoint is damaged, {fallback}") from e
   return restored.state
 
 

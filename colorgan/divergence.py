@@ -1,11 +1,11 @@
 """Non-finite losses and gradients: detected inside the step, acted on without extra host syncs.
 
-The jitted step computes one `finite` flag (every loss term and both gradients' global norms finite)
-and, when it is down, keeps the previous parameters, BatchNorm statistics and optimizer states: a
-select inside the step, fused into the updates, with no host sync. The first non-finite step of a log
-interval and its loss terms ride along with the metrics (FirstNonFinite). The loop reads them only
-where it waits for the device anyway (log, sample and save steps): config.nan_policy="stop" then
-stops before anything is saved, "skip" logs the skipped updates and goes on.
+The jitted step computes one `finite` flag (every loss term and both gradients' global norms finite).
+With config.nan_policy="skip" it keeps the previous parameters, BatchNorm statistics and optimizer
+states when the flag is down: a select inside the step, no host sync. The first non-finite step of a
+log interval and its loss terms ride along with the metrics (FirstNonFinite). The loop reads them only
+where it waits for the device anyway (log, sample and save steps): "stop" then stops before anything
+is saved, "skip" logs the skipped updates and goes on.
 """
 
 import math

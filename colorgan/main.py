@@ -277,6 +277,7 @@ def main(argv: list[str]) -> None:
     usage_error(str(e))
 
   from colorgan import train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import divergence  # pylint: disable=g-import-not-at-top
   from colorgan import preemption  # pylint: disable=g-import-not-at-top
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
@@ -287,7 +288,7 @@ def main(argv: list[str]) -> None:
   except preemption.Preempted as e:  # SIGTERM / SIGINT: saved, resumable: a clean exit
     print(f"colorgan: {e}", flush=True)
     sys.exit(0)
-  except divergence.Diverged as e:
+  except (divergence.Diverged, checkpointing.RestoreError) as e:
     print(f"colorgan: error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
   logging.info("Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in "

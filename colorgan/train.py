@@ -152,7 +152,7 @@ def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
 
 def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Module,
                discriminator: nn.Module, loss: LossSpec, optim: OptimSpec = OptimSpec(),
-               train_g: bool = True) -> tuple[GanState, Any]:
+               train_g: bool = True, skip_nonfinite: bool = False) -> tuple[GanState, Any]:
   """One joint update: the discriminator on (real, generated), then the generator through the new D.
 
   As in pix2pix, the generator runs forward once; its output feeds the D step (gradient stopped) and
@@ -163,6 +163,8 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
   Args:
     state: the replicated GanState.
     batch: {"image": uint8 [B, H, W, 3]} RGB, sharded over the data axis.
+    skip_nonfinite: keep the networks and optimizer states when a loss or gradient is not finite
+      (config.nan_policy="skip"); the step still advances.
 
   Returns:
     The new state and TrainMetrics of this step (zeros for the terms of a network not updated).
@@ -251,11 +253,12 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
       g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state, g_ema=g_ema,
       d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
   metrics["ab_l1_lab"] = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
-  # A non-finite loss or gradient (norm) leaves the networks and optimizer states as they were (the
-  # step still advances). The select fuses into the updates; the loop's nan_policy decides whether to
-  # go on ("skip") or stop before anything is saved ("stop").
+  # The finite flag (every loss term and gradient norm) is computed on device every step and read by
+  # the loop only where it syncs anyway. "skip" selects the old state on device (the step still
+  # advances); "stop" does not pay for that select: the loop stops before the broken state is saved.
   finite = jnp.all(jnp.stack([jnp.isfinite(v) for k, v in metrics.items() if k != "nonfinite"]))
-  new_state = divergence.keep_if_finite(finite, new_state, state.replace(step=new_state.step))
+  if skip_nonfinite:
+    new_state = divergence.keep_if_finite(finite, new_state, state.replace(step=new_state.step))
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   step_metrics = TrainMetrics.single_from_model_output(**metrics, finite=finite,
                                                       step=new_state.step)
@@ -280,7 +283,7 @@ def make_train_step(config: ml_collections.ConfigDict, generator: nn.Module,
   return jax.jit(
       functools.partial(train_step, generator=generator, discriminator=discriminator,
                         loss=create_loss_spec(config), optim=create_optim_spec(config),
-                        train_g=train_g),
+                        train_g=train_g, skip_nonfinite=config.nan_policy == "skip"),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
       out_shardings=parallel.replicated(mesh), donate_argnums=0)
 
@@ -372,6 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     configuration.ConfigError: the workdir's checkpoint was trained with a different config.
     preemption.Preempted: SIGTERM / SIGINT arrived; a checkpoint of the current step was saved.
     divergence.Diverged: a non-finite loss or gradient under nan_policy="stop" (nothing saved).
+    checkpointing.RestoreError: the latest checkpoint does not fit this config or is damaged.
   """
   if config.best_checkpoint_metric and config.best_checkpoint_metric not in METRIC_NAMES:
     raise configuration.ConfigError(

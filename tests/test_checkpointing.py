@@ -3,6 +3,7 @@
 The signal tests run the real command line in a subprocess (tiny smoke config) and resume in-process.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import optax
@@ -146,6 +148,21 @@ def test_a_changed_model_or_optimizer_is_refused_with_the_keys(runs, capsys, mon
       [], [])
 
 
+def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, tmp_path):
+  _, b, *_ = runs
+  workdir = str(tmp_path / "damaged")
+  shutil.copytree(b, workdir)
+  state_dir = os.path.join(workdir, "checkpoints", str(2 * N), "state")
+  for name in os.listdir(state_dir):  # the array data, not the metadata
+    if name == "d" or name.startswith("ocdbt.process"):
+      shutil.rmtree(os.path.join(state_dir, name))
+  with pytest.raises(checkpointing.RestoreError) as e:
+    train.train_and_evaluate(_config(total_steps=3 * N), workdir)
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(f"{workdir}/checkpoints/{2 * N} cannot be")
+  assert f"move it out of {workdir}/checkpoints to resume from step {N}" in message
+
+
 def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_path):
   _, b, _, _, resumed = runs
   # An injected NaN: the reconstruction weight, changed on resume (allow_config_change).
@@ -216,105 +233,120 @@ class _Cli:
     return self.proc.returncode
 
 
-def test_sigterm_saves_the_current_step_and_exits_0_then_resumes(tmp_path):
-  workdir = str(tmp_path / "run")
+def _tmp_dirs(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return [name for name in names if ".orbax-checkpoint-tmp" in name]
+
+
+@pytest.fixture(scope="module")
+def sigterm_run(tmp_path_factory):
+  """A command-line run sent SIGTERM after its third step: (workdir, exit status, output lines)."""
+  workdir = str(tmp_path_factory.mktemp("sigterm") / "run")
   cli = _Cli(workdir, "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
              "--config.sample_every_steps=100000")
   cli.wait_for(lambda: any("step 3/100000" in line for line in cli.lines))
   cli.proc.send_signal(signal.SIGTERM)
-  assert cli.finish() == 0, "\n".join(cli.lines[-20:])
-  last = cli.lines[-1]
-  assert last.startswith("colorgan: stopped by SIGTERM at step "), "\n".join(cli.lines[-20:])
+  return workdir, cli.finish(), cli.lines
+
+
+def test_sigterm_saves_the_current_step_and_exits_0(sigterm_run):
+  workdir, code, lines = sigterm_run
+  assert code == 0, "\n".join(lines[-20:])
+  last = lines[-1]
+  assert last.startswith("colorgan: stopped by SIGTERM at step "), "\n".join(lines[-20:])
   step = int(last.split("at step ")[1].split(":")[0])
   assert step >= 3
-  assert f"saved {workdir}/checkpoints/{step}; rerun the same command to resume" in last
+  assert last.endswith(f"saved {workdir}/checkpoints/{step}; rerun the same command to resume")
   assert _steps(workdir) == [step]  # not an interval step: saved because of the signal
-  assert not any("Traceback" in line for line in cli.lines)
-
-  # The same command would resume; here in-process, for one more step.
-  resumed = train.train_and_evaluate(_config(total_steps=step + 1), workdir)
-  assert int(resumed.step) == step + 1
-  record = _runs(workdir)
-  assert [r["start_step"] for r in record] == [0, step]
-  assert "--config.log_every_steps=1" in record[0]["command_line"]
+  assert not any("Traceback" in line for line in lines)
 
 
-
-def test_a_checkpoint_saved_on_4_devices_restores_on_1(tmp_path):
+def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigterm_run, tmp_path):
   workdir = str(tmp_path / "run")
-  script = """if True:
-    import sys, jax
-    from colorgan import checkpointing, models, parallel, train
-    from tests.conftest import tiny_config
-    config, mesh = tiny_config(), parallel.create_mesh()
-    assert mesh.devices.size == 4, mesh
-    with jax.set_mesh(mesh):
-      state = train.init_train_state(config, models.create_generator(config),
-                                     models.create_discriminator(config), mesh)
-      assert len(state.g_params["down0"]["kernel"].sharding.device_set) == 4
-      manager = checkpointing.create_manager(sys.argv[1], config)
-      checkpointing.save(manager, 7, state, config, force=True)
-      manager.close()
-    """
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
-  result = subprocess.run([sys.executable, "-c", script, workdir], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-
-  # The same seed initializes the same state on 1 device: the reference for both restore paths.
-  config = tiny_config()
-  mesh = parallel.create_mesh()
-  generator, discriminator = models.create_generator(config), models.create_discriminator(config)
-  with jax.set_mesh(mesh):
-    reference = train.init_train_state(config, generator, discriminator, mesh)
-    manager = checkpointing.create_manager(workdir, config)
-    restored = checkpointing.restore_latest(manager, reference)
-    manager.close()
-  assert all(np.array_equal(u, v) for u, v in zip(_leaves(restored), _leaves(reference)))
-  model = checkpointing.restore_for_inference(workdir)
-  assert model.step == 7 and model.config.to_dict() == config.to_dict()
-  for name in ("params", "batch_stats"):
-    leaves = jax.tree.leaves(model.g_variables[name])
-    assert all(x.sharding.device_set == {jax.local_devices()[0]} for x in leaves)
-    assert all(np.array_equal(u, v) for u, v in zip(
-        _leaves(model.g_variables[name]), _leaves(getattr(reference, f"g_{name}"))))
-
-
-def test_kill_9_during_a_save_resumes_from_the_last_committed_step(tmp_path):
-  workdir = str(tmp_path / "run")
-  directory = os.path.join(workdir, "checkpoints")
+  shutil.copytree(sigterm_run[0], workdir)
+  (sigterm_step,) = _steps(workdir)
+  # The same command again (a checkpoint every step now): it resumes where SIGTERM stopped it.
   cli = _Cli(workdir, "--config.log_every_steps=1000", "--config.checkpoint_every_steps=1",
              "--config.sample_every_steps=100000", "--config.keep_checkpoints=2")
-
-  def tmp_dirs():
-    try:
-      return [n for n in os.listdir(directory) if ".orbax-checkpoint-tmp" in n]
-    except FileNotFoundError:
-      return []
-
-  # Freeze the process while a save is being written, check it still is, then kill -9.
+  # Freeze it while a save is being written, check it still is, then kill -9.
   killed_in = None
   while killed_in is None:
-    cli.wait_for(lambda: tmp_dirs() and _steps(workdir))  # a save in flight after a committed one
+    cli.wait_for(lambda: _tmp_dirs(workdir) and max(_steps(workdir)) > sigterm_step)
     cli.proc.send_signal(signal.SIGSTOP)
-    in_flight = tmp_dirs()
+    in_flight = _tmp_dirs(workdir)
     if in_flight:
       cli.proc.kill()
       killed_in = in_flight
     else:
       cli.proc.send_signal(signal.SIGCONT)  # it committed meanwhile: try the next save
-  cli.finish()
-  assert cli.proc.returncode == -signal.SIGKILL
+  assert cli.finish() == -signal.SIGKILL
+  assert any(f"Resumed from {workdir}/checkpoints at step {sigterm_step}" in line
+             for line in cli.lines), "\n".join(cli.lines[-20:])
+  assert [r["start_step"] for r in _runs(workdir)] == [0, sigterm_step]
   uncommitted = int(killed_in[0].split(".")[0])
   committed = _steps(workdir)
-  assert committed and max(committed) < uncommitted
-  assert tmp_dirs() == killed_in  # the half-written step is still there ...
+  assert sigterm_step < max(committed) < uncommitted
+  assert _tmp_dirs(workdir) == killed_in  # the half-written step is still there ...
 
-  resumed = train.train_and_evaluate(_config(total_steps=max(committed) + 1), workdir)
-  assert int(resumed.step) == max(committed) + 1
-  assert _runs(workdir)[-1]["start_step"] == max(committed)
-  assert not tmp_dirs()  # ... until the next run's manager deletes it
-  assert _steps(workdir)[-1] == max(committed) + 1
+  # What the next start does (the rerun above did all of it): its manager deletes the tmp
+  # directory, and the last committed step restores.
+  config, mesh = _config(), parallel.create_mesh()
+  with jax.set_mesh(mesh):
+    fresh = train.init_train_state(config, models.create_generator(config),
+                                   models.create_discriminator(config), mesh)
+    manager = checkpointing.create_manager(workdir, config)
+    assert not _tmp_dirs(workdir)  # ... until the next run's manager deletes it
+    restored = checkpointing.restore_latest(manager, fresh)
+    manager.close()
+  assert int(restored.step) == max(committed)
+
+
+# The generator's variables, each leaf filled with its own values (leaf k: arange * (k + 1)). The
+# 4-device process below runs the same source.
+_GENERATOR_VALUES = '''
+def generator_values(config):
+  abstract = jax.eval_shape(functools.partial(models.create_generator(config).init, train=False),
+                            jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32))
+  leaves, treedef = jax.tree.flatten(abstract)
+  return jax.tree.unflatten(treedef, [
+      np.arange(x.size, dtype=np.float32).reshape(x.shape) * (k + 1) for k, x in enumerate(leaves)])
+'''
+exec(_GENERATOR_VALUES)  # pylint: disable=exec-used
+
+
+def test_inference_restores_on_1_device_what_4_devices_saved(tmp_path):
+  workdir = str(tmp_path / "run")
+  # A 4-device process places the values replicated over its mesh (device_put: nothing to
+  # compile) and saves them as a checkpoint's generator.
+  script = "\n".join([
+      "import functools, sys, jax, jax.numpy as jnp, numpy as np",
+      "from colorgan import checkpointing, models, parallel",
+      "from tests.conftest import tiny_config",
+      _GENERATOR_VALUES,
+      "config, mesh = tiny_config(), parallel.create_mesh()",
+      "assert mesh.devices.size == 4, mesh",
+      "variables = jax.device_put(generator_values(config), parallel.replicated(mesh))",
+      "assert all(len(x.sharding.device_set) == 4 for x in jax.tree.leaves(variables))",
+      "manager = checkpointing.create_manager(sys.argv[1], config)",
+      "checkpointing.save(manager, 7, {'g_params': variables['params'],",
+      "                                'g_batch_stats': variables['batch_stats']}, config, force=True)",
+      "manager.close()",
+  ])
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
+  result = subprocess.run([sys.executable, "-c", script, workdir], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  config = tiny_config()
+  model = checkpointing.restore_for_inference(workdir)
+  assert model.step == 7 and model.config.to_dict() == config.to_dict()
+  expected = generator_values(config)  # pylint: disable=undefined-variable  (the exec above)
+  for name in ("params", "batch_stats"):
+    leaves = jax.tree.leaves(model.g_variables[name])
+    assert all(x.sharding.device_set == {jax.local_devices()[0]} for x in leaves)
+    x, y = _leaves(model.g_variables[name]), _leaves(expected[name])
+    assert len(x) == len(y) > 0 and all(np.array_equal(u, v) for u, v in zip(x, y))
 
 
 def test_best_checkpoint_is_kept_besides_the_latest(tmp_path):
