@@ -35,24 +35,11 @@ flags.DEFINE_integer("steps", None, "Training steps (overrides config.total_step
 flags.DEFINE_string("workdir", None, "Where the run goes (default: a new temporary folder).")
 
 # What tf.io.decode_image reads.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
 class _OnlyColorganInfo(logging_std.Filter):
   """As colorgan.main: orbax, JAX and clu INFO lines drown the run's own."""
 
   def filter(self, record: logging_std.LogRecord) -> bool:
     return record.levelno >= logging_std.WARNING or f"{os.sep}colorgan{os.sep}" in record.pathname
-
-
-def image_files(folder: str) -> tuple[str, ...]:
-  """Every image file below `folder`, sorted (hidden files skipped)."""
-  found = []
-  for root, dirs, names in os.walk(folder):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    found += [os.path.join(root, n) for n in sorted(names)
-              if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
-  return tuple(found)
 
 
 def main(argv):
@@ -67,17 +54,21 @@ def main(argv):
   config.num_eval_images = 0
   config.checkpoint_every_steps = max(config.checkpoint_every_steps, FLAGS.steps)
   configuration.validate(config)
+  # pylint: disable=g-import-not-at-top  (TensorFlow and JAX load after the flags are checked)
+  from colorgan import input_pipeline
+
+  def image_files(folder):  # what the folder source reads, as absolute paths
+    return tuple(os.path.join(folder, p) for p in input_pipeline.list_image_files(folder))
+
   train_paths, eval_paths = image_files(FLAGS.train_path), image_files(FLAGS.eval_path)
   for flag, paths in (("train_path", train_paths), ("eval_path", eval_paths)):
     if not paths:
       sys.exit(f"quality.py: error: --{flag}={getattr(FLAGS, flag)} holds no image file "
-               f"({', '.join(IMAGE_EXTENSIONS)})")
+               f"({', '.join(input_pipeline.IMAGE_EXTENSIONS)})")
 
-  # pylint: disable=g-import-not-at-top  (TensorFlow and JAX load after the flags are checked)
   import jax
   from colorgan import checkpointing
   from colorgan import evaluate
-  from colorgan import input_pipeline
   from colorgan import models
   from colorgan import parallel
   from colorgan import train
