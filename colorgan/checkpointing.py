@@ -60,7 +60,8 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Check
 
   Saves every checkpoint_every_steps (and at a preemption sync point of a multi-process JAX run);
   keeps the latest keep_checkpoints and, with config.best_checkpoint_metric, the best one by that
-  metric. Leftover tmp directories of an interrupted save are deleted.
+  metric. Leftover tmp directories of an interrupted save are deleted (in the background; orbax
+  finishes that before the first save, and restores only ever read committed steps).
   """
   policies = ocp.checkpoint_managers
   preserve = [policies.LatestN(config.keep_checkpoints)]

@@ -296,7 +296,12 @@ def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigter
     fresh = train.init_train_state(config, models.create_generator(config),
                                    models.create_discriminator(config), mesh)
     manager = checkpointing.create_manager(workdir, config)
-    assert not _tmp_dirs(workdir)  # ... until the next run's manager deletes it
+    # ... until the next run's manager deletes it: in a background thread (orbax awaits it before
+    # its first save), so wait for it here.
+    deadline = time.monotonic() + 60
+    while _tmp_dirs(workdir) and time.monotonic() < deadline:
+      time.sleep(0.05)
+    assert not _tmp_dirs(workdir)
     restored = checkpointing.restore_latest(manager, fresh)
     manager.close()
   assert int(restored.step) == max(committed)
