@@ -57,6 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.5
   config.model.d_base_features = 64        # pix2pix ndf
   config.model.d_layers = 3                # PatchGAN n_layers: 70x70 receptive field
+  # U-Net and PatchGAN convolutions as matrix products (models/layers.py): same parameters and
+  # outputs as flax's nn.Conv/nn.ConvTranspose (False: those, the reference), several times faster
+  # on XLA:CPU.
+  config.model.fast_layers = True
   config.model.resnet_depth = 18           # resnet_unet: ResNet-18 or -34 encoder
   config.model.ab_bound = 1.0              # resnet_unet: ab = ab_bound * tanh(.), in (0, 1]
   config.model.init_from = ""              # resnet_unet: encoder weights from a .npz or an orbax

@@ -20,7 +20,7 @@ def _unet(config: ml_collections.ConfigDict, dtype):
       num_downs=config.model.num_downs or unet_num_downs(config.image_size),
       base_features=config.model.g_base_features,
       dropout_rate=config.model.dropout_rate,
-      dtype=dtype)
+      dtype=dtype, fast_layers=config.model.fast_layers)
 
 
 def _resnet_unet(config: ml_collections.ConfigDict, dtype):
@@ -33,7 +33,7 @@ GENERATORS = {"unet": _unet, "resnet_unet": _resnet_unet}
 
 def _patchgan(config: ml_collections.ConfigDict, dtype):
   return PatchGAN(base_features=config.model.d_base_features, n_layers=config.model.d_layers,
-                  dtype=dtype)
+                  dtype=dtype, fast_layers=config.model.fast_layers)
 
 
 DISCRIMINATORS = {"patchgan": _patchgan}

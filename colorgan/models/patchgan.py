@@ -13,22 +13,26 @@ class PatchGAN(nn.Module):
     base_features: filters of the first conv (ndf).
     n_layers: stride-2 blocks after the first conv (the last of them has stride 1).
     dtype: activation dtype; parameters, BatchNorm statistics and the logits stay float32.
+    fast_layers: convolutions as matrix products (layers.MatmulConv), same parameters and outputs.
   """
   base_features: int = 64
   n_layers: int = 3
   dtype: jnp.dtype = jnp.float32
+  fast_layers: bool = False
 
   @nn.compact
   def __call__(self, l, ab, *, train: bool):
     """Args: l: [B, H, W, 1], ab: [B, H, W, 2]. Returns: logits [B, H', W', 1], float32."""
     x = jnp.concatenate([l, ab], axis=-1).astype(self.dtype)
-    x = layers.down_conv(self.base_features, use_bias=True, dtype=self.dtype, name="conv0")(x)
+    x = layers.down_conv(self.base_features, use_bias=True, dtype=self.dtype,
+                         fast=self.fast_layers, name="conv0")(x)
     x = nn.leaky_relu(x, 0.2)
     for i in range(1, self.n_layers + 1):
       stride = 1 if i == self.n_layers else 2
       x = layers.down_conv(self.base_features * min(2**i, 8), strides=stride, use_bias=False,
-                           dtype=self.dtype, name=f"conv{i}")(x)
+                           dtype=self.dtype, fast=self.fast_layers, name=f"conv{i}")(x)
       x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
       x = nn.leaky_relu(x, 0.2)
-    x = layers.down_conv(1, strides=1, use_bias=True, dtype=self.dtype, name="logits")(x)
+    x = layers.down_conv(1, strides=1, use_bias=True, dtype=self.dtype,
+                         fast=self.fast_layers, name="logits")(x)
     return x.astype(jnp.float32)

@@ -1,0 +1,125 @@
+"""Speed of the jitted joint train step and of generator inference, for side-by-side runs with
+../shared/bench/torch_ref.py.
+
+  python benchmarks/train_step.py --config=configs/default.py --size=64 --batch=16 --steps=5
+  python benchmarks/train_step.py --config=configs/default.py --size=128 --batch=16 --steps=5 \
+      --config.model.fast_layers=False       # the plain-Flax reference layers
+
+Random images (uint8 RGB, as the input pipeline delivers them); float32 unless
+--config.compute_dtype=bfloat16. Reports the compile times, the median/min/max seconds per call
+after warm-up, XLA's FLOP count of each program (cost_analysis) and the FLOP rate achieved; the last
+line is one JSON object (train_img_per_s, infer_img_per_s, infer1_img_per_s, train_compile_s, ...).
+Inference is timed at --batch and at batch 1 (the colorize command's case).
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
+
+from colorgan import models  # noqa: E402
+from colorgan import parallel  # noqa: E402
+from colorgan import train  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training config.")
+_SIZE = flags.DEFINE_integer("size", 64, "Image size (sets config.image_size).")
+_BATCH = flags.DEFINE_integer("batch", 16, "Global batch size (sets config.batch_size).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed calls of each program.")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls after compiling.")
+_MODE = flags.DEFINE_enum("mode", "both", ["both", "train", "infer"], "What to time.")
+
+
+def _flops(compiled) -> float:
+  """XLA's FLOP count of a compiled program (0 when the backend does not say)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device program
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get("flops", 0.0))
+
+
+def _time_calls(call, steps: int, warmup: int) -> list[float]:
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    call()
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return times
+
+
+def _summary(name: str, times: list[float], batch: int, flops: float) -> dict[str, float]:
+  median = statistics.median(times)
+  print(f"{name}: median {median * 1000:.1f} ms (min {min(times) * 1000:.1f}, max "
+        f"{max(times) * 1000:.1f}) -> {batch / median:.2f} img/s; {flops / 1e9:.1f} GFLOP per call, "
+        f"{flops / median / 1e9:.1f} GFLOP/s", flush=True)
+  return {f"{name}_s": median, f"{name}_min_s": min(times), f"{name}_max_s": max(times),
+          f"{name}_img_per_s": batch / median, f"{name}_gflop": flops / 1e9,
+          f"{name}_gflop_per_s": flops / median / 1e9}
+
+
+def _compile(jitted, *args):
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def main(argv) -> None:
+  del argv
+  config = _CONFIG.value
+  config.image_size, config.batch_size = _SIZE.value, _BATCH.value
+  size, batch = config.image_size, config.batch_size
+  mesh = parallel.create_mesh(config)
+  generator, discriminator = models.create_generator(config), models.create_discriminator(config)
+  print(f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
+        f"size {size}, batch {batch}, {config.compute_dtype}, fast_layers="
+        f"{config.model.fast_layers}", flush=True)
+  rng = np.random.default_rng(0)
+  result = {"framework": "jax", "version": jax.__version__, "size": size, "batch": batch,
+            "compute_dtype": config.compute_dtype, "fast_layers": bool(config.model.fast_layers),
+            "devices": jax.device_count(), "platform": jax.devices()[0].platform}
+  with jax.set_mesh(mesh):
+    state = train.init_train_state(config, generator, discriminator, mesh)
+    result["g_params"] = sum(x.size for x in jax.tree.leaves(state.g_params))
+    result["d_params"] = sum(x.size for x in jax.tree.leaves(state.d_params))
+
+    if _MODE.value in ("both", "train"):
+      images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+      batch_arrays = {"image": jax.device_put(images, parallel.batch_sharding(mesh))}
+      step, compile_s = _compile(train.make_train_step(config, generator, discriminator, mesh),
+                                 state, batch_arrays)
+      print(f"train step compiled in {compile_s:.2f} s", flush=True)
+
+      def train_call():
+        nonlocal state
+        state, metrics = step(state, batch_arrays)
+        jax.block_until_ready((state, metrics))
+
+      times = _time_calls(train_call, _STEPS.value, _WARMUP.value)
+      result.update(_summary("train", times, batch, _flops(step)), train_compile_s=compile_s)
+
+    if _MODE.value in ("both", "infer"):
+      generate = jax.jit(lambda params, stats, l: train.generate_ab(generator, params, stats, l))
+      for name, infer_batch in (("infer", batch), ("infer1", 1)):
+        l = jnp.asarray(rng.uniform(-1, 1, (infer_batch, size, size, 1)), jnp.float32)
+        compiled, compile_s = _compile(generate, state.g_params, state.g_batch_stats, l)
+        times = _time_calls(
+            lambda: compiled(state.g_params, state.g_batch_stats, l).block_until_ready(),
+            _STEPS.value if infer_batch > 1 else 4 * _STEPS.value, _WARMUP.value)
+        result.update(_summary(name, times, infer_batch, _flops(compiled)),
+                      **{f"{name}_compile_s": compile_s})
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
