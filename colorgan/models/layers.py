@@ -33,17 +33,14 @@ def down_conv(features: int, *, strides: int = 2, use_bias: bool, dtype, fast: b
                  use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
 
 
-def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, inference: bool = False,
-            name: str | None = None):
+def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, name: str | None = None):
   """4x4 stride-2 transposed conv, PyTorch padding 1: doubles the size exactly.
 
   lax.conv_transpose pads the stride-dilated input; k - 1 - p = 2 on each side matches PyTorch's
-  ConvTranspose2d(kernel 4, stride 2, padding 1). fast: the MatmulConvTranspose formulation;
-  inference: it is not differentiated (a hint for the fast path).
+  ConvTranspose2d(kernel 4, stride 2, padding 1). fast: the MatmulConvTranspose formulation.
   """
   if fast:
-    return MatmulConvTranspose(features, use_bias=use_bias, dtype=dtype, inference=inference,
-                               name=name)
+    return MatmulConvTranspose(features, use_bias=use_bias, dtype=dtype, name=name)
   return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
                           use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
 
@@ -53,18 +50,29 @@ def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, inferen
 # XLA:CPU runs convolutions through Eigen's spatial-convolution kernels, and the weight-gradient
 # convolution autodiff makes of a transposed conv at a few GFLOP/s. A dot_general on [pixels, C]
 # matrices runs at the machine's GEMM speed, and its gradients are dot_generals too. So:
-#   * conv: im2col (one strided slice per kernel tap, concatenated on channels), then one matmul;
-#   * transposed conv: one matmul of the input with all 16 taps (col2im), then each output phase
-#     (row, column parity) sums its four shifted tap planes, and the phases interleave.
-# Kernel taps that only ever meet zero padding (the innermost 1x1 and 2x2 layers) are skipped: they
-# add exact zeros. Parameters (names, shapes, layout, init) are those of nn.Conv / nn.ConvTranspose,
+#   * conv: im2col (the patches gathered as one fused copy), then one matmul;
+#   * transposed conv: one matmul of the input with all 16 taps, then col2im: the four shifted
+#     groups of tap planes add up, and one transpose interleaves the output's rows and columns.
+# Parameters (names, shapes, layout, init) are those of nn.Conv / nn.ConvTranspose,
 # so checkpoints move freely between the two paths.
 
 
-def _live_taps(in_size: int, out_size: int, kernel: int, stride: int, pad: int) -> list[int]:
-  """Kernel taps (along one axis) that meet at least one real input for some output position."""
-  return [k for k in range(kernel)
-          if any(0 <= stride * o + k - pad < in_size for o in range(out_size))]
+def _patches(x, taps_y: int, taps_x: int, stride: int, out_h: int, out_w: int):
+  """im2col: [B, H, W, C] (padded) -> [B * out_h * out_w, taps_y * taps_x * C], (ky, kx, C) order.
+
+  Strided slices, one per tap, cost XLA:CPU a copy each before the concatenation; reshaping the rows
+  (then the columns) into blocks of `stride` turns every tap into a contiguous slice of blocks, and
+  the whole im2col into one fused copy.
+  """
+  batch, channels = x.shape[0], x.shape[-1]
+  ny, nx = taps_y // stride, taps_x // stride  # blocks each tap window spans
+  blocks_h, blocks_w = out_h + ny - 1, out_w + nx - 1
+  x = x[:, :stride * blocks_h, :stride * blocks_w].reshape(
+      batch, blocks_h, stride, blocks_w, stride, channels)
+  x = jnp.stack([x[:, a:a + out_h] for a in range(ny)], axis=2)  # [B, oh, a, p, bw, q, C]
+  x = jnp.stack([x[:, :, :, :, b:b + out_w] for b in range(nx)], axis=5)  # [B, oh, a, p, ow, b, q, C]
+  # ky = a * stride + p, kx = b * stride + q.
+  return x.transpose(0, 1, 4, 2, 3, 5, 6, 7).reshape(batch * out_h * out_w, -1)
 
 
 class MatmulConv(nn.Module):
@@ -79,71 +87,68 @@ class MatmulConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k, s, p = self.kernel_size, self.strides, self.pad
+    if k % s:
+      raise ValueError(f"MatmulConv needs kernel_size divisible by strides, got {k} and {s}")
     batch, height, width, channels = x.shape
     kernel = self.param("kernel", conv_init, (k, k, channels, self.features), jnp.float32)
     out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
-    rows, cols = _live_taps(height, out_h, k, s, p), _live_taps(width, out_w, k, s, p)
     x = jnp.pad(x.astype(self.dtype), ((0, 0), (p, p), (p, p), (0, 0)))
-    patches = jnp.concatenate(
-        [x[:, i:i + s * (out_h - 1) + 1:s, j:j + s * (out_w - 1) + 1:s, :]
-         for i in rows for j in cols], axis=-1)  # [B, out_h, out_w, taps * C], (tap, C) order
-    kernel = kernel[min(rows):max(rows) + 1, min(cols):max(cols) + 1]  # live taps are contiguous
-    y = jnp.dot(patches.reshape(-1, patches.shape[-1]),
-                kernel.reshape(-1, self.features).astype(self.dtype))
+    patches = _patches(x, k, k, s, out_h, out_w)
+    y = jnp.dot(patches, kernel.reshape(-1, self.features).astype(self.dtype))
     y = y.reshape(batch, out_h, out_w, self.features)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
     return y
 
 
-# Below this many input pixels (batch x height x width) a transposed conv multiplies tap by tap.
-PER_TAP_BELOW_ROWS = 1024
-
-
 class MatmulConvTranspose(nn.Module):
   """nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2))): doubles H and W.
 
-  With Flax's (unflipped) kernel K, along one axis y[2m] = x[m-1] K[0] + x[m] K[2] and
-  y[2m+1] = x[m] K[1] + x[m+1] K[3].
+  A transposed conv is the transpose of the stride-2 conv (padding 1) with the flipped kernel W: every
+  input pixel x[m] adds x[m] . W[k] to output 2m + k - 1 (per axis). So: one product gives each
+  pixel's 16 tap contributions, and col2im (the transpose of _patches) adds them in place.
   """
   features: int
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
-  # Not differentiated (inference): on small inputs, skip the kernel's transposed copy (see below).
-  inference: bool = False
 
   @nn.compact
   def __call__(self, x):
     batch, height, width, channels = x.shape
     f = self.features
     kernel = self.param("kernel", conv_init, (4, 4, channels, f), jnp.float32)
-    # Taps 0 and 3 read a neighbour (m-1, m+1): on a 1-pixel axis they only meet padding.
-    rows = (0, 1, 2, 3) if height > 1 else (1, 2)
-    cols = (0, 1, 2, 3) if width > 1 else (1, 2)
+    # Flax's kernel K, flipped, is the conv's: W[k] = K[3 - k]. (On a 1-pixel axis taps 0 and 3 only
+    # write into the padding that col2im crops: computed all the same, to keep one code path.)
     x = x.astype(self.dtype).reshape(-1, channels)
-    taps = [(ky, kx) for ky in rows for kx in cols]
-    if not self.inference or x.shape[0] >= PER_TAP_BELOW_ROWS:
-      # One product with all taps: z[b, m, n, ky, kx] = x[b, m, n] . K[ky, kx].
-      live = kernel[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # [taps_y, taps_x, C, F]
-      z = jnp.dot(x, live.transpose(2, 0, 1, 3).reshape(channels, -1).astype(self.dtype))
-      z = z.reshape(batch, height, width, len(taps), f)
-      z = {tap: z[..., i, :] for i, tap in enumerate(taps)}
+    kernel = kernel.astype(self.dtype)
+    if 2 * x.shape[0] <= f:
+      # Few pixels (the inner layers, and small batches): one product per tap, batched. It reads the
+      # kernel in place, and copying x 16 times costs less than the transposed copy of the kernel
+      # that the single product below needs (which dominates the layer at batch 1).
+      z = jnp.einsum("tnc,tcf->tnf", jnp.broadcast_to(x, (16,) + x.shape),
+                     kernel.reshape(16, channels, f))
+      z = z.reshape(4, 4, batch, height, width, f).transpose(2, 3, 4, 0, 1, 5)
     else:
-      # Few pixels: one product per tap reads the kernel in place instead of paying for the
-      # transposed copy above (as costly as the product itself at batch 1). Not in training: there
-      # sixteen small weight-gradient products cost more than the one copy.
-      z = {(ky, kx): jnp.dot(x, kernel[ky, kx].astype(self.dtype)).reshape(batch, height, width, f)
-           for ky, kx in taps}
-    # Padded by one pixel so that the shifted reads below are slices.
-    z = {tap: jnp.pad(plane, ((0, 0), (1, 1), (1, 1), (0, 0))) for tap, plane in z.items()}
-    offset = (0, 1, 1, 2)  # tap k reads z[m - 1], z[m], z[m], z[m + 1]
-
-    def phase(r, s):  # y[:, r::2, s::2]
-      return sum(z[ky, kx][:, offset[ky]:offset[ky] + height, offset[kx]:offset[kx] + width]
-                 for ky in (r, r + 2) if ky in rows for kx in (s, s + 2) if kx in cols)
-
-    y = jnp.stack([jnp.stack([phase(r, s) for s in (0, 1)], axis=3) for r in (0, 1)], axis=2)
-    y = y.reshape(batch, 2 * height, 2 * width, f)  # [B, H, r, W, s, F] -> interleaved
+      z = jnp.dot(x, kernel.transpose(2, 0, 1, 3).reshape(channels, 16 * f))
+      z = z.reshape(batch, height, width, 4, 4, f)
+    # The flip on the product, where it fuses into col2im (a reversed copy of a kernel is slow).
+    z = z[:, :, :, ::-1, ::-1]
+    y = _col2im(z)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (f,), jnp.float32).astype(self.dtype)
     return y
+
+
+def _col2im(z):
+  """[B, H, W, 4, 4, F] tap contributions -> [B, 2H, 2W, F]: tap (ky, kx) of pixel (m, n) adds to
+  output (2m + ky - 1, 2n + kx - 1).
+
+  With ky = 2a + p the padded output row is 2(m + a) + p: block m + a, row p in it. So the four
+  (a, b) groups add at block offsets, and one transpose interleaves the rows within the blocks.
+  """
+  batch, height, width, _, _, f = z.shape
+  z = z.reshape(batch, height, width, 2, 2, 2, 2, f)  # [B, H, W, a, p, b, q, F]
+  blocks = sum(jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
+               for a in (0, 1) for b in (0, 1))  # [B, H + 1, W + 1, p, q, F]
+  y = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height + 2, 2 * width + 2, f)
+  return y[:, 1:-1, 1:-1]

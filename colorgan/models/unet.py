@@ -58,10 +58,10 @@ class UNetGenerator(nn.Module):
       x = nn.relu(x)
       if level == 0:
         x = layers.up_conv(self.out_channels, use_bias=True, dtype=self.dtype,
-                           fast=self.fast_layers, inference=not train, name="up0")(x)
+                           fast=self.fast_layers, name="up0")(x)
         return jnp.tanh(x.astype(jnp.float32))
       x = layers.up_conv(features[level - 1], use_bias=False, dtype=self.dtype,
-                         fast=self.fast_layers, inference=not train, name=f"up{level}")(x)
+                         fast=self.fast_layers, name=f"up{level}")(x)
       x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"up{level}_bn")(x)
       if 4 <= level <= n - 2:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

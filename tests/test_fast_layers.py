@@ -1,0 +1,397 @@
+"""The fast layers (config.model.fast_layers) against flax's nn.Conv / nn.ConvTranspose.
+
+The matrix-product layers must be the same functions of the same parameters, so that a checkpoint
+moves freely between the two paths: the fast layer (or network) declares the variables of the flax
+reference, inits them to the same values, and with the reference's variables gives the same outputs
+and gradients (float32 up to rounding), down to one whole train step.
+"""
+
+import functools
+import inspect
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from colorgan import models
+from colorgan import parallel
+from colorgan import train
+from colorgan.models import layers
+from tests.conftest import tiny_config
+
+
+def _assert_close(got, want, tol=1e-5, what=""):
+  """Elementwise close, with the absolute part relative to the reference's magnitude."""
+  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+  assert got.shape == want.shape, (what, got.shape, want.shape)
+  scale = float(np.abs(want).max()) if want.size else 0.0
+  np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale + 1e-12, err_msg=what)
+
+
+def _assert_trees_close(got, want, tol=1e-5):
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    _assert_close(g, w, tol, what=jax.tree_util.keystr(path))
+
+
+def _assert_same_declarations(got, want):
+  """The same tree, names, shapes and dtypes (a checkpoint of one restores into the other)."""
+  shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)  # noqa: E731
+  assert shapes(got) == shapes(want)
+
+
+def _declarations(module, *inputs, **kwargs):
+  """The variables module.init would create, as shapes (no computation, no compilation)."""
+  return jax.eval_shape(functools.partial(module.init, **kwargs), jax.random.key(0), *inputs)
+
+
+def _random_values(declarations, seed):
+  """Values of a typical size for every variable (init leaves biases zero, hiding a wrong bias).
+
+  numpy, not jax.random: each new shape would cost a compilation.
+  """
+  rng = np.random.default_rng(seed)
+
+  def value(path, leaf):
+    noise = rng.standard_normal(leaf.shape).astype(np.float32)
+    name = path[-1].key
+    if name == "kernel":  # He scale: activations keep their size through the networks
+      return noise * np.float32(np.sqrt(2.0 / np.prod(leaf.shape[:-1])))
+    if name == "scale":
+      return 1.0 + 0.1 * noise
+    if name == "var":
+      return np.exp(0.2 * noise)
+    return 0.1 * noise  # bias, BatchNorm mean
+
+  return jax.tree_util.tree_map_with_path(value, declarations)
+
+
+def _normal(seed, shape):
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- the layers
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _layer_results(fast, reference, cache_key, variables, x, cotangent):
+  """Per layer (fast first): its output and the gradients of <cotangent, output>.
+
+  The gradients are w.r.t. the variables and the input. cache_key: static, so that a monkeypatched
+  module constant retraces instead of reusing a trace.
+  """
+  del cache_key
+  results = []
+  for module in (fast, reference):
+    y, pull_back = jax.vjp(lambda v, x, m=module: m.apply(v, x), variables, x)
+    results.append((y, pull_back(cotangent.astype(y.dtype))))
+  return results
+
+
+def _compare(fast, reference, x, *, cache_key=None, seed=0):
+  """The same declarations; with the reference's variables, the same outputs and gradients."""
+  declared = _declarations(reference, x)
+  _assert_same_declarations(_declarations(fast, x), declared)
+  variables = _random_values(declared, seed)
+  cotangent = _normal(seed + 1, jax.eval_shape(reference.apply, variables, x).shape)
+  (y, (grads_v, grads_x)), (y_ref, (ref_v, ref_x)) = _layer_results(
+      fast, reference, cache_key, variables, x, cotangent)
+  assert y.dtype == y_ref.dtype == jnp.float32
+  _assert_close(y, y_ref, what="output")
+  _assert_trees_close(grads_v, ref_v)
+  _assert_close(grads_x, ref_x, what="input gradient")
+
+
+def _conv_reference(features, strides, use_bias, dtype=jnp.float32):
+  return nn.Conv(features, (4, 4), strides=(strides, strides), padding=((1, 1), (1, 1)),
+                 use_bias=use_bias, kernel_init=layers.conv_init, dtype=dtype)
+
+
+def _conv_transpose_reference(features, use_bias, dtype=jnp.float32):
+  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                          use_bias=use_bias, kernel_init=layers.conv_init, dtype=dtype)
+
+
+# (batch, height, width, in channels, features, use_bias): outputs 1x1 to 7x7, odd and non-square.
+CONV_CASES = [(1, 2, 2, 3, 4, False), (2, 4, 4, 2, 8, True), (1, 8, 8, 3, 1, True),
+              (2, 5, 5, 4, 3, False), (1, 3, 6, 2, 5, True)]
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("batch, height, width, channels, features, use_bias", CONV_CASES)
+def test_matmul_conv_is_flax_conv(batch, height, width, channels, features, strides, use_bias):
+  fast = layers.down_conv(features, strides=strides, use_bias=use_bias, dtype=jnp.float32,
+                          fast=True)
+  assert isinstance(fast, layers.MatmulConv)
+  assert (fast.kernel_size, fast.strides, fast.pad) == (4, strides, 1)
+  x = _normal(height * width + channels, (batch, height, width, channels))
+  _compare(fast, _conv_reference(features, strides, use_bias), x)
+
+
+def test_down_conv_plain_path_is_the_flax_reference():
+  for strides in (1, 2):
+    conv = layers.down_conv(6, strides=strides, use_bias=True, dtype=jnp.float32, fast=False)
+    assert isinstance(conv, nn.Conv) and not isinstance(conv, layers.MatmulConv)
+    x = _normal(0, (1, 6, 6, 2))
+    variables = _random_values(_declarations(conv, x), 1)
+    np.testing.assert_array_equal(conv.apply(variables, x),
+                                  _conv_reference(6, strides, True).apply(variables, x))
+
+
+# The transposed conv's two formulations: one product with all 16 taps, or one product per tap.
+# Which one runs depends on the version of layers.py: an `inference` flag with a PER_TAP_BELOW_ROWS
+# threshold (patched here to force each side), or the shapes alone (the cases below span both).
+_HAS_INFERENCE_FLAG = "inference" in inspect.signature(layers.up_conv).parameters
+if _HAS_INFERENCE_FLAG and hasattr(layers, "PER_TAP_BELOW_ROWS"):
+  # (inference, PER_TAP_BELOW_ROWS); inference above the threshold runs the training path's code.
+  UP_VARIANTS = {"train": (False, None), "inference-per-tap": (True, 1 << 40)}
+else:
+  UP_VARIANTS = {"default": (False, None)}
+
+# (batch, height, width, in channels, features, use_bias): 1x1 to 8x8 inputs, non-square and odd
+# ones, few pixels for many features (per-tap territory) and the other way round.
+UP_CASES = [(1, 1, 1, 3, 2, True), (2, 1, 1, 4, 16, False), (1, 2, 2, 8, 16, True),
+            (2, 2, 2, 3, 4, False), (1, 4, 4, 4, 8, False), (2, 8, 8, 2, 3, True),
+            (1, 3, 6, 5, 6, True), (1, 3, 2, 4, 16, False), (1, 5, 5, 3, 64, True)]
+
+
+def _fast_up_conv(features, use_bias, dtype, variant, monkeypatch):
+  inference, threshold = UP_VARIANTS[variant] if isinstance(variant, str) else variant
+  if threshold is not None:
+    monkeypatch.setattr(layers, "PER_TAP_BELOW_ROWS", threshold)
+  kwargs = {"inference": inference} if _HAS_INFERENCE_FLAG else {}
+  conv = layers.up_conv(features, use_bias=use_bias, dtype=dtype, fast=True, **kwargs)
+  assert isinstance(conv, layers.MatmulConvTranspose)
+  return conv
+
+
+def _dot_generals(jaxpr):
+  """Every dot_general equation in a jaxpr, nested jaxprs (jnp.dot is a jit) included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(eqn)
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, "eqns"):
+          found += _dot_generals(sub)
+  return found
+
+
+def _runs_per_tap(conv, x):
+  """Whether the transposed conv multiplies tap by tap (several products, or one batched)."""
+  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
+  dots = _dot_generals(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
+  (_, _), (batch_dims, _) = dots[0].params["dimension_numbers"]
+  return len(dots) > 1 or bool(batch_dims)
+
+
+@pytest.mark.parametrize("variant", list(UP_VARIANTS))
+@pytest.mark.parametrize("batch, height, width, channels, features, use_bias", UP_CASES)
+def test_matmul_conv_transpose_is_flax_conv_transpose(batch, height, width, channels, features,
+                                                      use_bias, variant, monkeypatch):
+  fast = _fast_up_conv(features, use_bias, jnp.float32, variant, monkeypatch)
+  x = _normal(height * width + channels, (batch, height, width, channels))
+  _compare(fast, _conv_transpose_reference(features, use_bias), x,
+           cache_key=(variant, getattr(layers, "PER_TAP_BELOW_ROWS", None)))
+
+
+def test_conv_transpose_cases_run_both_formulations(monkeypatch):
+  """The cases above reach both the one-product and the per-tap code paths (else they test less)."""
+  paths = set()
+  for variant in UP_VARIANTS:
+    for batch, height, width, channels, features, _ in UP_CASES:
+      conv = _fast_up_conv(features, False, jnp.float32, variant, monkeypatch)
+      per_tap = _runs_per_tap(conv, jnp.zeros((batch, height, width, channels)))
+      if variant == "inference-per-tap":
+        assert per_tap
+      if variant == "train":
+        assert not per_tap
+      paths.add(per_tap)
+  assert paths == {False, True}
+  if "inference-per-tap" in UP_VARIANTS:  # at or above the threshold, inference runs one product
+    conv = _fast_up_conv(4, False, jnp.float32, (True, 2), monkeypatch)
+    assert _runs_per_tap(conv, jnp.zeros((1, 1, 1, 3)))
+    assert not _runs_per_tap(conv, jnp.zeros((2, 1, 1, 3)))
+
+
+def test_up_conv_plain_path_is_the_flax_reference():
+  conv = layers.up_conv(5, use_bias=True, dtype=jnp.float32, fast=False)
+  assert isinstance(conv, nn.ConvTranspose)
+  x = _normal(0, (2, 3, 4, 3))
+  variables = _random_values(_declarations(conv, x), 1)
+  np.testing.assert_array_equal(conv.apply(variables, x),
+                                _conv_transpose_reference(5, True).apply(variables, x))
+
+
+def test_fast_layers_init_to_the_flax_values(monkeypatch):
+  """The same key gives the same initial values: the same names, shapes and initializers."""
+  x = _normal(0, (1, 4, 4, 3))
+  pairs = [(layers.down_conv(5, strides=s, use_bias=b, dtype=jnp.float32, fast=True),
+            _conv_reference(5, s, b)) for s, b in ((1, True), (2, False))]
+  pairs += [(_fast_up_conv(6, b, jnp.float32, next(iter(UP_VARIANTS)), monkeypatch),
+             _conv_transpose_reference(6, b)) for b in (True, False)]
+  for fast, reference in pairs:
+    expected = reference.init(jax.random.key(3), x)
+    got = fast.init(jax.random.key(3), x)
+    _assert_same_declarations(got, expected)
+    jax.tree.map(np.testing.assert_array_equal, got, expected)
+    assert 0.01 < float(jnp.std(expected["params"]["kernel"])) < 0.03  # pix2pix's N(0, 0.02)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_bfloat16_outputs_match_flax(kind, monkeypatch):
+  x = _normal(0, (2, 8, 8, 6))
+  if kind == "conv":
+    fast = layers.down_conv(16, use_bias=True, dtype=jnp.bfloat16, fast=True)
+    reference = _conv_reference(16, 2, True, jnp.bfloat16)
+  else:
+    fast = _fast_up_conv(16, True, jnp.bfloat16, next(iter(UP_VARIANTS)), monkeypatch)
+    reference = _conv_transpose_reference(16, True, jnp.bfloat16)
+  declared = _declarations(reference, x)
+  _assert_same_declarations(_declarations(fast, x), declared)
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(declared))  # params stay float32
+  variables = _random_values(declared, 1)
+  y, y_ref = fast.apply(variables, x), reference.apply(variables, x)
+  assert y.dtype == y_ref.dtype == jnp.bfloat16
+  _assert_close(y, y_ref, tol=4e-2)
+  # And both are the float32 function up to bfloat16 rounding.
+  y32 = _conv_reference(16, 2, True).apply(variables, x) if kind == "conv" else (
+      _conv_transpose_reference(16, True).apply(variables, x))
+  _assert_close(y, y32, tol=4e-2)
+
+
+# ----------------------------------------------------------------------------- the networks
+def _config(fast, **overrides):
+  return tiny_config(**{"model.fast_layers": fast, **overrides})
+
+
+@pytest.mark.parametrize("size, g_params, d_params", [
+    (256, 54_409_858, 2_765_633),  # pix2pix unet_256 and the 70x70 PatchGAN
+    (32, None, None),              # the tiny config: the same count on both paths
+])
+def test_parameter_counts_do_not_depend_on_the_path(size, g_params, d_params):
+  counts = {}
+  for fast in (False, True):
+    config = _config(fast, image_size=size, **({"model.g_base_features": 64,
+                                                 "model.d_base_features": 64} if g_params else {}))
+    l = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
+    ab = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
+    g = jax.eval_shape(functools.partial(models.create_generator(config).init, train=False),
+                       jax.random.key(0), l)
+    d = jax.eval_shape(functools.partial(models.create_discriminator(config).init, train=False),
+                       jax.random.key(0), l, ab)
+    counts[fast] = tuple(sum(int(x.size) for x in jax.tree.leaves(v["params"])) for v in (g, d))
+  assert counts[True] == counts[False]
+  if g_params:
+    assert counts[True] == (g_params, d_params)
+
+
+@pytest.fixture(scope="module")
+def networks():
+  """Generator and discriminator of both paths (64 px: U-Net depth 6, so one dropout block)."""
+  config = {fast: _config(fast, image_size=64, **{"model.g_base_features": 4,
+                                                   "model.d_base_features": 4})
+            for fast in (False, True)}
+  assert models.unet_num_downs(64) == 6
+  g = {fast: models.create_generator(c) for fast, c in config.items()}
+  d = {fast: models.create_discriminator(c) for fast, c in config.items()}
+  assert g[True].fast_layers and not g[False].fast_layers
+  assert d[True].fast_layers and not d[False].fast_layers
+  rng = np.random.default_rng(0)
+  l = rng.uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)
+  ab = rng.uniform(-0.5, 0.5, (2, 64, 64, 2)).astype(np.float32)
+  return {"g": (g, (l,), _variables(g, l)), "d": (d, (l, ab), _variables(d, l, ab))}
+
+
+def _variables(modules, *inputs):
+  """The reference's declarations (the fast path declares the same), with random values.
+
+  (test_fast_layers_init_to_the_flax_values checks that equal declarations init to equal values.)
+  """
+  declared = _declarations(modules[False], *inputs, train=False)
+  _assert_same_declarations(_declarations(modules[True], *inputs, train=False), declared)
+  assert set(declared) == {"params", "batch_stats"}
+  return _random_values(declared, 4)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _train_mode(module, variables, inputs, dropout_key):
+  """Training-mode output, new BatchNorm statistics, and the gradient of <cotangent, output>."""
+  def run(params):
+    out, updates = module.apply({**variables, "params": params}, *inputs, train=True,
+                                rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    return out, updates["batch_stats"]
+  out, pull_back, stats = jax.vjp(run, variables["params"], has_aux=True)
+  cotangent = jax.random.normal(jax.random.key(5), out.shape, out.dtype)
+  return out, stats, pull_back(cotangent)[0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_mode(module, variables, inputs):
+  return module.apply(variables, *inputs, train=False)
+
+
+@pytest.mark.parametrize("network", ["g", "d"])
+def test_network_matches_the_flax_path(networks, network):
+  """Outputs (training and inference mode), new BatchNorm statistics and parameter gradients."""
+  modules, inputs, variables = networks[network]
+  key = jax.random.key(7)
+  fast, ref = (_train_mode(modules[f], variables, inputs, key) for f in (True, False))
+  for got, want in zip(fast, ref):  # output, batch_stats, params gradient
+    _assert_trees_close(got, want)
+  assert float(jnp.abs(ref[0]).max()) > 0.05  # outputs that say something
+  assert set(ref[1]) == set(variables["batch_stats"])
+  y, y_ref = (_eval_mode(modules[f], variables, inputs) for f in (True, False))
+  _assert_close(y, y_ref, what="inference output")
+  assert not np.allclose(y_ref, ref[0], atol=1e-3)  # inference is not the training-mode function
+
+
+def test_generator_dropout_is_drawn_identically(networks):
+  """Dropout on (depth 6): two rngs give two outputs, one rng the same output on both paths."""
+  modules, inputs, variables = networks["g"]
+  out = lambda fast, seed: _train_mode(  # noqa: E731
+      modules[fast], variables, inputs, jax.random.key(seed))[0]
+  assert not np.allclose(out(False, 8), out(False, 7), atol=1e-3)
+  _assert_close(out(True, 8), out(False, 8))
+
+
+# ----------------------------------------------------------------------------- a train step
+def test_train_step_matches_the_flax_path():
+  """One joint G and D step (make_train_step) from one state: the same metrics and new state."""
+  mesh = parallel.create_mesh()
+  configs = {fast: _config(fast, batch_size=2) for fast in (False, True)}
+  config = configs[False]
+  size = config.image_size
+  images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+  results = {}
+  with jax.set_mesh(mesh):
+    g, d = models.create_generator(config), models.create_discriminator(config)
+    initial = jax.device_get(train.init_train_state(config, g, d, mesh))
+    batch = parallel.global_batch(mesh, {"image": images})
+    for fast, c in configs.items():
+      step = train.make_train_step(c, models.create_generator(c), models.create_discriminator(c),
+                                   mesh)
+      # A fresh copy each time: the step donates its state (the rng key stays a jax.Array).
+      fresh = jax.device_put(jax.tree.map(lambda x: x.copy(), initial), parallel.replicated(mesh))
+      state, metrics = step(fresh, batch)
+      results[fast] = jax.device_get(state), {k: float(v) for k, v in metrics.compute().items()}
+  (fast_state, fast_metrics), (ref_state, ref_metrics) = results[True], results[False]
+  assert int(fast_state.step) == int(ref_state.step) == 1
+  assert set(fast_metrics) == set(train.METRIC_NAMES)
+  for name, value in ref_metrics.items():
+    np.testing.assert_allclose(fast_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+  for name in ("g_batch_stats", "d_batch_stats"):
+    _assert_trees_close(getattr(fast_state, name), getattr(ref_state, name))
+  # Adam's first step moves each weight by about lr * sign(gradient): compare the moves, to a small
+  # fraction of the learning rate (a near-zero gradient may round to either sign).
+  for name, lr in (("g_params", config.optim.g_learning_rate),
+                   ("d_params", config.optim.d_learning_rate)):
+    moves = [(np.asarray(f) - i, np.asarray(r) - i) for f, r, i in zip(
+        jax.tree.leaves(getattr(fast_state, name)), jax.tree.leaves(getattr(ref_state, name)),
+        jax.tree.leaves(getattr(initial, name)))]
+    diff = np.concatenate([np.ravel(f - r) for f, r in moves])
+    assert np.abs(diff).mean() < 1e-3 * lr, name
+    assert np.mean(np.abs(diff) > 0.01 * lr) < 1e-3, name
+    assert np.abs(np.concatenate([np.ravel(r) for _, r in moves])).mean() > 0.2 * lr, name  # moved
