@@ -7,7 +7,6 @@ and gradients (float32 up to rounding), down to one whole train step.
 """
 
 import functools
-import inspect
 
 import flax.linen as nn
 import jax
@@ -73,14 +72,10 @@ def _normal(seed, shape):
 
 
 # ----------------------------------------------------------------------------- the layers
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _layer_results(fast, reference, cache_key, variables, x, cotangent):
-  """Per layer (fast first): its output and the gradients of <cotangent, output>.
-
-  The gradients are w.r.t. the variables and the input. cache_key: static, so that a monkeypatched
-  module constant retraces instead of reusing a trace.
-  """
-  del cache_key
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _layer_results(fast, reference, variables, x, cotangent):
+  """Per layer (fast first): its output and the gradients of <cotangent, output> w.r.t. the
+  variables and the input."""
   results = []
   for module in (fast, reference):
     y, pull_back = jax.vjp(lambda v, x, m=module: m.apply(v, x), variables, x)
@@ -88,14 +83,14 @@ def _layer_results(fast, reference, cache_key, variables, x, cotangent):
   return results
 
 
-def _compare(fast, reference, x, *, cache_key=None, seed=0):
+def _compare(fast, reference, x, *, seed=0):
   """The same declarations; with the reference's variables, the same outputs and gradients."""
   declared = _declarations(reference, x)
   _assert_same_declarations(_declarations(fast, x), declared)
   variables = _random_values(declared, seed)
   cotangent = _normal(seed + 1, jax.eval_shape(reference.apply, variables, x).shape)
   (y, (grads_v, grads_x)), (y_ref, (ref_v, ref_x)) = _layer_results(
-      fast, reference, cache_key, variables, x, cotangent)
+      fast, reference, variables, x, cotangent)
   assert y.dtype == y_ref.dtype == jnp.float32
   _assert_close(y, y_ref, what="output")
   _assert_trees_close(grads_v, ref_v)
@@ -138,16 +133,8 @@ def test_down_conv_plain_path_is_the_flax_reference():
                                   _conv_reference(6, strides, True).apply(variables, x))
 
 
-# The transposed conv's two formulations: one product with all 16 taps, or one product per tap.
-# Which one runs depends on the version of layers.py: an `inference` flag with a PER_TAP_BELOW_ROWS
-# threshold (patched here to force each side), or the shapes alone (the cases below span both).
-_HAS_INFERENCE_FLAG = "inference" in inspect.signature(layers.up_conv).parameters
-if _HAS_INFERENCE_FLAG and hasattr(layers, "PER_TAP_BELOW_ROWS"):
-  # (inference, PER_TAP_BELOW_ROWS); inference above the threshold runs the training path's code.
-  UP_VARIANTS = {"train": (False, None), "inference-per-tap": (True, 1 << 40)}
-else:
-  UP_VARIANTS = {"default": (False, None)}
-
+# The transposed conv has two formulations, picked by shape: one product with all 16 taps, or one
+# (batched) product per tap when there are few pixels for many features.
 # (batch, height, width, in channels, features, use_bias): 1x1 to 8x8 inputs, non-square and odd
 # ones, few pixels for many features (per-tap territory) and the other way round.
 UP_CASES = [(1, 1, 1, 3, 2, True), (2, 1, 1, 4, 16, False), (1, 2, 2, 8, 16, True),
@@ -155,12 +142,8 @@ UP_CASES = [(1, 1, 1, 3, 2, True), (2, 1, 1, 4, 16, False), (1, 2, 2, 8, 16, Tru
             (1, 3, 6, 5, 6, True), (1, 3, 2, 4, 16, False), (1, 5, 5, 3, 64, True)]
 
 
-def _fast_up_conv(features, use_bias, dtype, variant, monkeypatch):
-  inference, threshold = UP_VARIANTS[variant] if isinstance(variant, str) else variant
-  if threshold is not None:
-    monkeypatch.setattr(layers, "PER_TAP_BELOW_ROWS", threshold)
-  kwargs = {"inference": inference} if _HAS_INFERENCE_FLAG else {}
-  conv = layers.up_conv(features, use_bias=use_bias, dtype=dtype, fast=True, **kwargs)
+def _fast_up_conv(features, use_bias, dtype):
+  conv = layers.up_conv(features, use_bias=use_bias, dtype=dtype, fast=True)
   assert isinstance(conv, layers.MatmulConvTranspose)
   return conv
 
@@ -187,33 +170,20 @@ def _runs_per_tap(conv, x):
   return len(dots) > 1 or bool(batch_dims)
 
 
-@pytest.mark.parametrize("variant", list(UP_VARIANTS))
 @pytest.mark.parametrize("batch, height, width, channels, features, use_bias", UP_CASES)
 def test_matmul_conv_transpose_is_flax_conv_transpose(batch, height, width, channels, features,
-                                                      use_bias, variant, monkeypatch):
-  fast = _fast_up_conv(features, use_bias, jnp.float32, variant, monkeypatch)
+                                                      use_bias):
+  fast = _fast_up_conv(features, use_bias, jnp.float32)
   x = _normal(height * width + channels, (batch, height, width, channels))
-  _compare(fast, _conv_transpose_reference(features, use_bias), x,
-           cache_key=(variant, getattr(layers, "PER_TAP_BELOW_ROWS", None)))
+  _compare(fast, _conv_transpose_reference(features, use_bias), x)
 
 
-def test_conv_transpose_cases_run_both_formulations(monkeypatch):
+def test_conv_transpose_cases_run_both_formulations():
   """The cases above reach both the one-product and the per-tap code paths (else they test less)."""
-  paths = set()
-  for variant in UP_VARIANTS:
-    for batch, height, width, channels, features, _ in UP_CASES:
-      conv = _fast_up_conv(features, False, jnp.float32, variant, monkeypatch)
-      per_tap = _runs_per_tap(conv, jnp.zeros((batch, height, width, channels)))
-      if variant == "inference-per-tap":
-        assert per_tap
-      if variant == "train":
-        assert not per_tap
-      paths.add(per_tap)
+  paths = {_runs_per_tap(_fast_up_conv(features, False, jnp.float32),
+                         jnp.zeros((batch, height, width, channels)))
+           for batch, height, width, channels, features, _ in UP_CASES}
   assert paths == {False, True}
-  if "inference-per-tap" in UP_VARIANTS:  # at or above the threshold, inference runs one product
-    conv = _fast_up_conv(4, False, jnp.float32, (True, 2), monkeypatch)
-    assert _runs_per_tap(conv, jnp.zeros((1, 1, 1, 3)))
-    assert not _runs_per_tap(conv, jnp.zeros((2, 1, 1, 3)))
 
 
 def test_up_conv_plain_path_is_the_flax_reference():
@@ -225,12 +195,12 @@ def test_up_conv_plain_path_is_the_flax_reference():
                                 _conv_transpose_reference(5, True).apply(variables, x))
 
 
-def test_fast_layers_init_to_the_flax_values(monkeypatch):
+def test_fast_layers_init_to_the_flax_values():
   """The same key gives the same initial values: the same names, shapes and initializers."""
   x = _normal(0, (1, 4, 4, 3))
   pairs = [(layers.down_conv(5, strides=s, use_bias=b, dtype=jnp.float32, fast=True),
             _conv_reference(5, s, b)) for s, b in ((1, True), (2, False))]
-  pairs += [(_fast_up_conv(6, b, jnp.float32, next(iter(UP_VARIANTS)), monkeypatch),
+  pairs += [(_fast_up_conv(6, b, jnp.float32),
              _conv_transpose_reference(6, b)) for b in (True, False)]
   for fast, reference in pairs:
     expected = reference.init(jax.random.key(3), x)
@@ -241,13 +211,13 @@ def test_fast_layers_init_to_the_flax_values(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
-def test_bfloat16_outputs_match_flax(kind, monkeypatch):
+def test_bfloat16_outputs_match_flax(kind):
   x = _normal(0, (2, 8, 8, 6))
   if kind == "conv":
     fast = layers.down_conv(16, use_bias=True, dtype=jnp.bfloat16, fast=True)
     reference = _conv_reference(16, 2, True, jnp.bfloat16)
   else:
-    fast = _fast_up_conv(16, True, jnp.bfloat16, next(iter(UP_VARIANTS)), monkeypatch)
+    fast = _fast_up_conv(16, True, jnp.bfloat16)
     reference = _conv_transpose_reference(16, True, jnp.bfloat16)
   declared = _declarations(reference, x)
   _assert_same_declarations(_declarations(fast, x), declared)

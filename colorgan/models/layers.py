@@ -57,20 +57,19 @@ def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, name: s
 # so checkpoints move freely between the two paths.
 
 
-def _patches(x, taps_y: int, taps_x: int, stride: int, out_h: int, out_w: int):
-  """im2col: [B, H, W, C] (padded) -> [B * out_h * out_w, taps_y * taps_x * C], (ky, kx, C) order.
+def _patches(x, taps: int, stride: int, out_h: int, out_w: int):
+  """im2col: [B, H, W, C] (padded) -> [B * out_h * out_w, taps * taps * C], (ky, kx, C) order.
 
   Strided slices, one per tap, cost XLA:CPU a copy each before the concatenation; reshaping the rows
   (then the columns) into blocks of `stride` turns every tap into a contiguous slice of blocks, and
   the whole im2col into one fused copy.
   """
   batch, channels = x.shape[0], x.shape[-1]
-  ny, nx = taps_y // stride, taps_x // stride  # blocks each tap window spans
-  blocks_h, blocks_w = out_h + ny - 1, out_w + nx - 1
-  x = x[:, :stride * blocks_h, :stride * blocks_w].reshape(
-      batch, blocks_h, stride, blocks_w, stride, channels)
-  x = jnp.stack([x[:, a:a + out_h] for a in range(ny)], axis=2)  # [B, oh, a, p, bw, q, C]
-  x = jnp.stack([x[:, :, :, :, b:b + out_w] for b in range(nx)], axis=5)  # [B, oh, a, p, ow, b, q, C]
+  n = taps // stride  # blocks each tap window spans, per axis
+  x = x[:, :stride * (out_h + n - 1), :stride * (out_w + n - 1)].reshape(
+      batch, out_h + n - 1, stride, out_w + n - 1, stride, channels)
+  x = jnp.stack([x[:, a:a + out_h] for a in range(n)], axis=2)  # [B, oh, a, p, bw, q, C]
+  x = jnp.stack([x[:, :, :, :, b:b + out_w] for b in range(n)], axis=5)  # [B, oh, a, p, ow, b, q, C]
   # ky = a * stride + p, kx = b * stride + q.
   return x.transpose(0, 1, 4, 2, 3, 5, 6, 7).reshape(batch * out_h * out_w, -1)
 
@@ -93,11 +92,12 @@ class MatmulConv(nn.Module):
     kernel = self.param("kernel", conv_init, (k, k, channels, self.features), jnp.float32)
     out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
     x = jnp.pad(x.astype(self.dtype), ((0, 0), (p, p), (p, p), (0, 0)))
-    patches = _patches(x, k, k, s, out_h, out_w)
+    patches = _patches(x, k, s, out_h, out_w)
     y = jnp.dot(patches, kernel.reshape(-1, self.features).astype(self.dtype))
     y = y.reshape(batch, out_h, out_w, self.features)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
     return y
 
 
