@@ -112,15 +112,38 @@ CONV_CASES = [(1, 2, 2, 3, 4, False), (2, 4, 4, 2, 8, True), (1, 8, 8, 3, 1, Tru
               (2, 5, 5, 4, 3, False), (1, 3, 6, 2, 5, True)]
 
 
+@pytest.mark.parametrize("output_side", [False, True])
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("batch, height, width, channels, features, use_bias", CONV_CASES)
-def test_matmul_conv_is_flax_conv(batch, height, width, channels, features, strides, use_bias):
+def test_matmul_conv_is_flax_conv(batch, height, width, channels, features, strides, use_bias,
+                                  output_side):
   fast = layers.down_conv(features, strides=strides, use_bias=use_bias, dtype=jnp.float32,
                           fast=True)
   assert isinstance(fast, layers.MatmulConv)
   assert (fast.kernel_size, fast.strides, fast.pad) == (4, strides, 1)
   x = _normal(height * width + channels, (batch, height, width, channels))
-  _compare(fast, _conv_reference(features, strides, use_bias), x)
+  _compare(fast.clone(output_side=output_side), _conv_reference(features, strides, use_bias), x)
+
+
+def _conv_runs_output_side(conv, x):
+  """Whether the conv took the output-side formulation: its product has n * n * F columns."""
+  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
+  (dot,) = _dot_generals(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
+  return dot.outvars[0].aval.shape[-1] != conv.features
+
+
+def test_the_networks_convs_pick_both_formulations():
+  """At 128 px the first down layers past the stem and the PatchGAN logits take the output side;
+  the stems (1 and 3 channels) and the deep layers take im2col."""
+  def picks(features, strides, input_shape):
+    conv = layers.down_conv(features, strides=strides, use_bias=False, dtype=jnp.float32, fast=True)
+    return _conv_runs_output_side(conv, jnp.zeros(input_shape))
+
+  assert picks(128, 2, (16, 64, 64, 64))  # the U-Net's down1 / PatchGAN's conv1 at 128 px
+  assert picks(1, 1, (16, 15, 15, 512))  # PatchGAN logits
+  assert not picks(64, 2, (16, 128, 128, 1))  # the U-Net's stem
+  assert not picks(512, 2, (16, 16, 16, 256))  # deep: the border of extra blocks costs more
+  assert not picks(512, 1, (16, 16, 16, 256))  # PatchGAN's stride-1 conv: 512 features
 
 
 def test_down_conv_plain_path_is_the_flax_reference():
@@ -133,13 +156,15 @@ def test_down_conv_plain_path_is_the_flax_reference():
                                   _conv_reference(6, strides, True).apply(variables, x))
 
 
-# The transposed conv has two formulations, picked by shape: one product with all 16 taps, or one
-# (batched) product per tap when there are few pixels for many features.
+# The transposed conv's formulations, picked by shape: one product with all 16 taps (the kernel
+# flipped when there are more pixels than input channels, else the product), or one (batched)
+# product per tap when there are few pixels for many features.
 # (batch, height, width, in channels, features, use_bias): 1x1 to 8x8 inputs, non-square and odd
 # ones, few pixels for many features (per-tap territory) and the other way round.
 UP_CASES = [(1, 1, 1, 3, 2, True), (2, 1, 1, 4, 16, False), (1, 2, 2, 8, 16, True),
             (2, 2, 2, 3, 4, False), (1, 4, 4, 4, 8, False), (2, 8, 8, 2, 3, True),
-            (1, 3, 6, 5, 6, True), (1, 3, 2, 4, 16, False), (1, 5, 5, 3, 64, True)]
+            (1, 3, 6, 5, 6, True), (1, 3, 2, 4, 16, False), (1, 5, 5, 3, 64, True),
+            (1, 2, 2, 8, 4, True)]
 
 
 def _fast_up_conv(features, use_bias, dtype):
@@ -162,12 +187,18 @@ def _dot_generals(jaxpr):
   return found
 
 
-def _runs_per_tap(conv, x):
-  """Whether the transposed conv multiplies tap by tap (several products, or one batched)."""
+def _formulation(conv, x):
+  """Which of the transposed conv's formulations ran: "per tap" (a batched product), or one product
+  with the kernel flipped ("flip kernel") or the product flipped ("flip product")."""
   variables = jax.eval_shape(conv.init, jax.random.key(0), x)
-  dots = _dot_generals(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
-  (_, _), (batch_dims, _) = dots[0].params["dimension_numbers"]
-  return len(dots) > 1 or bool(batch_dims)
+  jaxpr = jax.make_jaxpr(conv.apply)(variables, x).jaxpr
+  (dot,) = _dot_generals(jaxpr)
+  (_, _), (batch_dims, _) = dot.params["dimension_numbers"]
+  if batch_dims:
+    return "per tap"
+  (flip,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "rev"]
+  return "flip kernel" if flip.invars[0].aval.shape == (4, 4, x.shape[-1], conv.features) else (
+      "flip product")
 
 
 @pytest.mark.parametrize("batch, height, width, channels, features, use_bias", UP_CASES)
@@ -178,12 +209,12 @@ def test_matmul_conv_transpose_is_flax_conv_transpose(batch, height, width, chan
   _compare(fast, _conv_transpose_reference(features, use_bias), x)
 
 
-def test_conv_transpose_cases_run_both_formulations():
-  """The cases above reach both the one-product and the per-tap code paths (else they test less)."""
-  paths = {_runs_per_tap(_fast_up_conv(features, False, jnp.float32),
-                         jnp.zeros((batch, height, width, channels)))
+def test_conv_transpose_cases_run_every_formulation():
+  """The cases above reach every code path of the transposed conv (else they test less)."""
+  paths = {_formulation(_fast_up_conv(features, False, jnp.float32),
+                        jnp.zeros((batch, height, width, channels)))
            for batch, height, width, channels, features, _ in UP_CASES}
-  assert paths == {False, True}
+  assert paths == {"per tap", "flip kernel", "flip product"}
 
 
 def test_up_conv_plain_path_is_the_flax_reference():

@@ -50,7 +50,9 @@ def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, name: s
 # XLA:CPU runs convolutions through Eigen's spatial-convolution kernels, and the weight-gradient
 # convolution autodiff makes of a transposed conv at a few GFLOP/s. A dot_general on [pixels, C]
 # matrices runs at the machine's GEMM speed, and its gradients are dot_generals too. So:
-#   * conv: im2col (the patches gathered as one fused copy), then one matmul;
+#   * conv: im2col (the patches gathered as one fused copy), then one matmul; or, where that copy
+#     is the larger cost, the product of every input block with every tap first and the shifted
+#     sums on the (smaller) output side;
 #   * transposed conv: one matmul of the input with all 16 taps, then col2im: the four shifted
 #     groups of tap planes add up, and one transpose interleaves the output's rows and columns.
 # Parameters (names, shapes, layout, init) are those of nn.Conv / nn.ConvTranspose,
@@ -74,14 +76,61 @@ def _patches(x, taps: int, stride: int, out_h: int, out_w: int):
   return x.transpose(0, 1, 4, 2, 3, 5, 6, 7).reshape(batch * out_h * out_w, -1)
 
 
+# Weighs a float copied against FLOPs computed, for choosing between the two conv formulations: about
+# what a 2-core AVX2 machine does in the time it moves one float through a copy (measured, layer by layer).
+_FLOPS_PER_COPIED_FLOAT = 300
+
+
+def _output_side_is_cheaper(channels: int, features: int, kernel_size: int, stride: int, out_h: int,
+                            out_w: int) -> bool:
+  """Whether _conv_output_side beats im2col for this layer, by the floats each copies (per image).
+
+  im2col copies k*k*C floats per output pixel. The output side copies n*n*F per block of the input
+  (n = k / stride taps per axis) and computes the products on a border of n - 1 extra blocks.
+  Its wins: the first down layers past the stem (large images, few channels) and the 1-feature
+  PatchGAN logits; im2col stays for the stem (1 or 3 channels) and the deep layers.
+  """
+  n = kernel_size // stride
+  blocks = (out_h + n - 1) * (out_w + n - 1)
+  block_channels = stride * stride * channels
+  extra_flops = 2 * (blocks - out_h * out_w) * block_channels * n * n * features
+  output_side = blocks * n * n * features + extra_flops / _FLOPS_PER_COPIED_FLOAT
+  return output_side < out_h * out_w * kernel_size * kernel_size * channels
+
+
+def _conv_output_side(x, kernel, stride: int, out_h: int, out_w: int):
+  """The conv (x padded, kernel [k, k, C, F]) with the products first and the shifts on the output.
+
+  Cut the input into stride x stride blocks: output (i, j) reads the n x n blocks from (i, j) on
+  (n = k / stride), so y[i, j] = sum over (a, b) of block[i + a, j + b] . W_ab, where W_ab holds
+  taps (stride * a + p, stride * b + q). One product of every block with every W_ab, then the
+  n * n shifted slices add up: no k*k-times copy of the input (im2col), only of the product.
+  """
+  batch, channels = x.shape[0], x.shape[-1]
+  k, features = kernel.shape[0], kernel.shape[-1]
+  n = k // stride
+  rows, cols = out_h + n - 1, out_w + n - 1
+  blocks = x[:, :stride * rows, :stride * cols].reshape(batch, rows, stride, cols, stride, channels)
+  blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(batch * rows * cols, -1)  # (p, q, C)
+  w = kernel.reshape(n, stride, n, stride, channels, features).transpose(1, 3, 4, 0, 2, 5)
+  z = jnp.dot(blocks, w.reshape(stride * stride * channels, n * n * features))
+  z = z.reshape(batch, rows, cols, n, n, features)
+  return sum(z[:, a:a + out_h, b:b + out_w, a, b] for a in range(n) for b in range(n))
+
+
 class MatmulConv(nn.Module):
-  """nn.Conv(features, (k, k), strides, padding=((pad, pad), (pad, pad))) as im2col + one matmul."""
+  """nn.Conv(features, (k, k), strides, padding=((pad, pad), (pad, pad))) as matrix products.
+
+  Two formulations: im2col + one matmul, or _conv_output_side; output_side=None picks the one
+  that copies less for the layer's shape (True/False force one, for tests and benchmarks).
+  """
   features: int
   kernel_size: int = 4
   strides: int = 2
   pad: int = 1
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
+  output_side: bool | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -90,11 +139,17 @@ class MatmulConv(nn.Module):
       raise ValueError(f"MatmulConv needs kernel_size divisible by strides, got {k} and {s}")
     batch, height, width, channels = x.shape
     kernel = self.param("kernel", conv_init, (k, k, channels, self.features), jnp.float32)
+    kernel = kernel.astype(self.dtype)
     out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
     x = jnp.pad(x.astype(self.dtype), ((0, 0), (p, p), (p, p), (0, 0)))
-    patches = _patches(x, k, s, out_h, out_w)
-    y = jnp.dot(patches, kernel.reshape(-1, self.features).astype(self.dtype))
-    y = y.reshape(batch, out_h, out_w, self.features)
+    output_side = self.output_side
+    if output_side is None:
+      output_side = _output_side_is_cheaper(channels, self.features, k, s, out_h, out_w)
+    if output_side:
+      y = _conv_output_side(x, kernel, s, out_h, out_w)
+    else:
+      y = jnp.dot(_patches(x, k, s, out_h, out_w), kernel.reshape(-1, self.features))
+      y = y.reshape(batch, out_h, out_w, self.features)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
@@ -128,11 +183,16 @@ class MatmulConvTranspose(nn.Module):
       z = jnp.einsum("tnc,tcf->tnf", jnp.broadcast_to(x, (16,) + x.shape),
                      kernel.reshape(16, channels, f))
       z = z.reshape(4, 4, batch, height, width, f).transpose(2, 3, 4, 0, 1, 5)
+      z = z[:, :, :, ::-1, ::-1]
+    elif x.shape[0] > channels:
+      # Many pixels: flip the kernel within its transposed copy. Flipping the product instead fuses
+      # into col2im, but in the backward pass it costs a reversed copy of the product's gradient.
+      z = jnp.dot(x, kernel[::-1, ::-1].transpose(2, 0, 1, 3).reshape(channels, 16 * f))
+      z = z.reshape(batch, height, width, 4, 4, f)
     else:
       z = jnp.dot(x, kernel.transpose(2, 0, 1, 3).reshape(channels, 16 * f))
-      z = z.reshape(batch, height, width, 4, 4, f)
-    # The flip on the product, where it fuses into col2im (a reversed copy of a kernel is slow).
-    z = z[:, :, :, ::-1, ::-1]
+      # The flip on the product, where it fuses into col2im (a reversed copy of a kernel is slow).
+      z = z.reshape(batch, height, width, 4, 4, f)[:, :, :, ::-1, ::-1]
     y = _col2im(z)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (f,), jnp.float32).astype(self.dtype)
