@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import tqdm
 
 from colorgan import checkpointing
@@ -75,6 +76,18 @@ def eval_paths(config: ml_collections.ConfigDict,
   return tuple(images[:n] if n else images)
 
 
+def accumulate_step(generator: nn.Module, g_variables: dict[str, Any], batch: dict[str, jax.Array],
+                    totals: tuple[metrics.EvalMetrics, metrics.EvalMetrics]
+                    ) -> tuple[metrics.EvalMetrics, metrics.EvalMetrics]:
+  """eval_step's metrics merged into the running (model, baseline) totals, in the same program.
+
+  Merging outside jit runs each addition as a program of its own on every device; in a 2-process
+  CPU run those merges were where both processes stood when XLA:CPU's gloo collectives deadlocked.
+  """
+  model, baseline = eval_step(generator, g_variables, batch)
+  return totals[0].merge(model), totals[1].merge(baseline)
+
+
 class Evaluator:
   """The eval step compiled once for a run; call it with generator variables, as often as needed."""
 
@@ -92,9 +105,10 @@ class Evaluator:
     self._data_config.batch_size = config.eval_batch_size
     self._rows = parallel.process_batch_rows(mesh, config.eval_batch_size)
     self._step = jax.jit(
-        functools.partial(eval_step, generator),
-        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-        out_shardings=parallel.replicated(mesh))
+        functools.partial(accumulate_step, generator),
+        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
+                      parallel.replicated(mesh)),
+        out_shardings=parallel.replicated(mesh), donate_argnums=2)
 
   @property
   def num_batches(self) -> int:
@@ -104,13 +118,13 @@ class Evaluator:
                progress: bool = False) -> dict[str, Any]:
     """Scores the generator `g_variables` (replicated over the mesh) at training step `step`."""
     dataset = input_pipeline.create_eval_dataset(self._data_config, self.paths, rows=self._rows)
-    model = baseline = None
+    empty = metrics.EvalMetrics.empty()
+    totals = jax.tree.map(lambda x: parallel.replicate(self.mesh, np.asarray(x)), (empty, empty))
     with jax.set_mesh(self.mesh):
       for batch in tqdm.tqdm(dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
                              desc="evaluate", disable=not progress, leave=False):
-        m, b = self._step(g_variables, parallel.global_batch(self.mesh, batch))
-        model = m if model is None else model.merge(m)
-        baseline = b if baseline is None else baseline.merge(b)
+        totals = self._step(g_variables, parallel.global_batch(self.mesh, batch), totals)
+    model, baseline = totals
     model_values = {k: float(v) for k, v in model.compute().items()}
     baseline_values = {k: float(v) for k, v in baseline.compute().items()}
     return {
