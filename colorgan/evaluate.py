@@ -124,7 +124,8 @@ class Evaluator:
       for batch in tqdm.tqdm(dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
                              desc="evaluate", disable=not progress, leave=False):
         totals = self._step(g_variables, parallel.global_batch(self.mesh, batch), totals)
-    model, baseline = totals
+    # On the host from here: what is left is a few divisions, with no program over the mesh.
+    model, baseline = jax.device_get(totals)
     model_values = {k: float(v) for k, v in model.compute().items()}
     baseline_values = {k: float(v) for k, v in baseline.compute().items()}
     return {

@@ -426,6 +426,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         config, source.eval_paths, config.num_samples))
     evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval_paths)
                  if config.eval_every_steps else None)
+    # One program per merge and per read, not one per metric and operation: eager operations on
+    # global arrays are where a 2-process CPU run deadlocked (see evaluate.accumulate_step).
+    merge_metrics = jax.jit(lambda total, new: total.merge(new), donate_argnums=0,
+                            out_shardings=parallel.replicated(mesh))
+    compute_metrics = jax.jit(lambda metrics: metrics.compute(),
+                              out_shardings=parallel.replicated(mesh))
 
     # The stream continues where the checkpoint left it: examples, not steps, in case the batch
     # size changed (allow_config_change).
@@ -449,7 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         train_fn = d_warmup_fn if step <= config.d_warmup_steps else step_fn
         state, step_metrics = train_fn(state, batch)
         interval_metrics = (step_metrics if interval_metrics is None
-                            else interval_metrics.merge(step_metrics))
+                            else merge_metrics(interval_metrics, step_metrics))
         report_progress(step)
         stopping = stop.requested(step)
         saving = stopping or step == config.total_steps or manager.should_save(step)
@@ -460,7 +466,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           _check_finite(interval_metrics, config, manager, step)
 
         if logging_now:
-          scalars = {k: float(v) for k, v in interval_metrics.compute().items()}
+          scalars = {k: float(v) for k, v in compute_metrics(interval_metrics).items()}
           scalars["steps_per_sec"] = (step - interval_start_step) / (time.time() - interval_start)
           scalars.update(learning_rates(config, step))
           writer.write_scalars(step, scalars)
