@@ -11,7 +11,9 @@
 #   CPU_DEVICES=8 launch/local.sh configs/quickstart.py workdirs/q8   # 8 CPU devices, to try it out
 #
 # Environment: CPU_DEVICES (split the CPU into N JAX devices and use the CPU only), PYTHON (default:
-# .venv/bin/python if present, else python3). Rerunning with the same WORKDIR resumes.
+# .venv/bin/python if present, else python3), JAX_COMPILATION_CACHE_DIR (default WORKDIR/jax_cache;
+# set it empty to compile afresh). Rerunning with the same WORKDIR resumes, and reuses the compiled
+# programs of the last run: the train step compiles once, not at every restart.
 set -euo pipefail
 
 if (($# < 2)); then
@@ -28,5 +30,7 @@ fi
 if [[ -n "${CPU_DEVICES:-}" ]]; then
   export JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="$CPU_DEVICES"
 fi
+# In WORKDIR, not shared: XLA:CPU programs are built for this machine's CPU.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR-$workdir/jax_cache}"
 # One process: never join a distributed run, even inside a SLURM or MPI allocation.
 exec "$PYTHON" -m colorgan.main --config="$config" --workdir="$workdir" --distributed=off "$@"
