@@ -6,18 +6,23 @@ stay finite everywhere, including at black, where cbrt and the sRGB power have i
 """
 
 import jax.numpy as jnp
+import numpy as np
 
+# The constants are numpy, not jax arrays: importing colorgan must not start a JAX backend (a program
+# has to be able to call jax.distributed.initialize() after importing it). They are the one
+# definition of the conversion: colorize.py's host fast path for full-resolution photos uses them too.
 # skimage.color.colorconv.xyz_from_rgb (sRGB primaries, D65).
-_XYZ_FROM_RGB = jnp.array(
+XYZ_FROM_RGB = np.array(
     [[0.412453, 0.357580, 0.180423],
      [0.212671, 0.715160, 0.072169],
-     [0.019334, 0.119193, 0.950227]], dtype=jnp.float32)
-_RGB_FROM_XYZ = jnp.linalg.inv(_XYZ_FROM_RGB)
+     [0.019334, 0.119193, 0.950227]], dtype=np.float32)
+RGB_FROM_XYZ = np.linalg.inv(XYZ_FROM_RGB.astype(np.float64)).astype(np.float32)
 # skimage's D65 reference white for the 2 degree observer.
-_D65_WHITE = jnp.array([0.95047, 1.0, 1.08883], dtype=jnp.float32)
+D65_WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
 
-_EPS = 0.008856  # (6/29)^3, rounded as in skimage
-_KAPPA = 7.787   # (29/6)^2 / 3, rounded as in skimage
+LAB_EPSILON = 0.008856  # (6/29)^3, rounded as in skimage
+LAB_KAPPA = 7.787       # (29/6)^2 / 3, rounded as in skimage
+LAB_F_THRESHOLD = 0.2068966  # cbrt(LAB_EPSILON): where f(t) switches from linear to cube
 
 L_SCALE, L_SHIFT = 50.0, 1.0  # L in [0, 100] -> [-1, 1]
 AB_SCALE = 110.0              # a, b in about [-110, 110] -> about [-1, 1]
@@ -47,10 +52,10 @@ def rgb_to_lab(rgb):
     float32 array [..., 3]: L in [0, 100], a and b roughly in [-110, 110].
   """
   rgb = jnp.asarray(rgb, jnp.float32)
-  xyz = _srgb_to_linear(rgb) @ _XYZ_FROM_RGB.T
-  t = xyz / _D65_WHITE
-  safe = jnp.maximum(t, _EPS)
-  f = jnp.where(t > _EPS, jnp.cbrt(safe), _KAPPA * t + 16.0 / 116.0)
+  xyz = _srgb_to_linear(rgb) @ XYZ_FROM_RGB.T
+  t = xyz / D65_WHITE
+  safe = jnp.maximum(t, LAB_EPSILON)
+  f = jnp.where(t > LAB_EPSILON, jnp.cbrt(safe), LAB_KAPPA * t + 16.0 / 116.0)
   fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
   return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
@@ -70,11 +75,10 @@ def lab_to_rgb(lab):
   # skimage clamps negative z (colors no light can produce) to 0 before the inverse.
   fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0.0)
   f = jnp.stack([fx, fy, fz], axis=-1)
-  threshold = 0.2068966  # cbrt(_EPS)
-  cube_part = jnp.maximum(f, threshold) ** 3
-  linear_part = (f - 16.0 / 116.0) / _KAPPA
-  xyz = jnp.where(f > threshold, cube_part, linear_part) * _D65_WHITE
-  rgb = _linear_to_srgb(xyz @ _RGB_FROM_XYZ.T)
+  cube_part = jnp.maximum(f, LAB_F_THRESHOLD) ** 3
+  linear_part = (f - 16.0 / 116.0) / LAB_KAPPA
+  xyz = jnp.where(f > LAB_F_THRESHOLD, cube_part, linear_part) * D65_WHITE
+  rgb = _linear_to_srgb(xyz @ RGB_FROM_XYZ.T)
   return jnp.clip(rgb, 0.0, 1.0)
 
 

@@ -38,6 +38,7 @@ import tqdm
 from colorgan import checkpointing
 from colorgan import color
 from colorgan import configuration
+from colorgan import fileio
 from colorgan import models
 from colorgan import parallel
 
@@ -47,12 +48,6 @@ JPEG_QUALITY = 95
 # decoding. Colorizing needs about 40 bytes a pixel at the peak, so this caps one photo near 3.6 GB.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
-# colorgan.color's constants (one definition of the Lab conversion), used here in numpy: full-
-# resolution photos come in every size, and jitting per size would compile for each photo.
-_XYZ_FROM_RGB = np.asarray(color._XYZ_FROM_RGB, np.float32)  # pylint: disable=protected-access
-_RGB_FROM_XYZ = np.asarray(color._RGB_FROM_XYZ, np.float32)  # pylint: disable=protected-access
-_WHITE = np.asarray(color._D65_WHITE, np.float32)  # pylint: disable=protected-access
-_EPS, _KAPPA = color._EPS, color._KAPPA  # pylint: disable=protected-access
 _GAMUT_TOLERANCE = 1e-5  # linear RGB; gray (ab = 0) lands within float error of [0, 1]
 _GAMUT_BISECTIONS = 10  # chroma found to 1/1024 of the predicted one
 # Per-pixel work runs over blocks of this many pixels: their temporaries stay in cache, 3x faster
@@ -211,8 +206,9 @@ def lightness(rgb: np.ndarray) -> np.ndarray:
     block = flat[start:start + _BLOCK_PIXELS]
     linear = (_LINEAR_OF_UINT8[block] if block.dtype == np.uint8
               else _srgb_to_linear(block.astype(np.float32)))
-    y = linear @ _XYZ_FROM_RGB[1]  # Y / Y_white (Y_white = 1)
-    f = np.where(y > _EPS, np.cbrt(np.maximum(y, _EPS)), _KAPPA * y + 16.0 / 116.0)
+    y = linear @ color.XYZ_FROM_RGB[1]  # Y / Y_white (Y_white = 1)
+    f = np.where(y > color.LAB_EPSILON, np.cbrt(np.maximum(y, color.LAB_EPSILON)),
+                 color.LAB_KAPPA * y + 16.0 / 116.0)
     l[start:start + len(block)] = 116.0 * f - 16.0
   return l.reshape(rgb.shape[:2])
 
@@ -221,8 +217,9 @@ def _lab_to_linear_rgb(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
   """[...] L and [..., 2] ab -> linear RGB [..., 3], unclipped (out of gamut stays visible)."""
   fy = (l + 16.0) / 116.0
   f = np.stack([fy + ab[..., 0] / 500.0, fy, fy - ab[..., 1] / 200.0], axis=-1)
-  xyz = np.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / _KAPPA) * _WHITE  # f*f*f: 6x f**3
-  return xyz @ _RGB_FROM_XYZ.T
+  xyz = np.where(f > color.LAB_F_THRESHOLD, f * f * f,  # f*f*f: 6x faster than f**3
+                 (f - 16.0 / 116.0) / color.LAB_KAPPA) * color.D65_WHITE
+  return xyz @ color.RGB_FROM_XYZ.T
 
 
 def _in_gamut(linear_rgb: np.ndarray) -> np.ndarray:
@@ -345,19 +342,12 @@ def load_photo(path: str) -> Photo:
 
 def save(path: str, rgb: np.ndarray, alpha: np.ndarray | None, output_format: str) -> None:
   """Writes uint8 RGB (+ alpha for PNG) atomically: a temporary file renamed over `path`."""
-  folder, name = os.path.split(path)
-  os.makedirs(folder or ".", exist_ok=True)
   image = Image.fromarray(rgb)
   if alpha is not None and output_format == "png":
     image = Image.fromarray(np.concatenate([rgb, alpha[..., None]], axis=-1))
-  tmp = os.path.join(folder, f".{name}.tmp")
-  try:
-    kwargs = {"quality": JPEG_QUALITY} if output_format == "jpg" else {}
+  kwargs = {"quality": JPEG_QUALITY} if output_format == "jpg" else {}
+  with fileio.atomic_path(path) as tmp:
     image.save(tmp, format=OUTPUT_FORMATS[output_format], **kwargs)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------- the command

@@ -30,6 +30,7 @@ import tqdm
 
 from colorgan import checkpointing
 from colorgan import color
+from colorgan import fileio
 from colorgan import input_pipeline
 from colorgan import metrics
 from colorgan import models
@@ -163,11 +164,7 @@ def record(result: dict[str, Any], workdir: str, writer=None) -> str:
                                 for who in ("model", "baseline")
                                 for name, value in result[who].items()})
   path = os.path.join(workdir, EVAL_DIR, f"step_{step}.json")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(to_json(result) + "\n")
-  os.replace(tmp, path)  # a reader never sees half a file
+  fileio.write_text(path, to_json(result) + "\n")
   return path
 
 

@@ -20,6 +20,8 @@ from absl import logging
 import jax
 import ml_collections
 
+from colorgan import fileio
+
 FILENAME = "reproducibility.json"
 # Environment variables that change what JAX, XLA or TensorFlow do.
 _ENV_PREFIXES = ("JAX_", "XLA_", "TF_CPP_", "TF_XLA_", "TF_ENABLE_", "TF_NUM_", "TPU_", "NCCL_",
@@ -99,9 +101,6 @@ def write_record(workdir: str, config: ml_collections.ConfigDict, *, start_step:
                       path, e, path)
       os.replace(path, path + ".bad")
   runs.append(record(config, start_step=start_step, argv=argv))
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"runs": runs}, f, indent=1)
-    f.write("\n")
-  os.replace(tmp, path)  # a kill mid-write leaves the previous record
+  fileio.write_text(path, json.dumps({"runs": runs}, indent=1) + "\n")  # a kill mid-write
+  #                                                                      keeps the previous record
   return path

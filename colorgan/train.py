@@ -23,6 +23,7 @@ from colorgan import checkpointing
 from colorgan import color
 from colorgan import configuration
 from colorgan import divergence
+from colorgan import fileio
 from colorgan import evaluate
 from colorgan import input_pipeline
 from colorgan import losses
@@ -330,10 +331,8 @@ def sample_grid(gray: np.ndarray, generated: np.ndarray, real: np.ndarray) -> np
 
 def write_samples(workdir: str, step: int, grid: np.ndarray, writer) -> str:
   path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  Image.fromarray(grid).save(tmp, format="PNG")
-  os.replace(tmp, path)  # a reader never sees half a PNG
+  with fileio.atomic_path(path) as tmp:
+    Image.fromarray(grid).save(tmp, format="PNG")
   writer.write_images(step, {"samples": grid[None]})
   return path
 
@@ -408,10 +407,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     start_step = int(state.step)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     if is_chief:
-      tmp = os.path.join(workdir, "config.json.tmp")
-      with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-      os.replace(tmp, os.path.join(workdir, "config.json"))
+      fileio.write_text(os.path.join(workdir, "config.json"),
+                        config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
       reproducibility.write_record(workdir, config, start_step=start_step)
     if start_step == 0:
       writer.write_hparams(configuration.flatten(config))

@@ -88,3 +88,22 @@ def test_gradients_are_finite_everywhere():
   numeric = np.stack([(color.rgb_to_lab(x + eps * e) - color.rgb_to_lab(x - eps * e)) / (2 * eps)
                       for e in np.eye(3, dtype=np.float32)], axis=-1)
   np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=2e-2)
+
+
+def test_device_and_host_paths_share_constants_and_match_skimage(photos):
+  """color.py (jax, training) and colorize.py (numpy, full-resolution photos) against skimage."""
+  from colorgan import colorize  # pylint: disable=g-import-not-at-top
+  for rgb in photos[:3]:
+    lab = skimage.color.rgb2lab(rgb)
+    np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb))[..., 0], lab[..., 0], atol=1e-3)
+    np.testing.assert_allclose(colorize.lightness(rgb), lab[..., 0], atol=1e-3)
+    # In gamut (a real photo's own Lab), the host composition is the plain conversion, like the
+    # device's lab_to_rgb, up to uint8 rounding.
+    host = colorize.compose(lab[..., 0], lab[..., 1:])
+    np.testing.assert_allclose(host / 255.0, skimage.color.lab2rgb(lab), atol=0.5 / 255 + 1e-3)
+    device = np.asarray(color.lab_to_rgb(lab))
+    np.testing.assert_allclose(device, skimage.color.lab2rgb(lab), atol=1e-3)
+  # One definition: the constants are numpy (no JAX backend at import) and invert each other.
+  assert isinstance(color.XYZ_FROM_RGB, np.ndarray) and isinstance(color.D65_WHITE, np.ndarray)
+  np.testing.assert_allclose(color.RGB_FROM_XYZ @ color.XYZ_FROM_RGB, np.eye(3), atol=1e-6)
+  np.testing.assert_allclose(color.XYZ_FROM_RGB, skimage.color.colorconv.xyz_from_rgb, atol=1e-7)

@@ -1,0 +1,37 @@
+"""Files written whole or not at all: a temporary name beside the target, renamed over it when done.
+
+A reader (TensorBoard, a sweep table, a browser, another run) never sees half a file, and a process
+killed mid-write leaves the previous version (or nothing) behind, never a truncated one.
+"""
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path beside `path`; renamed over `path` on success, removed on any error.
+
+  The temporary name is hidden (a leading dot: folder walks skip it) and unique to the process and
+  thread, so concurrent writers of one folder never collide. The parent folder is created.
+
+    with fileio.atomic_path(out) as tmp:
+      image.save(tmp, format="PNG")  # give the format: the temporary name has no extension
+  """
+  folder, name = os.path.split(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically."""
+  with atomic_path(path) as tmp, open(tmp, "w") as f:
+    f.write(text)
