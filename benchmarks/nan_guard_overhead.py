@@ -60,7 +60,7 @@ def main() -> None:
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   source = input_pipeline.create_source(config)
-  ds = input_pipeline.create_train_dataset(config, source.train_paths,
+  ds = input_pipeline.create_train_dataset(config, source.train,
                                            rows=parallel.process_batch_rows(mesh, config.batch_size))
   fns, states = {}, {}
   with jax.set_mesh(mesh):

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from colorgan import configuration
 from colorgan import models
+from colorgan import schedules
 from colorgan.state import GanState
 
 ITEMS = ("state", "data", "config")
@@ -163,15 +164,32 @@ def saved_config(manager: ocp.CheckpointManager,
       manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
 
 
+def _schedule_horizon_keys(*flat_configs: dict[str, Any]) -> set[str]:
+  """FREE_KEYS that stop being free: total_steps, where a decaying schedule is built from it.
+
+  linear_decay and cosine are functions of total_steps: resuming with another total_steps would
+  move the run along a new learning-rate curve (up it, when the run is lengthened). That is a change
+  of training, made only on request (allow_config_change): the schedule is then rebuilt over the new
+  total_steps from the resumed step on.
+  """
+  decaying = any(flat.get(f"optim.{net}_schedule", "constant") != "constant"
+                 for flat in flat_configs for net in ("g", "d"))
+  return {"total_steps"} if decaying else set()
+
+
 def config_changes(saved: ml_collections.ConfigDict | dict,
                    config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
-  """(keys whose values differ outside FREE_KEYS, keys present on one side only)."""
+  """(keys whose values differ outside the free keys, keys present on one side only).
+
+  The free keys are FREE_KEYS, less total_steps when either config decays a learning rate.
+  """
   # Compared as JSON, as saved: a tuple in the config is a list in the checkpoint.
   old = configuration.flatten(saved)
   new = configuration.flatten(json.loads(config.to_json_best_effort()))
+  free = FREE_KEYS - _schedule_horizon_keys(old, new)
   differing = sorted(k for k in old.keys() & new.keys()
-                     if k not in FREE_KEYS and old[k] != new[k] and not _both_nan(old[k], new[k]))
-  one_sided = sorted((old.keys() ^ new.keys()) - FREE_KEYS)
+                     if k not in free and old[k] != new[k] and not _both_nan(old[k], new[k]))
+  one_sided = sorted((old.keys() ^ new.keys()) - free)
   return differing, one_sided
 
 
@@ -198,12 +216,30 @@ def check_config_change(manager: ocp.CheckpointManager, config: ml_collections.C
   old = configuration.flatten(saved)
   new = configuration.flatten(json.loads(config.to_json_best_effort()))
   listing = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differing)
+  if "total_steps" in differing:
+    listing += f" ({_schedule_jump(old, new, manager.latest_step())})"
   if config.allow_config_change:
     logging.warning("Resuming with a changed config (allow_config_change): %s", listing)
     return
   raise configuration.ConfigError(
       f"{manager.directory} was trained with a different config: {listing}; use another --workdir, "
       "or pass --config.allow_config_change=True to continue with the new values")
+
+
+def _schedule_jump(old: dict[str, Any], new: dict[str, Any], step: int) -> str:
+  """What the new config does to the learning rates at the resumed step, in words (flat configs)."""
+  old = {**new, **old}  # a checkpoint from before a key existed: the new value stands in
+
+  def rate(flat, net):
+    return float(schedules.create_schedule(
+        flat[f"optim.{net}_schedule"], flat[f"optim.{net}_learning_rate"],
+        total_steps=flat["total_steps"], warmup_steps=flat["optim.warmup_steps"],
+        decay_steps=flat["optim.decay_steps"])(step))
+
+  rates = [f"the {name}'s learning rate at step {step} would go from {rate(old, net):.3g} to "
+           f"{rate(new, net):.3g}" for net, name in (("g", "generator"), ("d", "discriminator"))
+           if {old[f"optim.{net}_schedule"], new[f"optim.{net}_schedule"]} != {"constant"}]
+  return "; ".join(rates) + ": linear_decay and cosine schedules are built from total_steps"
 
 
 class InferenceModel(NamedTuple):

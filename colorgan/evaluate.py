@@ -67,8 +67,8 @@ def eval_step(generator: nn.Module, g_variables: dict[str, Any],
           metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
 
 
-def eval_paths(config: ml_collections.ConfigDict,
-               images: input_pipeline.Images) -> input_pipeline.Images:
+def eval_images(config: ml_collections.ConfigDict,
+                images: input_pipeline.Images) -> input_pipeline.Images:
   """The first config.num_eval_images of the eval images, files or a TFDS split (all when 0)."""
   n = config.num_eval_images
   if isinstance(images, input_pipeline.TfdsSplit):
@@ -93,11 +93,13 @@ class Evaluator:
   """The eval step compiled once for a run; call it with generator variables, as often as needed."""
 
   def __init__(self, config: ml_collections.ConfigDict, generator: nn.Module,
-               mesh: jax.sharding.Mesh, paths: tuple[str, ...]):
-    """Args: the run config, its generator, the mesh, and the eval photos (Source.eval_paths)."""
+               mesh: jax.sharding.Mesh, images: input_pipeline.Images):
+    """Args: the run config, its generator, the mesh, and the eval images (Source.eval: files or a
+    TFDS split), of which the first config.num_eval_images are scored."""
     parallel.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
-    self.paths = eval_paths(config, paths)
-    if not input_pipeline.num_images(self.paths):
+    self.images = eval_images(config, images)
+    self.num_images = input_pipeline.num_images(self.images)
+    if not self.num_images:
       raise ValueError("the eval split holds no photo: check config.data")
     self.mesh = mesh
     self.image_size = config.image_size
@@ -113,12 +115,12 @@ class Evaluator:
 
   @property
   def num_batches(self) -> int:
-    return math.ceil(input_pipeline.num_images(self.paths) / self._data_config.batch_size)
+    return math.ceil(self.num_images / self._data_config.batch_size)
 
   def __call__(self, g_variables: dict[str, Any], step: int, *,
                progress: bool = False) -> dict[str, Any]:
     """Scores the generator `g_variables` (replicated over the mesh) at training step `step`."""
-    dataset = input_pipeline.create_eval_dataset(self._data_config, self.paths, rows=self._rows)
+    dataset = input_pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
     empty = metrics.EvalMetrics.empty()
     totals = jax.tree.map(lambda x: parallel.replicate(self.mesh, np.asarray(x)), (empty, empty))
     with jax.set_mesh(self.mesh):
@@ -202,9 +204,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                                                   sharding=parallel.replicated(mesh))
   generator = models.create_generator(inference.config)
   source = input_pipeline.create_source(config)
-  evaluator = Evaluator(config, generator, mesh, source.eval_paths)
+  evaluator = Evaluator(config, generator, mesh, source.eval)
   logging.info("Evaluating step %d of %s on %d %s photos", inference.step, workdir,
-               len(evaluator.paths), source.name)
+               evaluator.num_images, source.name)
   result = evaluator(inference.g_variables, inference.step, progress=True)
   if jax.process_index() == 0:
     writer = metric_writers.create_default_writer(workdir, just_logging=False)

@@ -102,15 +102,6 @@ class Source:
   eval: Images
   skipped: tuple[tuple[str, str], ...] = ()  # (path, reason) of the files found unusable at start
 
-  # The names from before TFDS sources, kept for callers.
-  @property
-  def train_paths(self) -> Images:
-    return self.train
-
-  @property
-  def eval_paths(self) -> Images:
-    return self.eval
-
 
 @atexit.register
 def _close_pipelines_of_a_crash() -> None:

@@ -420,8 +420,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     colorize_fn = jax.jit(functools.partial(colorize_batch, generator),
                           out_shardings=parallel.replicated(mesh))
     sample_images = parallel.replicate(mesh, input_pipeline.load_eval_images(
-        config, source.eval_paths, config.num_samples))
-    evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval_paths)
+        config, source.eval, config.num_samples))
+    evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval)
                  if config.eval_every_steps else None)
     # One program per merge and per read, not one per metric and operation: eager operations on
     # global arrays are where a 2-process CPU run deadlocked (see evaluate.accumulate_step).
@@ -435,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     data_start = (start_step if data_position is None
                   else checkpointing.data_start_batch(data_position, config.batch_size))
     rows = parallel.process_batch_rows(mesh, config.batch_size)
-    train_ds = input_pipeline.create_train_dataset(config, source.train_paths, rows=rows,
+    train_ds = input_pipeline.create_train_dataset(config, source.train, rows=rows,
                                                    start_step=data_start)
     train_iter = iter(train_ds.as_numpy_iterator())
 

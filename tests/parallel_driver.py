@@ -47,7 +47,7 @@ def state_leaves(state) -> dict[str, np.ndarray]:
 def main(out: str, overrides: dict, meshes: list[str]) -> None:
   config = tiny_config(**overrides)
   source = input_pipeline.create_source(config)
-  dataset = input_pipeline.create_train_dataset(config, source.train_paths,
+  dataset = input_pipeline.create_train_dataset(config, source.train,
                                                 rows=(0, config.batch_size))
   batches = list(itertools.islice(dataset.as_numpy_iterator(), config.total_steps))
   generator = models.create_generator(config)

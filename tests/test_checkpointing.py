@@ -5,6 +5,7 @@ The signal tests run the real command line in a subprocess (tiny smoke config) a
 
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -146,6 +147,37 @@ def test_a_changed_model_or_optimizer_is_refused_with_the_keys(runs, capsys, mon
   assert "Traceback" not in stderr
   assert checkpointing.config_changes(_config(), _config(total_steps=99, nan_policy="skip")) == (
       [], [])
+
+
+@pytest.mark.parametrize("schedule,before,after", [
+    # 2e-4, total 8, decay over the last 4: step 6 is halfway down; over 16 (decay 8) it is not yet.
+    ("linear_decay", 2e-4 * (8 - 6) / 4, 2e-4),
+    ("cosine", 2e-4 * 0.5 * (1 + math.cos(math.pi * 6 / 8)),
+     2e-4 * 0.5 * (1 + math.cos(math.pi * 6 / 16))),
+])
+def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(tmp_path, schedule,
+                                                                             before, after):
+  saved = _config(total_steps=8, **{"optim.d_schedule": schedule})
+  manager = checkpointing.create_manager(str(tmp_path), saved)
+  checkpointing.save(manager, 6, {"x": jnp.zeros(2)}, saved, force=True)  # only the config is read
+  manager.wait_until_finished()
+  longer = _config(total_steps=16, **{"optim.d_schedule": schedule})
+  with pytest.raises(configuration.ConfigError) as e:
+    checkpointing.check_config_change(manager, longer)
+  message = str(e.value)
+  assert "\n" not in message and "total_steps (8 -> 16)" in message
+  assert (f"the discriminator's learning rate at step 6 would go from {before:.3g} to {after:.3g}"
+          in message), message
+  assert "generator's" not in message.replace("discriminator's", "")  # G's schedule is constant
+  assert "allow_config_change=True" in message
+  longer.allow_config_change = True  # asked for: the schedule is rebuilt over 16 steps
+  checkpointing.check_config_change(manager, longer)
+  # A constant schedule does not depend on total_steps: free to change, as before.
+  constant = _config(total_steps=8)
+  checkpointing.save(manager, 7, {"x": jnp.zeros(2)}, constant, force=True)
+  manager.wait_until_finished()
+  checkpointing.check_config_change(manager, _config(total_steps=16))
+  manager.close()
 
 
 def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 import skimage.color
 import skimage.metrics
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from colorgan import evaluate
 from colorgan import input_pipeline
@@ -62,7 +64,7 @@ def test_training_writes_the_eval_json_and_tensorboard_scalars(run):
 def test_gray_baseline_matches_skimage(run):
   # The baseline, recomputed with skimage alone: the same center crops, ab set to 0 in skimage's Lab.
   config, _, result = run
-  paths = input_pipeline.create_source(config).eval_paths[:6]
+  paths = input_pipeline.create_source(config).eval[:6]
   crops = input_pipeline.load_eval_images(config, paths, 6) / 255.0
   psnrs, l1s = [], []
   for crop in crops:
@@ -98,6 +100,21 @@ def test_evaluate_mode_mistakes_are_one_line_errors(run, tmp_path):
   result = _cli("--mode=evaluate", f"--workdir={tmp_path}")
   assert result.returncode == 2
   assert f"--workdir={tmp_path} holds no config.json" in result.stderr
+
+
+def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
+  # coco256 / imagenet256 runs evaluate a TFDS split, which is no list of paths.
+  workdir = str(tmp_path / "run")
+  shutil.copytree(run[1], workdir)
+  config = tiny_config(**{"data.source": "tfds", "data.tfds_name": "imagenette/320px-v2",
+                          "data.eval_split": "validation", "eval_batch_size": 4,
+                          "num_eval_images": 6})
+  with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
+    result = evaluate.evaluate_checkpoint(config, workdir)
+  assert result["step"] == 2 and result["num_images"] == 6
+  assert 5 < result["model"]["psnr"] < 60 and 0 < result["baseline"]["ssim"] <= 1
+  with open(os.path.join(workdir, "eval", "step_2.json")) as f:
+    assert json.load(f)["num_images"] == 6
 
 
 def test_json_has_no_infinities():

@@ -142,7 +142,7 @@ def one_device():
                                    models.create_discriminator(config), mesh)
   source = input_pipeline.create_source(config)
   batches = list(itertools.islice(input_pipeline.create_train_dataset(
-      config, source.train_paths, rows=(0, config.batch_size)).as_numpy_iterator(),
+      config, source.train, rows=(0, config.batch_size)).as_numpy_iterator(),
                                   RUN["total_steps"]))
   return mesh, state, batches
 

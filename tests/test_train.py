@@ -25,7 +25,7 @@ def setup():
     step_fn = train.make_train_step(config, generator, discriminator, mesh)
     init = lambda: train.init_train_state(config, generator, discriminator, mesh)  # noqa: E731
     source = input_pipeline.create_source(config)
-    ds = input_pipeline.create_train_dataset(config, source.train_paths, rows=(0, 4))
+    ds = input_pipeline.create_train_dataset(config, source.train, rows=(0, 4))
     batch = parallel.global_batch(mesh, next(iter(ds.as_numpy_iterator())))
   return config, mesh, step_fn, init, batch
 
