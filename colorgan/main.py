@@ -14,6 +14,7 @@ Mistakes a user can make (an unknown config key, a value of the wrong type or ou
 --workdir) end with one line on stderr naming the key and the fix, and exit status 2.
 """
 
+import contextlib
 import functools
 import json
 import logging as logging_std
@@ -26,6 +27,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
 
 from colorgan import configuration  # noqa: E402
 
@@ -62,15 +64,35 @@ flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_process
 
 
 class _OnlyColorganInfo(logging_std.Filter):
-  """Orbax, JAX and clu log dozens of INFO lines per checkpoint: keep INFO for colorgan's own lines."""
+  """Orbax, JAX and clu log dozens of INFO lines per checkpoint: keep INFO for colorgan's own lines.
+
+  They all log through absl's one logger, so the test is where the record was made: a file of the
+  colorgan package itself (not any path with a folder named colorgan in it: a clone or a virtualenv
+  under such a folder would let every library's lines through).
+  """
+  PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    return record.levelno >= logging_std.WARNING or f"{os.sep}colorgan{os.sep}" in record.pathname
+    return (record.levelno >= logging_std.WARNING
+            or os.path.abspath(record.pathname).startswith(self.PACKAGE_DIR))
 
 
 def usage_error(message: str) -> None:
-  print(f"colorgan: error: {message}", file=sys.stderr)
+  """A mistake in the command: one line, exit status 2."""
+  print(f"colorgan: error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
+
+
+def run_error(message: str) -> None:
+  """The command was right but the run cannot go on (damaged checkpoint, divergence): exit 1.
+
+  A failed orbax restore leaves coroutines that Python reports as "Exception ignored in ..." with
+  their tracebacks when they are collected at exit: the line above already says what went wrong,
+  so those reports are not printed.
+  """
+  print(f"colorgan: error: {message}", file=sys.stderr, flush=True)
+  sys.unraisablehook = lambda unraisable: None
+  sys.exit(1)
 
 
 def _one_line(error: Exception) -> str:
@@ -115,6 +137,43 @@ def _with_saved_config(argv: list[str]) -> list[str]:
   return argv
 
 
+def _config_keys(config_arg: str) -> list[str]:
+  """The dotted keys of the config named by --config=FILE[:ARG] (loaded as config_flags does), or
+  [] when it cannot be loaded."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = config_arg.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("colorgan_config_for_error", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    return sorted(configuration.flatten(config))
+  except Exception:  # pylint: disable=broad-except  (only a better error message is at stake)
+    return []
+
+
+def _unknown_key_message(argv: list[str], error: Exception) -> str:
+  """One line for an override of a key the config lacks: the override, the unknown part of it, and
+  the closest keys of the config (ml_collections' own 'Did you mean' is about one level only)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  text = str(error).encode().decode("unicode_escape")  # KeyError quotes its message
+  names = re.findall(r"'([A-Za-z0-9_]+)'", text)
+  name = names[0] if names else None
+  overrides = [a.split("=")[0].removeprefix("--") for a in argv if a.startswith("--config.")]
+  override = next((o for o in overrides if name in o.split(".")), None) if name else None
+  config_arg = _config_file_arg(argv)
+  config_file = config_arg.split(":")[0]
+  if override is None:
+    return (f"--config.{name or '?'} is not a key of {config_file}; the keys are listed in that "
+            "file")
+  key = override.removeprefix("config.")
+  closest = difflib.get_close_matches(key, _config_keys(config_arg), n=3, cutoff=0.5)
+  hint = (f"; the closest keys: {', '.join(closest)}" if closest
+          else "; the keys are listed in that file")
+  return f"--{override}: {name!r} is not a key of {config_file} (no config.{key}){hint}"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a config or flag mistake reported in one line (exit 2)."""
   argv = _with_saved_config(argv)
@@ -126,10 +185,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     usage_error(_one_line(e) + " (see --helpfull; config keys are listed in the config file)")
   except (AttributeError, KeyError) as e:
     # ml_collections raises these for an override of a key the config does not have.
-    key = str(e).strip("\"'").split("'")[0]
-    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
-    usage_error(f"{overrides[0] if overrides else '--config.' + key}: {key!r} is not a key of "
-                f"{_config_file_arg(argv)}; the keys are listed in that file")
+    usage_error(_unknown_key_message(argv, e))
   except Exception as e:  # pylint: disable=broad-except
     usage_error(f"--config={_config_file_arg(argv)}: {type(e).__name__}: {_one_line(e)}")
   return []
@@ -183,11 +239,14 @@ def summary(config) -> dict:
 
 def evaluate_mode(config, workdir: str) -> str:
   """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line."""
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import evaluate  # pylint: disable=g-import-not-at-top
   try:
     result = evaluate.evaluate_checkpoint(config, workdir, FLAGS.step)
   except FileNotFoundError as e:  # no checkpoint (at that step)
     usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except checkpointing.RestoreError as e:
+    run_error(str(e))
   except ValueError as e:  # an eval batch the devices cannot split, an empty eval split
     usage_error(_one_line(e))
   return evaluate.to_json(result)
@@ -199,6 +258,7 @@ def colorize_mode(config, workdir: str) -> int:
     usage_error("--input is required for --mode=colorize: a photo, a folder or a glob (repeatable)")
   if not FLAGS.output_dir:
     usage_error("--output_dir is required for --mode=colorize, e.g. --output_dir=colorized")
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import colorize  # pylint: disable=g-import-not-at-top
   try:
     work = colorize.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format)
@@ -209,10 +269,35 @@ def colorize_mode(config, workdir: str) -> int:
                                                    batch_size=config.eval_batch_size)
   except FileNotFoundError as e:
     usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except checkpointing.RestoreError as e:
+    run_error(str(e))
   except ValueError as e:  # --colorize_size
     usage_error(_one_line(e))
   failures = colorizer.run(work)
   return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def claim_workdir(workdir: str):
+  """Process 0 holds the workdir for the run (colorgan.workdir.claim); every process learns whether
+  it could, so that a refused multi-process run stops everywhere in one line instead of hanging."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with contextlib.ExitStack() as stack:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lib.claim(workdir))
+      except workdir_lib.WorkdirError as e:
+        error = str(e)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+      if refused and error is None:
+        error = f"--workdir={workdir} could not be claimed by process 0: see its log"
+    if error:
+      usage_error(error)
+    yield
 
 
 def initialize_distributed() -> None:
@@ -282,15 +367,15 @@ def main(argv: list[str]) -> None:
   from colorgan import preemption  # pylint: disable=g-import-not-at-top
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
   try:
-    train.train_and_evaluate(config, workdir)
+    with claim_workdir(workdir):
+      train.train_and_evaluate(config, workdir)
   except configuration.ConfigError as e:  # e.g. the workdir was trained with another config
     usage_error(str(e))
   except preemption.Preempted as e:  # SIGTERM / SIGINT: saved, resumable: a clean exit
     print(f"colorgan: {e}", flush=True)
     sys.exit(0)
   except (divergence.Diverged, checkpointing.RestoreError) as e:
-    print(f"colorgan: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(1)
+    run_error(str(e))
   logging.info("Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in "
                "%s/samples", workdir, workdir, workdir)
 

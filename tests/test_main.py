@@ -31,6 +31,13 @@ def test_summary_of_the_default_config():
      "--config.no_such_key: 'no_such_key' is not a key of configs/default.py"),
     (["--config=configs/default.py", "--config.model.nope=3", "--mode=summary"],
      "--config.model.nope: 'nope' is not a key"),
+    # Misspellings, where ml_collections adds its own "Did you mean" to the error it raises.
+    (["--config=configs/default.py", "--config.batch_sise=8", "--mode=summary"],
+     "--config.batch_sise: 'batch_sise' is not a key of configs/default.py (no "
+     "config.batch_sise); the closest keys: batch_size"),
+    (["--config=configs/quickstart.py", "--config.lose.gan=lsgan", "--mode=summary"],
+     "--config.lose.gan: 'lose' is not a key of configs/quickstart.py (no config.lose.gan); the "
+     "closest keys: loss.gan"),
     (["--config=configs/default.py", "--config.batch_size=many", "--mode=summary"],
      "--config.batch_size=many"),
     (["--config=configs/default.py", "--config.loss.gan=wgan", "--mode=summary"],
