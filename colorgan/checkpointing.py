@@ -39,6 +39,8 @@ FREE_KEYS = frozenset({
     "data.cache", "eval_every_steps", "eval_batch_size", "num_eval_images",
     # Only read when a run starts from scratch: a resumed run never looks at them again.
     "init_generator_from", "model.init_from",
+    # The same parameters and function on both layer paths: a run moves between CPU and GPU/TPU.
+    "model.fast_layers",
 })
 
 

@@ -234,6 +234,8 @@ def summary(config) -> dict:
       "discriminator_logits_shape": list(logits.shape[1:3]),
       "image_size": size,
       "unet_num_downs": configuration.generator_depth(config),
+      "fast_layers": models.use_fast_layers(config),  # config.model.fast_layers on this backend
+      "backend": jax.default_backend(),
   }
 
 
@@ -351,6 +353,10 @@ def main(argv: list[str]) -> None:
   logging.info("JAX process %d of %d: %d local of %d %s device(s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
+  from colorgan import models  # pylint: disable=g-import-not-at-top
+  logging.info("4x4 convolutions: %s (config.model.fast_layers=%r)",
+               "matrix products" if models.use_fast_layers(config) else "flax's nn.Conv",
+               config.model.fast_layers)
   if FLAGS.mode == "evaluate":
     print(evaluate_mode(config, workdir))
     return

@@ -207,6 +207,39 @@ def test_a_checkpoint_with_the_discriminators_old_batchnorm_statistics_resumes(r
   manager.close()
 
 
+def test_a_run_moves_between_the_layer_paths_without_allow_config_change(runs, tmp_path):
+  """model.fast_layers is free: what CPU saved ("auto": the matrix products) resumes on flax's
+  convolutions (a GPU's "auto"), from the same parameters to the same next step, and back."""
+  _, b, _, _, saved = runs  # 2N steps with the default "auto"
+  assert _config().model.fast_layers == "auto" and models.use_fast_layers(_config())
+  flax_dir, fast_dir = str(tmp_path / "flax"), str(tmp_path / "fast")
+  shutil.copytree(b, flax_dir)
+  shutil.copytree(b, fast_dir)
+  # No evaluation or sample grid at the end: only the step matters here (both keys are free too).
+  quiet = dict(eval_every_steps=0, num_samples=0)
+  restored = train.train_and_evaluate(
+      _config(total_steps=2 * N, **quiet, **{"model.fast_layers": False}), flax_dir)
+  assert int(restored.step) == 2 * N
+  for name in ("g_params", "g_batch_stats", "d_params", "g_opt_state"):
+    assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(restored, name)),
+                                                    _leaves(getattr(saved, name)))), name
+
+  one_step = {fast: train.train_and_evaluate(
+      _config(total_steps=2 * N + 1, **quiet, **{"model.fast_layers": fast}), workdir)
+              for fast, workdir in ((False, flax_dir), (True, fast_dir))}
+  lr = _config().optim.g_learning_rate
+  for name in ("g_params", "d_params"):
+    before = _leaves(getattr(saved, name))
+    flax_moves = [x - u for x, u in zip(_leaves(getattr(one_step[False], name)), before)]
+    fast_moves = [x - u for x, u in zip(_leaves(getattr(one_step[True], name)), before)]
+    diff = np.concatenate([np.ravel(f - r) for f, r in zip(fast_moves, flax_moves)])
+    assert np.abs(np.concatenate([np.ravel(m) for m in flax_moves])).mean() > 0.1 * lr, name
+    assert np.abs(diff).mean() < 1e-3 * lr, name  # the same step, up to float rounding
+  # And back: the flax run's checkpoint continues on the matrix products.
+  back = train.train_and_evaluate(_config(total_steps=2 * N + 2, **quiet), flax_dir)
+  assert int(back.step) == 2 * N + 2 and _steps(flax_dir)[-1] == 2 * N + 2
+
+
 def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, tmp_path):
   _, b, *_ = runs
   workdir = str(tmp_path / "damaged")

@@ -24,6 +24,16 @@ def test_summary_of_the_default_config():
   assert summary["discriminator_params"] == 2_765_633
   assert summary["discriminator_logits_shape"] == [30, 30]
   assert "Total: 54,409,858" in result.stdout
+  # fast_layers="auto" resolved on this backend: the matrix products on CPU.
+  assert summary["backend"] == "cpu" and summary["fast_layers"] is True
+
+
+def test_summary_names_the_layers_a_command_line_value_gives():
+  result = _run("--config=configs/default.py:smoke", "--config.model.fast_layers=False",
+                "--mode=summary")
+  assert result.returncode == 0, result.stderr
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["fast_layers"] is False and summary["backend"] == "cpu"
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -46,6 +56,8 @@ def test_summary_of_the_default_config():
      "config.image_size=100 must be a power of two"),
     (["--config=configs/default.py", "--config.optim.b1=1.5", "--mode=summary"],
      "config.optim.b1=1.5 must be in [0, 1)"),
+    (["--config=configs/default.py", "--config.model.fast_layers=yes", "--mode=summary"],
+     "config.model.fast_layers='yes' is not known: choose auto"),
     (["--config=configs/default.py"], "--workdir is required"),
     (["--config=configs/missing.py", "--mode=summary"], "--config=configs/missing.py: no such file"),
     (["--config=configs/default.py:bogus", "--mode=summary"],
