@@ -17,8 +17,8 @@ writes `<output>.json` beside it: the config, checkpoint step, format and input/
 import json
 import os
 import shutil
-import sys
-from typing import Callable
+import warnings
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -163,3 +163,198 @@ def colorize_function(config: ml_collections.ConfigDict, g_variables: dict,
   apply = lambda l: generator.apply(g_variables, l, train=False)  # noqa: E731
   squash = config.data.resize_mode == "resize"
   return lambda rgb: colorize_image(apply, rgb, size=size, squash=squash)
+
+
+# ----------------------------------------------------------------------------- the formats
+def parse_export_size(text: str | None) -> tuple[int, int] | None:
+  """--export_size: None (dynamic), "N" (N x N) or "HxW" -> (height, width).
+
+  Raises:
+    ExportError: not of that form, or a side < 1.
+  """
+  if not text:
+    return None
+  parts = text.lower().split("x")
+  try:
+    height, width = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+  except ValueError:
+    height = width = 0
+  if len(parts) > 2 or height < 1 or width < 1:
+    raise ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, e.g. 768x1024")
+  return height, width
+
+
+def input_shape(fixed: tuple[int, int] | None) -> str:
+  """The input's shape in jax.export's syntax: symbolic height and width unless fixed."""
+  return "height, width, 3" if fixed is None else f"{fixed[0]}, {fixed[1]}, 3"
+
+
+def _export_stablehlo(fn: Callable, shape: str, path: str) -> None:
+  from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+  spec = jax.ShapeDtypeStruct(jax_export.symbolic_shape(shape), jnp.uint8)
+  exported = jax_export.export(jax.jit(fn), platforms=("cpu", "cuda", "tpu"))(spec)
+  with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    f.write(exported.serialize())
+
+
+def _saved_model(fn: Callable, shape: str, path: str, platforms: Sequence[str]) -> None:
+  """jax2tf: a tf.Module whose serving signature maps {"image": uint8} to {"colorized": uint8}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  dims = [None if d.strip() in ("height", "width") else int(d) for d in shape.split(",")]
+  converted = jax2tf.convert(fn, polymorphic_shapes=[f"({shape})"],
+                             native_serialization_platforms=tuple(platforms))
+  module = tf.Module()
+  module.colorize = tf.function(
+      lambda image: {OUTPUT_NAME: converted(image)}, autograph=False,
+      input_signature=[tf.TensorSpec(dims, tf.uint8, name=INPUT_NAME)])
+  tf.saved_model.save(module, path, signatures={"serving_default": module.colorize})
+
+
+def _export_savedmodel(fn: Callable, shape: str, path: str) -> None:
+  with fileio.atomic_path(path) as tmp:
+    _saved_model(fn, shape, tmp, ("cpu", "cuda", "tpu"))
+
+
+def _export_tflite(fn: Callable, shape: str, path: str) -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with fileio.atomic_path(path) as tmp:
+    # The TFLite converter lowers the SavedModel's StableHLO to TFLite ops; it takes one platform.
+    _saved_model(fn, shape, tmp + ".savedmodel", ("cpu",))
+    try:
+      flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp + ".savedmodel").convert()
+    finally:
+      shutil.rmtree(tmp + ".savedmodel", ignore_errors=True)
+    with open(tmp, "wb") as f:
+      f.write(flatbuffer)
+
+
+def _export_onnx(fn: Callable, shape: str, path: str) -> None:
+  try:
+    from colorgan import onnx_export  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ExportError(f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}") from e
+  model = onnx_export.to_onnx(fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+                              opset=ONNX_OPSET)
+  with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    f.write(model.SerializeToString())
+
+
+_WRITERS = {"savedmodel": _export_savedmodel, "tflite": _export_tflite, "onnx": _export_onnx,
+            "stablehlo": _export_stablehlo}
+_HOW_TO_RUN = {
+    "savedmodel": "tf.saved_model.load(path).signatures['serving_default'](image=rgb)['colorized']",
+    "tflite": "tf.lite.Interpreter(model_path=path): resize_tensor_input(0, [H, W, 3]), "
+              "allocate_tensors, set_tensor, invoke, get_tensor",
+    "onnx": "onnxruntime.InferenceSession(path).run(['colorized'], {'image': rgb})[0]",
+    "stablehlo": "jax.export.deserialize(open(path, 'rb').read()).call(rgb)",
+}
+
+
+def contract(fmt: str, size: int, squash: bool, fixed: tuple[int, int] | None) -> dict:
+  """The input/output contract written into the JSON beside an export."""
+  shape = ["height", "width", 3] if fixed is None else [fixed[0], fixed[1], 3]
+  return {
+      "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": shape,
+                "meaning": "sRGB photo; gray replicated into 3 channels, or RGB whose color is "
+                           "discarded (only its CIE L is used)"},
+      "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": shape,
+                 "meaning": "the colorized sRGB photo: the input's own full-resolution L, the "
+                            "generator's ab upsampled bilinearly, out-of-gamut chroma reduced"},
+      "dynamic_shape": fixed is None,
+      "model_size": size,
+      "resize": "squash to model_size x model_size" if squash else
+                "long side to model_size, mirror-padded to a square",
+      "run": _HOW_TO_RUN[fmt],
+  }
+
+
+def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, fmt: str,
+           output: str, size: int | None = None, fixed: tuple[int, int] | None = None) -> dict:
+  """Writes the colorize function in `fmt` to `output` and its JSON to `output + ".json"`.
+
+  Args:
+    config: the run's config; g_variables: its generator's {"params", "batch_stats"}; step: the
+      checkpoint's step (recorded).
+    fmt: one of FORMATS.
+    output: the file (or, for savedmodel, the folder) to write; replaced atomically.
+    size: the generator's input size (default config.image_size).
+    fixed: (height, width) of a fixed-size export; None: any height and width.
+
+  Returns:
+    The JSON written beside the export.
+
+  Raises:
+    ExportError: an unknown format, a size the U-Net cannot take, a missing extra, or an output
+      that is in the way; the message names the fix.
+  """
+  if fmt not in FORMATS:
+    raise ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
+  size = size or config.image_size
+  multiple = 2 ** configuration.generator_depth(config)
+  if size < multiple or size % multiple:
+    raise ExportError(f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net depth "
+                      f"of this run): use {max(multiple, size // multiple * multiple)}")
+  if fmt == "savedmodel" and os.path.exists(output) and not os.path.isdir(output):
+    raise ExportError(f"--output={output} is a file: a SavedModel is a folder, name another path")
+  if fmt != "savedmodel" and os.path.isdir(output):
+    raise ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
+  fn = colorize_function(config, g_variables, size)
+  _WRITERS[fmt](fn, input_shape(fixed), output)
+  info = {"format": fmt, "step": step, "contract": contract(fmt, size, config.data.resize_mode
+                                                          == "resize", fixed),
+          "config": config.to_dict()}
+  if fmt == "onnx":
+    info["opset"] = ONNX_OPSET
+  if fmt == "savedmodel":
+    info["signature"] = "serving_default"
+  if fmt in ("savedmodel", "stablehlo"):
+    info["platforms"] = ["cpu", "cuda", "tpu"]
+  fileio.write_text(output + ".json", json.dumps(info, indent=2) + "\n")
+  return info
+
+
+# ----------------------------------------------------------------------------- running an export
+def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
+  """An export loaded in its own runtime: uint8 [H, W, 3] -> uint8 [H, W, 3] (numpy).
+
+  savedmodel: TensorFlow; tflite: TensorFlow's TFLite interpreter; onnx: onnxruntime (a test
+  extra, or `pip install onnxruntime`); stablehlo: jax.export.deserialize.
+  """
+  if fmt == "savedmodel":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    return lambda rgb: signature(**{INPUT_NAME: tf.constant(rgb)})[OUTPUT_NAME].numpy()
+  if fmt == "tflite":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with warnings.catch_warnings():  # "use ai_edge_litert instead": TF's own interpreter still runs
+      warnings.simplefilter("ignore", UserWarning)
+      interpreter = tf.lite.Interpreter(model_path=path)
+    [source], [target] = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run_tflite(rgb):
+      if tuple(source["shape"]) != rgb.shape:
+        interpreter.resize_tensor_input(source["index"], rgb.shape)
+        interpreter.allocate_tensors()
+        source["shape"] = np.array(rgb.shape)
+      interpreter.set_tensor(source["index"], rgb)
+      interpreter.invoke()
+      return interpreter.get_tensor(target["index"])
+
+    interpreter.allocate_tensors()
+    return run_tflite
+  if fmt == "onnx":
+    try:
+      import onnxruntime  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ExportError("running an ONNX export needs onnxruntime: pip install onnxruntime") from e
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda rgb: session.run([OUTPUT_NAME], {INPUT_NAME: rgb})[0]
+  if fmt == "stablehlo":
+    from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+    with open(path, "rb") as f:
+      exported = jax_export.deserialize(bytearray(f.read()))
+    return lambda rgb: np.asarray(exported.call(rgb))
+  raise ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
