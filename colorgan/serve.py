@@ -15,6 +15,7 @@ process: each is deleted once decoded, and the folder when the server stops. Not
 the internet (analytics off, system fonts, no share link).
 """
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -53,7 +54,7 @@ class Page:
     self.folder = folder
 
   def colorize(self, path: str | None):
-    """An uploaded file -> (colorized uint8 [H, W, 3|4], gray uint8 [H, W, 3]) for the page.
+    """An uploaded file -> (colorized uint8 [H, W, 3|4], gray uint8 [H, W]) for the page.
 
     Raises:
       gradio.Error: the file cannot be colorized (its one-line reason, shown on the page).
@@ -69,7 +70,9 @@ class Page:
     finally:
       self._forget(path)
     rgb = self.colorizer.colorize_photo(photo)
+    # The photo's L as sRGB gray (ab = 0; the mean evens out the conversion's +-1 between channels).
     gray = colorize.compose(photo.l, np.zeros(photo.l.shape + (2,), np.float32))
+    gray = np.round(gray.mean(axis=-1)).astype(np.uint8)
     if photo.alpha is not None:  # as colorize mode's PNG output
       rgb = np.dstack([rgb, photo.alpha])
     return rgb, gray
@@ -90,8 +93,8 @@ def build(page: Page, examples: list[str]):
                 "pick an example; the result keeps the photo's own lightness at full resolution.")
     photo = gr.File(label="Photo", file_count="single", type="filepath", elem_id="photo")
     with gr.Row(equal_height=True):
-      gray = gr.Image(label="Gray input", type="numpy", format="png", interactive=False,
-                      buttons=["fullscreen"], elem_id="gray")
+      gray = gr.Image(label="Gray input", type="numpy", format="png", image_mode=None,
+                      interactive=False, buttons=["fullscreen"], elem_id="gray")
       result = gr.Image(label="Colorized", type="numpy", format="png", image_mode=None,
                         interactive=False, buttons=["download", "fullscreen"], elem_id="colorized")
     gray_state = gr.State()
@@ -121,7 +124,8 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
     ImportError: gradio is not installed.
   """
   folder = tempfile.mkdtemp(prefix="colorgan-serve-")
-  os.environ["GRADIO_TEMP_DIR"] = os.path.join(folder, "uploads")  # every upload goes here
+  # Every upload and every file Gradio keeps goes here; gradio reads it when first imported.
+  os.environ["GRADIO_TEMP_DIR"] = os.path.join(folder, "uploads")
   import gradio as gr  # pylint: disable=g-import-not-at-top
   try:
     colorizer = colorize.Colorizer.from_checkpoint(workdir, step, batch_size=1)
@@ -154,9 +158,7 @@ def main(argv: list[str]) -> None:
     _error(f"unexpected argument(s) {' '.join(argv[1:])}")
   if not FLAGS.workdir:
     _error("--workdir is required: the training run to serve, e.g. --workdir=workdirs/quickstart")
-  try:
-    import gradio  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
+  if importlib.util.find_spec("gradio") is None:  # not imported here: serve() sets its folder first
     _error(f"the page needs Gradio, which is not installed: {EXTRA}")
   try:
     serve(FLAGS.workdir, step=FLAGS.step, host=FLAGS.host, port=FLAGS.port)
