@@ -180,7 +180,8 @@ def parse_export_size(text: str | None) -> tuple[int, int] | None:
   except ValueError:
     height = width = 0
   if len(parts) > 2 or height < 1 or width < 1:
-    raise ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, e.g. 768x1024")
+    raise ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, "
+                      "e.g. 768x1024")
   return height, width
 
 

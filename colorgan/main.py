@@ -43,8 +43,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 flags.DEFINE_enum("mode", "train", MODES, "train: train (or resume) in --workdir; summary: print "
                   "the networks' parameters and, as the last line, a JSON object of their sizes; "
                   "evaluate: score a checkpoint and the gray baseline on the eval split (JSON as "
-                  "the last line); colorize: colorize --input photos into --output_dir; export: write the "
-                  "colorize function (photo in, photo out) as --format to --output.")
+                  "the last line); colorize: colorize --input photos into --output_dir; export: "
+                  "write the colorize function (photo in, photo out) as --format to --output.")
 flags.DEFINE_integer("step", None, "evaluate/colorize/export: the checkpoint step (default: the "
                      "latest).")
 flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive) or a glob; "

@@ -39,12 +39,15 @@ API_NAME = "colorize"
 MAX_FILE_SIZE = "200mb"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The training run whose generator colorizes (its checkpoints/).")
-flags.DEFINE_integer("step", None, "The checkpoint step (default: the latest).")
-flags.DEFINE_integer("port", 7860, "The port to serve on.", lower_bound=0, upper_bound=65535)
-flags.DEFINE_string("host", "127.0.0.1", "The address to bind: 127.0.0.1 (this machine only) "
-                    "unless told otherwise, e.g. 0.0.0.0 for the local network.")
 
+
+def define_flags() -> None:
+  """The command's flags, defined when run, not on import: main.py has --workdir and --step too."""
+  flags.DEFINE_string("workdir", None, "The training run whose generator colorizes.")
+  flags.DEFINE_integer("step", None, "The checkpoint step (default: the latest).")
+  flags.DEFINE_integer("port", 7860, "The port to serve on.", lower_bound=0, upper_bound=65535)
+  flags.DEFINE_string("host", "127.0.0.1", "The address to bind: 127.0.0.1 (this machine only) "
+                      "unless told otherwise, e.g. 0.0.0.0 for the local network.")
 
 class Page:
   """The colorize function behind the page: a Colorizer and the temporary folder it works in."""
@@ -108,7 +111,7 @@ def build(page: Page, examples: list[str]):
 
 
 def _copy_examples(folder: str) -> list[str]:
-  """The bundled photos copied into the page's folder (Gradio serves files only from allowed places)."""
+  """The bundled photos, copied into the page's folder: Gradio serves only from allowed places."""
   os.makedirs(os.path.join(folder, "examples"))
   paths = []
   for source in input_pipeline.bundled_photo_paths():
@@ -174,5 +177,6 @@ def _error(message: str) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   logging.set_verbosity(logging.WARNING)
   app.run(main)

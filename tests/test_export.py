@@ -151,7 +151,8 @@ def test_a_missing_onnx_package_is_one_line(vivid, tmp_path, monkeypatch):
   monkeypatch.delitem(sys.modules, "colorgan.onnx_export", raising=False)
   monkeypatch.delattr(colorgan, "onnx_export", raising=False)
   config, variables = vivid
-  with pytest.raises(export.ExportError, match=r"needs the onnx package .*pip install -e '\.\[export\]'"):
+  with pytest.raises(export.ExportError,
+                     match=r"needs the onnx package .*pip install -e '\.\[export\]'"):
     export.export(config, variables, step=1, fmt="onnx", output=str(tmp_path / "m.onnx"))
   assert not os.listdir(tmp_path)  # nothing half-written
 

@@ -150,3 +150,18 @@ def test_the_page_in_a_browser(server, expected, tmp_path):
   process.send_signal(signal.SIGINT)
   assert process.wait(60) == 0
   assert not os.listdir(server_tmp), os.listdir(server_tmp)
+
+
+def test_without_gradio_one_line_names_the_extra(tmp_path):
+  program = "\n".join([
+      "import importlib.util, runpy, sys",
+      "find_spec = importlib.util.find_spec",
+      "importlib.util.find_spec = lambda name, *a: None if name == 'gradio' else find_spec(name, *a)",
+      f"sys.argv = ['serve', '--workdir={tmp_path}']",
+      "runpy.run_module('colorgan.serve', run_name='__main__')",
+  ])
+  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "colorgan: error: the page needs Gradio, which is not installed: pip install -e '.[serve]'")
