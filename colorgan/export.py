@@ -224,6 +224,11 @@ def _export_tflite(fn: Callable, shape: str, path: str) -> None:
     _saved_model(fn, shape, tmp + ".savedmodel", ("cpu",))
     try:
       flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp + ".savedmodel").convert()
+    except Exception as e:  # pylint: disable=broad-except  (the converter raises many kinds)
+      lines = [line for line in str(e).splitlines() if "error" in line.lower()] or [str(e)]
+      hint = " (or try a fixed --export_size=HxW)" if "height" in shape else ""
+      raise ExportError(f"--format=tflite: the TFLite converter cannot take this model: "
+                        f"{' '.join(lines[0].split())[:300]}{hint}") from e
     finally:
       shutil.rmtree(tmp + ".savedmodel", ignore_errors=True)
     with open(tmp, "wb") as f:

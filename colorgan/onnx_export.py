@@ -313,6 +313,23 @@ class _Translator:
       out = self.g.op("Cast", [out], to=_onnx_type(wanted))
     return out
 
+  def _reduce_window_max(self, eqn, names):
+    """Max pooling: the pooled axes (window, stride or padding not 1, 1, 0) go last, as MaxPool's."""
+    p = eqn.params
+    if any(d != 1 for d in tuple(p["base_dilation"]) + tuple(p["window_dilation"])):
+      raise UnsupportedError("reduce_window_max with dilation")
+    windows = zip(p["window_dimensions"], p["window_strides"], p["padding"])
+    pooled = [i for i, (w, s, pad) in enumerate(windows) if (w, s, tuple(pad)) != (1, 1, (0, 0))]
+    kept = [i for i in range(len(p["window_dimensions"])) if i not in pooled]
+    if len(kept) != 2:
+      raise UnsupportedError("reduce_window_max that pools other than the spatial axes")
+    perm = kept + pooled
+    x = self.g.op("Transpose", names, perm=perm)
+    y = self.g.op("MaxPool", [x], kernel_shape=[p["window_dimensions"][i] for i in pooled],
+                  strides=[p["window_strides"][i] for i in pooled],
+                  pads=[p["padding"][i][0] for i in pooled] + [p["padding"][i][1] for i in pooled])
+    return self.g.op("Transpose", [y], perm=list(np.argsort(perm)))
+
   def _conv_general_dilated(self, eqn, names):
     p = eqn.params
     if p["batch_group_count"] != 1:

@@ -16,6 +16,7 @@ from colorgan import checkpointing
 from colorgan import colorize
 from colorgan import export
 from colorgan import input_pipeline
+from colorgan import models
 from colorgan import train
 from tests.conftest import REPO
 from tests.conftest import tiny_config
@@ -119,6 +120,19 @@ def test_fixed_export_size(vivid, photos, references, tmp_path):
   run = export.runner("tflite", str(tmp_path / "m.tflite"))
   odd = [(p, r) for p, r in zip(photos, references) if p.shape[:2] == (37, 23)]
   worst, within = _agreement([run(p) for p, _ in odd], [r for _, r in odd])
+  assert within >= 0.999, (worst, within)
+
+
+def test_resnet_unet_exports_too(tmp_path):
+  """The other generator (max pooling, bilinear upsampling inside), through the ONNX translator."""
+  config = tiny_config(**{"model.generator": "resnet_unet", "image_size": 64})
+  variables = jax.device_get(models.create_generator(config).init(
+      jax.random.key(0), np.zeros((1, 64, 64, 1), np.float32), train=False))
+  rgb = np.asarray(Image.open(input_pipeline.bundled_photo_paths()[3]).convert("RGB").resize((51, 40)))
+  colorizer = colorize.Colorizer(config, variables, step=0, batch_size=1)
+  reference = colorizer.colorize_photo(colorize.Photo(colorize.lightness(rgb), None))
+  export.export(config, variables, step=0, fmt="onnx", output=str(tmp_path / "m.onnx"))
+  worst, within = _agreement([export.runner("onnx", str(tmp_path / "m.onnx"))(rgb)], [reference])
   assert within >= 0.999, (worst, within)
 
 
