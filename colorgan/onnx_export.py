@@ -2,10 +2,11 @@
 
 Why not a converter package: with this stack, tf2onnx cannot read jax2tf's SavedModels (their
 computation is one XlaCallModule op of StableHLO) and converts the TFLite model to a wrong graph;
-jax2onnx's releases for jax 0.10 require orbax-checkpoint < 0.11.37 (colorgan pins 0.12.8). The
-function is small in primitives (elementwise math, iota, dot_general, convolutions, reductions), so
-it is translated here, primitive by primitive, with `onnx.helper`; the parity tests run the result
-in onnxruntime against --mode=colorize.
+jax2onnx from 0.13.1 on requires orbax-checkpoint < 0.11.37 (colorgan pins 0.12.8) and its older
+releases fail on jax 0.10 (removed jax internals, symbolic dimensions). The function is small in
+primitives (elementwise math, iota, dot_general, convolutions, max pooling, reductions), so it is
+translated here, primitive by primitive, with `onnx.helper`; the parity tests run the result in
+onnxruntime against --mode=colorize.
 
 Dynamic shapes: the function is traced with jax.export symbolic dimensions; a shape that holds
 one (iota, broadcast, reshape) is built at run time from the input's Shape. Values computed from
