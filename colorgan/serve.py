@@ -18,6 +18,7 @@ the internet (analytics off, system fonts, no share link).
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -120,7 +121,10 @@ def _copy_examples(folder: str) -> list[str]:
 
 
 def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool = True):
-  """Starts the page. Returns (demo, url, folder) when block=False (tests), else serves until Ctrl-C.
+  """Starts the page and serves until Ctrl-C or SIGTERM, then removes its temporary folder.
+
+  With block=False it returns (demo, url, folder) at once; the caller then closes demo and removes
+  folder.
 
   Raises:
     FileNotFoundError: no checkpoint in workdir (or not that step).
@@ -148,12 +152,18 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
     return demo, url, folder
   print(f"colorgan: serving the generator of step {colorizer.step} at {url} (Ctrl-C stops)",
         flush=True)
+  signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: the same clean exit
   try:
-    demo.block_thread()
+    demo.block_thread()  # returns on KeyboardInterrupt
   finally:
     demo.close()
     shutil.rmtree(folder, ignore_errors=True)
   return None
+
+
+def _interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> None:
