@@ -435,6 +435,11 @@ class Colorizer:
       ab = self._predict(self.g_variables, parallel.global_batch(self.mesh, {"l": padded})["l"])
     return np.asarray(jax.device_get(ab))[:n]
 
+  def colorize_photo(self, photo: Photo) -> np.ndarray:
+    """One decoded photo -> its colorization, uint8 RGB [H, W, 3] (the alpha is the caller's)."""
+    ab = self.predict_ab(model_input(photo.l, self.size, self.squash)[None])[0]
+    return compose(photo.l, upsample_ab(ab, *photo.l.shape, self.squash))
+
   def _prepare(self, job: Job) -> tuple[Photo, np.ndarray]:
     photo = load_photo(job.source)
     return photo, model_input(photo.l, self.size, self.squash)

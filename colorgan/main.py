@@ -5,6 +5,7 @@
   python -m colorgan.main --config=configs/default.py --config.batch_size=32 --workdir=DIR
   python -m colorgan.main --mode=evaluate --workdir=DIR                    # JSON as the last line
   python -m colorgan.main --mode=colorize --workdir=DIR --input=photos/ --output_dir=colored/
+  python -m colorgan.main --mode=export --workdir=DIR --format=onnx --output=colorize.onnx
   python -m colorgan.main ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 
 Several processes (hosts) join one run through jax.distributed: by the flags above, or by themselves
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 from colorgan import configuration  # noqa: E402
 
 FLAGS = flags.FLAGS
-MODES = ("train", "summary", "evaluate", "colorize")
+MODES = ("train", "summary", "evaluate", "colorize", "export")
 # Without --config these modes use the run's own config (WORKDIR/config.json) via this file.
 SAVED_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "saved.py")
@@ -44,15 +45,25 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 flags.DEFINE_enum("mode", "train", MODES, "train: train (or resume) in --workdir; summary: print "
                   "the networks' parameters and, as the last line, a JSON object of their sizes; "
                   "evaluate: score a checkpoint and the gray baseline on the eval split (JSON as "
-                  "the last line); colorize: colorize --input photos into --output_dir.")
-flags.DEFINE_integer("step", None, "evaluate/colorize: the checkpoint step (default: the latest).")
+                  "the last line); colorize: colorize --input photos into --output_dir; export: "
+                  "write the colorize function (photo in, photo out) as --format to --output.")
+flags.DEFINE_integer("step", None, "evaluate/colorize/export: the checkpoint step (default: the "
+                     "latest).")
 flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive) or a glob; "
                           "repeat the flag for more.")
 flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go (relative paths "
                     "kept); never an input's place.")
 flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
-flags.DEFINE_integer("colorize_size", None, "colorize: the size the generator works at (default: "
+flags.DEFINE_integer("colorize_size", None, "colorize/export: the size the generator works at (default: "
                      "the run's config.image_size); a multiple of 2**U-Net depth.")
+# --mode=export (colorgan/export.py).
+flags.DEFINE_enum("format", None, ("savedmodel", "tflite", "onnx", "stablehlo"),
+                  "export: savedmodel (TensorFlow, jax2tf), tflite (converted from that SavedModel), "
+                  "onnx (opset 18) or stablehlo (jax.export, serialized).")
+flags.DEFINE_string("output", None, "export: the file to write (a folder for savedmodel); its "
+                    "JSON contract goes to OUTPUT.json.")
+flags.DEFINE_string("export_size", None, "export: a fixed input size, N or HxW (default: any height "
+                    "and width).")
 flags.DEFINE_enum("distributed", "auto", ("auto", "on", "off"),
                   "Join a multi-process run with jax.distributed.initialize(). auto: when "
                   "--coordinator_address is given or SLURM / Open MPI / Cloud TPU started several "
@@ -123,7 +134,7 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 def _with_saved_config(argv: list[str]) -> list[str]:
   """evaluate/colorize without --config: the run's own config, so --config.KEY overrides apply."""
   mode = _flag_value(argv, "mode")
-  if mode not in ("evaluate", "colorize") or _flag_value(argv, "config") is not None:
+  if mode not in ("evaluate", "colorize", "export") or _flag_value(argv, "config") is not None:
     return argv
   workdir = _flag_value(argv, "workdir")
   if not workdir:
@@ -302,6 +313,30 @@ def claim_workdir(workdir: str):
     yield
 
 
+def export_mode(workdir: str) -> None:
+  """--mode=export: the colorize function in --format at --output, its JSON beside it."""
+  if not FLAGS.format:
+    usage_error("--format is required for --mode=export: savedmodel, tflite, onnx or stablehlo")
+  if not FLAGS.output:
+    usage_error(f"--output is required for --mode=export, e.g. --output=colorize.{FLAGS.format}")
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
+  from colorgan import export  # pylint: disable=g-import-not-at-top
+  try:
+    fixed = export.parse_export_size(FLAGS.export_size)
+    inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
+    export.export(inference.config, inference.g_variables, step=inference.step, fmt=FLAGS.format,
+                  output=FLAGS.output, size=FLAGS.colorize_size, fixed=fixed)
+  except FileNotFoundError as e:
+    usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except checkpointing.RestoreError as e:
+    run_error(str(e))
+  except export.ExportError as e:
+    usage_error(str(e))
+  shape = "any height and width" if fixed is None else f"{fixed[0]}x{fixed[1]} pixels"
+  print(f"exported the colorize function of step {inference.step} ({shape}) as {FLAGS.format} to "
+        f"{FLAGS.output}; contract in {FLAGS.output}.json")
+
+
 def initialize_distributed() -> None:
   """jax.distributed.initialize() when asked (flags or launcher environment); before any JAX work."""
   from colorgan import parallel  # pylint: disable=g-import-not-at-top
@@ -362,6 +397,9 @@ def main(argv: list[str]) -> None:
     return
   if FLAGS.mode == "colorize":
     sys.exit(colorize_mode(config, workdir))
+  if FLAGS.mode == "export":
+    export_mode(workdir)
+    return
   try:
     parallel.check_batch_size(config.batch_size, parallel.create_mesh(config))
   except configuration.ConfigError as e:
