@@ -148,10 +148,7 @@ def colorize_image(apply_generator: Callable, rgb, *, size: int, squash: bool):
 def inference_generator(config: ml_collections.ConfigDict):
   """The run's generator for export: plain convolutions (the fast_layers matmul formulation has the
   same parameters and outputs, and its im2col reshapes would only obscure the exported graph)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  if "fast_layers" in config.model:
-    config.model.fast_layers = False
-  return models.create_generator(config)
+  return models.create_generator(config, fast_layers=False)
 
 
 def colorize_function(config: ml_collections.ConfigDict, g_variables: dict,

@@ -60,10 +60,13 @@ def _patchgan(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
 DISCRIMINATORS = {"patchgan": _patchgan}
 
 
-def create_generator(config: ml_collections.ConfigDict, backend: str | None = None):
-  """The config's generator; `backend` as use_fast_layers (None: the default backend)."""
-  return GENERATORS[config.model.generator](config, jnp.dtype(config.compute_dtype),
-                                            use_fast_layers(config, backend))
+def create_generator(config: ml_collections.ConfigDict, backend: str | None = None, *,
+                     fast_layers: bool | None = None):
+  """The config's generator; `backend` as use_fast_layers (None: the default backend), unless
+  `fast_layers` says which layers to use."""
+  if fast_layers is None:
+    fast_layers = use_fast_layers(config, backend)
+  return GENERATORS[config.model.generator](config, jnp.dtype(config.compute_dtype), fast_layers)
 
 
 def create_discriminator(config: ml_collections.ConfigDict, backend: str | None = None):
