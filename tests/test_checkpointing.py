@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -386,6 +387,12 @@ def test_sigterm_saves_the_current_step_and_exits_0(sigterm_run):
   assert last.endswith(f"saved {workdir}/checkpoints/{step}; rerun the same command to resume")
   assert _steps(workdir) == [step]  # not an interval step: saved because of the signal
   assert not any("Traceback" in line for line in lines)
+  # The first step is logged once it ran, with its time (mostly compiling).
+  assert any(re.search(r"step 1 done in [0-9.]+ s \(compiling the train step included\)", line)
+             for line in lines), "\n".join(lines[:30])
+  # Only colorgan's own INFO lines: orbax logs a dozen per checkpoint.
+  assert not any(re.match(r"I\d{4} .* (checkpoint_manager|async_checkpointer)\.py", line)
+                 for line in lines), "\n".join(lines)
 
 
 def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigterm_run, tmp_path):
