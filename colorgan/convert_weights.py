@@ -130,8 +130,8 @@ def _write(out: str, arrays: dict[str, np.ndarray]) -> None:
     np.savez(f, **arrays)
 
 
-USAGE = ("usage: python -m colorgan.convert_weights inception IN.pth OUT.npz\n"
-         "       python -m colorgan.convert_weights lpips ALEXNET.pth LIN.pth OUT.npz")
+USAGE = ("usage: python -m colorgan.convert_weights inception IN.pth OUT.npz | "
+         "lpips ALEXNET.pth LIN.pth OUT.npz")
 
 
 def main(argv: list[str]) -> None:

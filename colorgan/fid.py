@@ -20,6 +20,7 @@ one line on stderr, exit status 2.
 """
 
 import concurrent.futures
+import functools
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ from colorgan import convert_weights  # noqa: E402
 from colorgan import feature_stats  # noqa: E402
 from colorgan import inception  # noqa: E402
 from colorgan import parallel  # noqa: E402
+from colorgan import main as colorgan_main  # noqa: E402
 from colorgan.main import usage_error  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -64,6 +66,14 @@ def image_files(folder: str) -> list[str]:
   return [os.path.join(folder, p) for p in input_pipeline.list_image_files(folder)]
 
 
+@functools.cache
+def _embed_program(mesh: jax.sharding.Mesh):
+  """inception.features jitted for the mesh (once per mesh: both folders share the compilation)."""
+  return jax.jit(inception.features, in_shardings=(parallel.replicated(mesh),
+                                                   parallel.batch_sharding(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
 def folder_stats(files: list[str], variables, mesh: jax.sharding.Mesh, batch_size: int, *,
                  desc: str = "", progress: bool = True) -> feature_stats.FeatureStats:
   """The Inception features of `files`, accumulated; unreadable files are named on stderr.
@@ -74,9 +84,7 @@ def folder_stats(files: list[str], variables, mesh: jax.sharding.Mesh, batch_siz
     mesh: the devices; batches are split over its data axis.
     batch_size: the global batch (a multiple of the data axis size).
   """
-  embed = jax.jit(inception.features, in_shardings=(parallel.replicated(mesh),
-                                                    parallel.batch_sharding(mesh)),
-                  out_shardings=parallel.replicated(mesh))
+  embed = _embed_program(mesh)
   stats = feature_stats.FeatureStats(inception.FEATURES)
   shape = (batch_size, inception.INPUT_SIZE, inception.INPUT_SIZE, 3)
   pending = None  # the batch on the device while the next one is read
@@ -132,6 +140,9 @@ def _check_paths(paths: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
+  # colorgan.main's filter: JAX's INFO lines (backends it did not find, ...) are noise here.
+  only_colorgan_info = colorgan_main._OnlyColorganInfo  # pylint: disable=protected-access
+  logging.get_absl_handler().addFilter(only_colorgan_info())
   paths = argv[1:]
   _check_paths(paths)
   if not FLAGS.inception_weights:
