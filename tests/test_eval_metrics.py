@@ -172,3 +172,21 @@ def test_ranking_metrics_come_from_the_evaluation_at_the_step():
   assert train.checkpoint_ranking({"ab_l1_lab": 3.0}, result) == {
       "ab_l1_lab": 3.0, "eval/psnr": 20.0, "eval/fid": 31.5}
   assert train.checkpoint_ranking(None, None) is None
+
+
+@pytest.mark.parametrize("protocol, name, split", [("imagenet_val", "imagenet2012", "validation"),
+                                                  ("coco_val", "coco/2017", "validation")])
+def test_protocol_configs(protocol, name, split, weights, monkeypatch, tmp_path):
+  from configs import protocols  # pylint: disable=g-import-not-at-top
+  config = protocols.get_config(protocol)
+  assert (config.data.source, config.data.tfds_name, config.data.eval_split) == ("tfds", name, split)
+  assert config.image_size == 256 and config.data.resize_mode == "resize"
+  assert config.num_eval_images == 0  # every photo of the split
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(configuration.ConfigError, match="inception_weights=weights/.*is not a .npz"):
+    configuration.validate(config)  # not converted yet: one line saying how
+  os.makedirs(tmp_path / "weights")
+  for key in ("inception_weights", "lpips_weights"):
+    os.symlink(weights["inception" if key == "inception_weights" else "lpips"],
+               tmp_path / config.eval[key])
+  configuration.validate(config)

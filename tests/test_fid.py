@@ -186,6 +186,26 @@ def test_streaming_statistics_do_not_depend_on_batching():
     np.testing.assert_array_equal(stats.features, x)
 
 
+def test_statistics_files_in_pytorch_fids_format(tmp_path):
+  rng = np.random.default_rng(4)
+  mu, sigma = rng.normal(size=8), np.cov(rng.normal(size=(20, 8)), rowvar=False)
+  theirs = str(tmp_path / "theirs.npz")
+  np.savez_compressed(theirs, mu=mu, sigma=sigma)  # what pytorch-fid's --save-stats writes
+  loaded = feature_stats.load(theirs)
+  np.testing.assert_array_equal(loaded.sigma, sigma)
+  assert loaded.num_images is None and loaded.features is None  # KID cannot use it: kid null
+  ours = str(tmp_path / "ours.npz")
+  features = rng.normal(size=(5, 8)).astype(np.float32)
+  feature_stats.save(ours, feature_stats.Stats(mu, sigma, 5, features))
+  with np.load(ours) as npz:  # as pytorch-fid's compute_statistics_of_path reads it
+    np.testing.assert_array_equal(npz["mu"][:], mu)
+    np.testing.assert_array_equal(npz["sigma"][:], sigma)
+  np.testing.assert_array_equal(feature_stats.load(ours).features, features)
+  np.savez(str(tmp_path / "bad.npz"), mu=mu, sigma=sigma[:4])
+  with pytest.raises(feature_stats.StatsError, match="needs arrays mu .d. and sigma .d, d."):
+    feature_stats.load(str(tmp_path / "bad.npz"))
+
+
 _DEVICES_PROGRAM = """
 import sys, jax, numpy as np
 from colorgan import fid, inception, parallel
