@@ -112,7 +112,7 @@ def test_evaluator_names_the_keys_that_turn_the_metrics_on(caplog):
   config = tiny_config()
   mesh = parallel.create_mesh()
   source = input_pipeline.create_source(config)
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):  # colorgan logs through absl's logger
     evaluator = evaluate.Evaluator(config, models.create_generator(config), mesh, source.eval)
   lines = [r.getMessage() for r in caplog.records if "config.eval." in r.getMessage()]
   assert len(lines) == 1 and "config.eval.inception_weights" in lines[0]

@@ -132,6 +132,7 @@ def test_command_fid_and_kid_match_pytorch_fid_and_torch_fidelity(setup, referen
   kid = metric_kid.kid_features_to_metric(torch.as_tensor(reference["a"][0]),
                                           torch.as_tensor(act_b), kid_subset_size=4,
                                           verbose=False)
+  print(f"KID {printed['kid']:.8f}, torch-fidelity {kid['kernel_inception_distance_mean']:.8f}")
   np.testing.assert_allclose(printed["kid"], kid["kernel_inception_distance_mean"], rtol=1e-4)
 
   saved = feature_stats.load(stats_path)  # pytorch-fid's keys, readable as pytorch-fid reads them
@@ -244,7 +245,7 @@ def test_same_statistics_on_1_and_8_devices_and_any_batch_size(setup, tmp_path):
     np.testing.assert_allclose(sigma, sigma0, rtol=0, atol=1e-4 * np.abs(sigma0).max())
 
 
-def test_command_mistakes_are_one_line_errors(setup, tmp_path):
+def test_command_mistakes_are_one_line_errors(setup, tmp_path, capsys):
   not_weights = str(tmp_path / "other.npz")
   np.savez(not_weights, mu=np.zeros(3), sigma=np.eye(3))
   empty = tmp_path / "empty"
@@ -253,17 +254,25 @@ def test_command_mistakes_are_one_line_errors(setup, tmp_path):
   cases = [
       ((a, str(tmp_path / "missing"), f"--inception_weights={setup['npz']}"),
        "missing: no such folder or file"),
+      ((a,), "expected two paths"),
       ((a, a), "--inception_weights is required"),
       ((a, a, f"--inception_weights={not_weights}"), "does not hold the FID Inception weights"),
       ((a, str(empty), f"--inception_weights={setup['npz']}"), "holds 0 usable images"),
       ((not_weights, a, f"--inception_weights={setup['npz']}", "--save_stats=x.npz"),
        "is not a folder"),
+      ((a, a, "--batch_size=0"), "--batch_size"),
   ]
+  # In this process, as the command runs them (its flags parsed, then main), flags reset after each.
   for args, message in cases:
-    result = _cli("colorgan.fid", *args)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
-    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    try:
+      with pytest.raises(SystemExit) as exit_info:
+        fid.main(fid._parse_flags(["fid", *args]))  # pylint: disable=protected-access
+    finally:
+      fid.FLAGS.unparse_flags()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("colorgan: error:")]
+    assert exit_info.value.code == 2 and len(lines) == 1 and message in lines[0], (args, err)
+    assert "Traceback" not in err
 
 
 def test_convert_weights_mistakes_are_one_line_errors(setup, tmp_path, capsys, monkeypatch):
