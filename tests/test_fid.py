@@ -257,7 +257,7 @@ def test_command_mistakes_are_one_line_errors(setup, tmp_path, capsys):
       ((a,), "expected two paths"),
       ((a, a), "--inception_weights is required"),
       ((a, a, f"--inception_weights={not_weights}"), "does not hold the FID Inception weights"),
-      ((a, str(empty), f"--inception_weights={setup['npz']}"), "holds 0 usable images"),
+      ((str(empty), a, f"--inception_weights={setup['npz']}"), "holds 0 usable images"),
       ((not_weights, a, f"--inception_weights={setup['npz']}", "--save_stats=x.npz"),
        "is not a folder"),
       ((a, a, "--batch_size=0"), "--batch_size"),
