@@ -66,57 +66,22 @@ def time_train_step(config, batch) -> float:
 
 def main(argv) -> None:
   del argv
+  from benchmarks import timing  # pylint: disable=g-import-not-at-top
   from colorgan import configuration  # pylint: disable=g-import-not-at-top
-  from colorgan import input_pipeline  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
   if config is None:
     _fail("--config is required, e.g. --config=configs/folder.py")
   try:
     configuration.validate(config)
-    start = time.perf_counter()
-    source = input_pipeline.create_source(config)
+    result, batch = timing.time_input_pipeline(config, steps=FLAGS.steps, warmup=FLAGS.warmup)
   except configuration.ConfigError as e:
     _fail(str(e))
-  batch_size = config.batch_size
-  iterator = input_pipeline.create_train_dataset(
-      config, source.train, rows=(0, batch_size)).as_numpy_iterator()
-  batch = next(iterator)
-  start_s = time.perf_counter() - start
-  for _ in range(FLAGS.warmup):
-    batch = next(iterator)
-  print(f"{source.name}: {input_pipeline.num_images(source.train)} train images; timing "
-        f"{FLAGS.steps} batches of {batch_size} at {config.image_size} px", flush=True)
-  cpu_start = time.process_time()
-  start = last = time.perf_counter()
-  for step in range(1, FLAGS.steps + 1):
-    batch = next(iterator)
-    if time.perf_counter() - last > 5:
-      last = time.perf_counter()
-      print(f"  {step}/{FLAGS.steps}: {step * batch_size / (last - start):.1f} images/s",
-            flush=True)
-  seconds = time.perf_counter() - start
-  cpu_seconds = time.process_time() - cpu_start
-  result = {
-      "images_per_s": round(FLAGS.steps * batch_size / seconds, 1),
-      "batch_size": batch_size,
-      "image_size": config.image_size,
-      "steps": FLAGS.steps,
-      "seconds": round(seconds, 2),
-      "source": source.name,
-      "train_images": input_pipeline.num_images(source.train),
-      "cpus": len(os.sched_getaffinity(0)),
-      "start_s": round(start_s, 2),
-      # CPU time of all threads: images per CPU-second is the pipeline's cost, whatever else runs.
-      "cpu_seconds": round(cpu_seconds, 2),
-      "images_per_cpu_s": round(FLAGS.steps * batch_size / cpu_seconds, 1),
-      "load_avg_1min": round(os.getloadavg()[0], 2),
-  }
   print(f"pipeline: {result['images_per_s']} images/s", flush=True)
   if FLAGS.train_step:
     step_s = time_train_step(config, batch)
     result["train_step_s"] = round(step_s, 3)
-    result["train_images_per_s"] = round(batch_size / step_s, 2)
+    result["train_images_per_s"] = round(config.batch_size / step_s, 2)
     result["feed_ratio"] = round(result["images_per_s"] / result["train_images_per_s"], 1)
   print(json.dumps(result))
 

@@ -8,15 +8,14 @@
 Random images (uint8 RGB, as the input pipeline delivers them); float32 unless
 --config.compute_dtype=bfloat16. Reports the compile times, the median/min/max seconds per call
 after warm-up, XLA's FLOP count of each program (cost_analysis) and the FLOP rate achieved; the last
-line is one JSON object (train_img_per_s, infer_img_per_s, infer1_img_per_s, train_compile_s, ...).
+line is one JSON object (train_img_per_s, infer_img_per_s, infer1_img_per_s, train_compile_s, ...;
+fast_layers is the resolved config.model.fast_layers: "auto" is True on CPU, False on GPU/TPU).
 Inference is timed at --batch and at batch 1 (the colorize command's case).
 """
 
 import json
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
 from colorgan import train  # noqa: E402
@@ -40,40 +40,6 @@ _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls after compiling.")
 _MODE = flags.DEFINE_enum("mode", "both", ["both", "train", "infer"], "What to time.")
 
 
-def _flops(compiled) -> float:
-  """XLA's FLOP count of a compiled program (0 when the backend does not say)."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device program
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get("flops", 0.0))
-
-
-def _time_calls(call, steps: int, warmup: int) -> list[float]:
-  times = []
-  for i in range(warmup + steps):
-    start = time.perf_counter()
-    call()
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  return times
-
-
-def _summary(name: str, times: list[float], batch: int, flops: float) -> dict[str, float]:
-  median = statistics.median(times)
-  print(f"{name}: median {median * 1000:.1f} ms (min {min(times) * 1000:.1f}, max "
-        f"{max(times) * 1000:.1f}) -> {batch / median:.2f} img/s; {flops / 1e9:.1f} GFLOP per call, "
-        f"{flops / median / 1e9:.1f} GFLOP/s", flush=True)
-  return {f"{name}_s": median, f"{name}_min_s": min(times), f"{name}_max_s": max(times),
-          f"{name}_img_per_s": batch / median, f"{name}_gflop": flops / 1e9,
-          f"{name}_gflop_per_s": flops / median / 1e9}
-
-
-def _compile(jitted, *args):
-  start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  return compiled, time.perf_counter() - start
-
-
 def main(argv) -> None:
   del argv
   config = _CONFIG.value
@@ -81,12 +47,13 @@ def main(argv) -> None:
   size, batch = config.image_size, config.batch_size
   mesh = parallel.create_mesh(config)
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
+  fast_layers = models.use_fast_layers(config)
   print(f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
-        f"size {size}, batch {batch}, {config.compute_dtype}, fast_layers="
-        f"{config.model.fast_layers}", flush=True)
+        f"size {size}, batch {batch}, {config.compute_dtype}, fast_layers={fast_layers} "
+        f"(config: {config.model.fast_layers!r})", flush=True)
   rng = np.random.default_rng(0)
   result = {"framework": "jax", "version": jax.__version__, "size": size, "batch": batch,
-            "compute_dtype": config.compute_dtype, "fast_layers": bool(config.model.fast_layers),
+            "compute_dtype": config.compute_dtype, "fast_layers": fast_layers,
             "devices": jax.device_count(), "platform": jax.devices()[0].platform}
   with jax.set_mesh(mesh):
     state = train.init_train_state(config, generator, discriminator, mesh)
@@ -95,29 +62,16 @@ def main(argv) -> None:
 
     if _MODE.value in ("both", "train"):
       images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-      batch_arrays = {"image": jax.device_put(images, parallel.batch_sharding(mesh))}
-      step, compile_s = _compile(train.make_train_step(config, generator, discriminator, mesh),
-                                 state, batch_arrays)
-      print(f"train step compiled in {compile_s:.2f} s", flush=True)
-
-      def train_call():
-        nonlocal state
-        state, metrics = step(state, batch_arrays)
-        jax.block_until_ready((state, metrics))
-
-      times = _time_calls(train_call, _STEPS.value, _WARMUP.value)
-      result.update(_summary("train", times, batch, _flops(step)), train_compile_s=compile_s)
+      figures, state = timing.time_train_step(config, generator, discriminator, mesh, state,
+                                              images, steps=_STEPS.value, warmup=_WARMUP.value)
+      result.update(figures)
 
     if _MODE.value in ("both", "infer"):
-      generate = jax.jit(lambda params, stats, l: train.generate_ab(generator, params, stats, l))
       for name, infer_batch in (("infer", batch), ("infer1", 1)):
         l = jnp.asarray(rng.uniform(-1, 1, (infer_batch, size, size, 1)), jnp.float32)
-        compiled, compile_s = _compile(generate, state.g_params, state.g_batch_stats, l)
-        times = _time_calls(
-            lambda: compiled(state.g_params, state.g_batch_stats, l).block_until_ready(),
-            _STEPS.value if infer_batch > 1 else 4 * _STEPS.value, _WARMUP.value)
-        result.update(_summary(name, times, infer_batch, _flops(compiled)),
-                      **{f"{name}_compile_s": compile_s})
+        result.update(timing.time_generator(
+            generator, state.g_params, state.g_batch_stats, l, name=name, warmup=_WARMUP.value,
+            steps=_STEPS.value if infer_batch > 1 else 4 * _STEPS.value))
   print(json.dumps(result), flush=True)
 
 

@@ -40,6 +40,8 @@ FREE_KEYS = frozenset({
     "eval.inception_weights", "eval.lpips_weights", "eval.fid_reference",
     # Only read when a run starts from scratch: a resumed run never looks at them again.
     "init_generator_from", "model.init_from",
+    # The same parameters and function on both layer paths: a run moves between CPU and GPU/TPU.
+    "model.fast_layers",
 })
 
 
@@ -96,7 +98,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: GanState,
   """
   data = data or DataPosition(step * config.batch_size, config.batch_size, config.seed)
   return manager.save(step, metrics=metrics, force=force, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data.to_json()),
+      state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data.to_json()),
       config=ocp.args.JsonSave(config.to_dict())))
 
 
@@ -118,17 +120,37 @@ def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState 
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
+    return _restore_state(manager, step, abstract,
+                          ocp.checkpoint_utils.construct_restore_args(abstract))
   except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
-    reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
     earlier = [s for s in manager.all_steps() if s < step]
     fallback = (f"move it out of {manager.directory} to resume from step {max(earlier)}"
                 if earlier else "or train in another --workdir")
     raise RestoreError(f"{manager.directory}/{step} cannot be restored into the state this config "
-                       f"builds ({reason}): if the config changed, train in another --workdir; if "
-                       f"the checkpoint is damaged, {fallback}") from e
-  return restored.state
+                       f"builds ({_reason(e)}): if the config changed, train in another --workdir; "
+                       f"if the checkpoint is damaged, {fallback}") from e
+
+
+def _reason(error: Exception) -> str:
+  return " ".join(f"{type(error).__name__}: {error}".split())[:300]
+
+
+def _restore_state(manager: ocp.CheckpointManager, step: int, item, restore_args):
+  """The `state` item of checkpoint `step`, restored into `item`'s structure (abstract leaves).
+
+  What the checkpoint holds beyond `item` is not read (partial restore: the discriminator's BatchNorm
+  statistics of older checkpoints, inference's generator-only reads). A leaf of `item` that the
+  checkpoint lacks raises ValueError naming it (orbax would hand back the abstract leaf).
+  """
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=item, restore_args=restore_args, partial_restore=True))).state
+  missing = [jax.tree_util.keystr(path) for path, leaf in
+             jax.tree_util.tree_flatten_with_path(restored)[0]
+             if isinstance(leaf, jax.ShapeDtypeStruct)]
+  if missing:
+    raise ValueError(f"the checkpoint lacks {len(missing)} array(s) of this state, e.g. "
+                     f"{', '.join(missing[:3])}")
+  return restored
 
 
 def restore_data_position(manager: ocp.CheckpointManager, step: int,
@@ -266,6 +288,7 @@ def restore_for_inference(workdir: str, step: int | None = None,
 
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in workdir, with the steps there are.
+    RestoreError: the checkpoint is damaged; the message names the step before it.
   """
   directory = _directory(workdir)
   if not os.path.isdir(directory):
@@ -282,21 +305,29 @@ def restore_for_inference(workdir: str, step: int | None = None,
   elif step not in steps:
     raise FileNotFoundError(f"{directory} has no checkpoint at step {step}: it has steps "
                             f"{', '.join(map(str, sorted(steps)))}")
-  config = saved_config(manager, step)
-  generator = models.create_generator(config)
-  size = config.image_size
-  abstract = jax.eval_shape(functools.partial(generator.init, train=False), jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
-  g_variables = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
-  use_ema = config.get("g_ema_decay", 0.0) > 0
-  item = ({"g_ema": g_variables} if use_ema else
-          {"g_params": g_variables["params"], "g_batch_stats": g_variables["batch_stats"]})
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restore_args = jax.tree.map(
-      lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype), item)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=item, restore_args=restore_args, partial_restore=True))).state
-  manager.close()
+  try:
+    config = saved_config(manager, step)
+    generator = models.create_generator(config)
+    size = config.image_size
+    abstract = jax.eval_shape(functools.partial(generator.init, train=False), jax.random.key(0),
+                              jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
+    g_variables = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    use_ema = config.get("g_ema_decay", 0.0) > 0
+    item = ({"g_ema": g_variables} if use_ema else
+            {"g_params": g_variables["params"], "g_batch_stats": g_variables["batch_stats"]})
+    restore_args = jax.tree.map(
+        lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype),
+        item)
+    restored = _restore_state(manager, step, item, restore_args)
+  except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+    earlier = [s for s in steps if s < step]
+    fallback = (f"pass --step={max(earlier)} to use the step before it" if earlier
+                else "train again")
+    raise RestoreError(f"{directory}/{step} cannot be read ({_reason(e)}): the checkpoint is "
+                       f"damaged or incomplete; {fallback}") from e
+  finally:
+    manager.close()
   if use_ema:
     return InferenceModel(config, step, restored["g_ema"])
   return InferenceModel(config, step, {"params": restored["g_params"],

@@ -28,18 +28,26 @@ L_SCALE, L_SHIFT = 50.0, 1.0  # L in [0, 100] -> [-1, 1]
 AB_SCALE = 110.0              # a, b in about [-110, 110] -> about [-1, 1]
 
 
-def _srgb_to_linear(c):
+def srgb_to_linear(c):
+  """sRGB in [0, 1] -> linear RGB (same shape)."""
   linear_part = c / 12.92
   safe = jnp.maximum(c, 0.04045)
   power_part = ((safe + 0.055) / 1.055) ** 2.4
   return jnp.where(c > 0.04045, power_part, linear_part)
 
 
-def _linear_to_srgb(c):
+def linear_to_srgb(c):
+  """Linear RGB -> sRGB (same shape); values outside [0, 1] are not clipped."""
   linear_part = c * 12.92
   safe = jnp.maximum(c, 0.0031308)
   power_part = 1.055 * safe ** (1 / 2.4) - 0.055
   return jnp.where(c > 0.0031308, power_part, linear_part)
+
+
+def _channels(x):
+  """[..., 3] -> its three [...] channels. Not x[..., i]: with a dynamic height and width (export),
+  that indexing lowers to a gather which the TFLite converter cannot take."""
+  return jnp.unstack(x, axis=-1)
 
 
 def rgb_to_lab(rgb):
@@ -52,12 +60,35 @@ def rgb_to_lab(rgb):
     float32 array [..., 3]: L in [0, 100], a and b roughly in [-110, 110].
   """
   rgb = jnp.asarray(rgb, jnp.float32)
-  xyz = _srgb_to_linear(rgb) @ XYZ_FROM_RGB.T
+  xyz = srgb_to_linear(rgb) @ XYZ_FROM_RGB.T
   t = xyz / D65_WHITE
   safe = jnp.maximum(t, LAB_EPSILON)
   f = jnp.where(t > LAB_EPSILON, jnp.cbrt(safe), LAB_KAPPA * t + 16.0 / 116.0)
-  fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+  fx, fy, fz = _channels(f)
   return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def _f_to_linear_rgb(f):
+  """Lab's f(X/Xn), f(Y/Yn), f(Z/Zn) [..., 3] -> linear RGB [..., 3], unclipped."""
+  cube_part = jnp.maximum(f, LAB_F_THRESHOLD) ** 3
+  linear_part = (f - 16.0 / 116.0) / LAB_KAPPA
+  xyz = jnp.where(f > LAB_F_THRESHOLD, cube_part, linear_part) * D65_WHITE
+  return xyz @ RGB_FROM_XYZ.T
+
+
+def lab_to_linear_rgb(lab):
+  """Converts CIE Lab to linear RGB, unclipped: a color outside the sRGB gamut has a component
+  outside [0, 1] (what gamut mapping tests).
+
+  Args:
+    lab: float array [..., 3]: L in [0, 100], a, b unbounded.
+
+  Returns:
+    float32 array [..., 3].
+  """
+  l, a, b = _channels(jnp.asarray(lab, jnp.float32))
+  fy = (l + 16.0) / 116.0
+  return _f_to_linear_rgb(jnp.stack([fy + a / 500.0, fy, fy - b / 200.0], axis=-1))
 
 
 def lab_to_rgb(lab):
@@ -69,17 +100,11 @@ def lab_to_rgb(lab):
   Returns:
     float32 array [..., 3] in [0, 1].
   """
-  lab = jnp.asarray(lab, jnp.float32)
-  fy = (lab[..., 0] + 16.0) / 116.0
-  fx = fy + lab[..., 1] / 500.0
+  l, a, b = _channels(jnp.asarray(lab, jnp.float32))
+  fy = (l + 16.0) / 116.0
   # skimage clamps negative z (colors no light can produce) to 0 before the inverse.
-  fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0.0)
-  f = jnp.stack([fx, fy, fz], axis=-1)
-  cube_part = jnp.maximum(f, LAB_F_THRESHOLD) ** 3
-  linear_part = (f - 16.0 / 116.0) / LAB_KAPPA
-  xyz = jnp.where(f > LAB_F_THRESHOLD, cube_part, linear_part) * D65_WHITE
-  rgb = _linear_to_srgb(xyz @ RGB_FROM_XYZ.T)
-  return jnp.clip(rgb, 0.0, 1.0)
+  f = jnp.stack([fy + a / 500.0, fy, jnp.maximum(fy - b / 200.0, 0.0)], axis=-1)
+  return jnp.clip(linear_to_srgb(_f_to_linear_rgb(f)), 0.0, 1.0)
 
 
 def scale_l(l):

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
+from PIL import PngImagePlugin
 import tqdm
 
 from colorgan import checkpointing
@@ -44,6 +45,10 @@ from colorgan import parallel
 
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 JPEG_QUALITY = 95
+# Every output says it is colorgan's (PNG: a Software text chunk, JPEG: the EXIF Software tag), so
+# that a rerun into an input folder recognizes its earlier outputs and does not colorize them again.
+OUTPUT_MARKER = "colorgan"
+_EXIF_SOFTWARE = 0x0131
 # Pillow's own decompression-bomb threshold (~89.5 megapixels); larger photos are rejected before
 # decoding. Colorizing needs about 40 bytes a pixel at the peak, so this caps one photo near 3.6 GB.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -72,11 +77,13 @@ class Plan(NamedTuple):
   jobs: list[Job]
   output_dir: str
   output_format: str  # "png" or "jpg"
+  earlier_outputs: int = 0  # files among the inputs that colorgan wrote: not colorized again
 
 
 class Photo(NamedTuple):
   l: np.ndarray  # float32 [H, W]: CIE L in [0, 100] at full resolution
   alpha: np.ndarray | None  # uint8 [H, W], or None
+  note: str | None = None  # something the user should know, e.g. only the first frame was used
 
 
 # ----------------------------------------------------------------------------- inputs -> outputs
@@ -168,22 +175,37 @@ def plan(inputs: Sequence[str], output_dir: str, output_format: str = "png") -> 
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise PlanError(f"--output_dir={output_dir} exists and is not a folder")
   skip = os.path.realpath(output_dir)
-  sources, seen = [], set()
+  sources, seen, earlier_outputs = [], set(), 0
   for spec in inputs:
     for path, rel in _sources(spec, skip):
       real = os.path.realpath(path)
-      if real not in seen:  # the same file named twice is colorized once
-        seen.add(real)
-        sources.append((path, rel))
+      if real in seen:  # the same file named twice is colorized once
+        continue
+      if is_colorgan_output(path):  # rerunning into an input folder must not feed on its outputs
+        earlier_outputs += 1
+        continue
+      seen.add(real)
+      sources.append((path, rel))
   if not sources:
-    raise PlanError(f"--input={','.join(inputs)}: no file found")
+    found = f" but {earlier_outputs} colorgan output(s)" if earlier_outputs else ""
+    raise PlanError(f"--input={','.join(inputs)}: no file found{found}")
   names = _output_names([rel for _, rel in sources], output_format)
   jobs = [Job(path, os.path.join(output_dir, name)) for (path, _), name in zip(sources, names)]
   for job in jobs:
     if os.path.realpath(job.output) in seen:
       raise PlanError(f"--output_dir={output_dir} would overwrite the input {job.output}: choose "
                       "an output folder that is not an input's folder")
-  return Plan(jobs, output_dir, output_format)
+  return Plan(jobs, output_dir, output_format, earlier_outputs)
+
+
+def is_colorgan_output(path: str) -> bool:
+  """Whether `path` is an image colorgan wrote (OUTPUT_MARKER in its metadata; headers only)."""
+  try:
+    with Image.open(path) as image:
+      software = image.info.get("Software") or image.getexif().get(_EXIF_SOFTWARE) or ""
+  except Exception:  # pylint: disable=broad-except  (not an image: load_photo names it later)
+    return False
+  return isinstance(software, str) and software.startswith(OUTPUT_MARKER)
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -314,6 +336,8 @@ def _to_rgb_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
 def load_photo(path: str) -> Photo:
   """Decodes a photo (EXIF orientation applied) into its full-resolution L and alpha.
 
+  An animation or a multi-page file (GIF, APNG, WebP, TIFF) gives its first frame, with a note.
+
   Raises:
     BadPhoto: not an image Pillow reads, corrupt or truncated, or larger than MAX_PIXELS.
   """
@@ -323,6 +347,7 @@ def load_photo(path: str) -> Photo:
       if width * height > MAX_PIXELS:
         raise BadPhoto(f"too large: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel "
                        "limit (decompression-bomb guard)")
+      frames = getattr(image, "n_frames", 1)
       image = ImageOps.exif_transpose(image)
       rgb, alpha = _to_rgb_and_alpha(image)
   except BadPhoto:
@@ -337,7 +362,9 @@ def load_photo(path: str) -> Photo:
     raise BadPhoto(f"corrupt or unreadable: {' '.join(str(e).split()) or type(e).__name__}") from e
   if min(rgb.shape[:2]) < 1:
     raise BadPhoto("empty image")
-  return Photo(lightness(rgb), alpha)
+  note = (f"{frames} frames (an animation or several pages): only the first one is colorized"
+          if frames > 1 else None)
+  return Photo(lightness(rgb), alpha, note)
 
 
 def save(path: str, rgb: np.ndarray, alpha: np.ndarray | None, output_format: str) -> None:
@@ -345,7 +372,14 @@ def save(path: str, rgb: np.ndarray, alpha: np.ndarray | None, output_format: st
   image = Image.fromarray(rgb)
   if alpha is not None and output_format == "png":
     image = Image.fromarray(np.concatenate([rgb, alpha[..., None]], axis=-1))
-  kwargs = {"quality": JPEG_QUALITY} if output_format == "jpg" else {}
+  if output_format == "jpg":
+    exif = Image.Exif()
+    exif[_EXIF_SOFTWARE] = OUTPUT_MARKER
+    kwargs = {"quality": JPEG_QUALITY, "exif": exif}
+  else:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", OUTPUT_MARKER)
+    kwargs = {"pnginfo": info}
   with fileio.atomic_path(path) as tmp:
     image.save(tmp, format=OUTPUT_FORMATS[output_format], **kwargs)
 
@@ -401,6 +435,11 @@ class Colorizer:
       ab = self._predict(self.g_variables, parallel.global_batch(self.mesh, {"l": padded})["l"])
     return np.asarray(jax.device_get(ab))[:n]
 
+  def colorize_photo(self, photo: Photo) -> np.ndarray:
+    """One decoded photo -> its colorization, uint8 RGB [H, W, 3] (the alpha is the caller's)."""
+    ab = self.predict_ab(model_input(photo.l, self.size, self.squash)[None])[0]
+    return compose(photo.l, upsample_ab(ab, *photo.l.shape, self.squash))
+
   def _prepare(self, job: Job) -> tuple[Photo, np.ndarray]:
     photo = load_photo(job.source)
     return photo, model_input(photo.l, self.size, self.squash)
@@ -429,6 +468,9 @@ class Colorizer:
 
     logging.info("Colorizing %d photo(s) with the generator of step %d at %d px, batches of %d",
                  len(jobs), self.step, self.size, self.batch_size)
+    if work.earlier_outputs:
+      logging.info("Skipped %d file(s) among the inputs that colorgan wrote (earlier outputs)",
+                   work.earlier_outputs)
     with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, tqdm.tqdm(
         total=len(jobs), unit="photo", desc="colorize", file=sys.stderr) as bar:
       for start in range(0, len(jobs), self.batch_size):
@@ -439,6 +481,9 @@ class Colorizer:
             prepared.append((job, *future.result()))
           except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the rest)
             report(job, e)
+            continue
+          if prepared[-1][1].note:
+            tqdm.tqdm.write(f"colorgan: {job.source}: {prepared[-1][1].note}", file=sys.stderr)
         if prepared:
           abs_ = self.predict_ab(np.stack([inputs for _, _, inputs in prepared]))
           finishing = [(job, pool.submit(self._finish, job, photo, ab, output_format))

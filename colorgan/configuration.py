@@ -106,6 +106,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "compute_dtype", COMPUTE_DTYPES)
   _choice(config, "model.generator", tuple(models.GENERATORS))
   _choice(config, "model.discriminator", tuple(models.DISCRIMINATORS))
+  fast = config.model.fast_layers
+  if not (isinstance(fast, bool) or fast == "auto"):  # 1 == True: bools only
+    raise ConfigError(f"config.model.fast_layers={fast!r} is not known: choose auto (matrix "
+                      "products on CPU, flax's convolutions on GPU/TPU), True or False")
   _choice(config, "loss.gan", tuple(losses.GAN_LOSSES) + ("none",))
   _choice(config, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
   _choice(config, "loss.penalty", ("auto",) + tuple(losses.PENALTIES))

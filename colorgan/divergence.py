@@ -25,15 +25,16 @@ class Diverged(RuntimeError):
   """A non-finite loss or gradient under nan_policy="stop"; the message is one line."""
 
 
-def is_finite(losses: dict[str, jax.Array], grads: dict[str, Any]) -> tuple[jax.Array, dict]:
-  """(all finite: bool [], {"<name>_grad_norm": global norm}) for scalar losses and gradient trees.
+def grad_norm(grads: Any) -> jax.Array:
+  """The global norm of a gradient tree, for the finite flag: it is finite iff every gradient is (up
+  to |g| > ~1e19, whose square overflows: Adam's second moment would be inf as well, so that counts
+  as divergence too)."""
+  return optax.tree.norm(grads)
 
-  A global norm is finite iff every gradient is (up to |g| > ~1e19, whose square overflows: Adam's
-  second moment would be inf as well, so that counts as divergence too).
-  """
-  norms = {f"{name}_grad_norm": optax.tree.norm(tree) for name, tree in grads.items()}
-  finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in (*losses.values(), *norms.values())]))
-  return finite, norms
+
+def all_finite(scalars: dict[str, jax.Array]) -> jax.Array:
+  """The step's finite flag: bool [], every scalar (loss terms, gradient norms) finite."""
+  return jnp.all(jnp.stack([jnp.isfinite(v) for v in scalars.values()]))
 
 
 def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:

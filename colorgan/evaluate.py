@@ -234,14 +234,24 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   """`--mode=evaluate`: restores the generator of a checkpoint and evaluates it on the eval split.
 
   The generator is built from the checkpoint's own config; `config` picks the eval data (data.*,
-  image_size, eval_batch_size, num_eval_images).
+  image_size, eval_batch_size, num_eval_images). A workdir that cannot be written (a finished run on
+  a read-only mount) is evaluated all the same: the result is returned, with a warning, unsaved.
 
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in workdir.
+    checkpointing.RestoreError: the checkpoint is damaged.
     ValueError: an eval batch size the devices cannot split, or an empty eval split.
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
+  writable = jax.process_index() == 0 and os.path.isdir(workdir)  # else restoring says why
+  if writable:
+    try:
+      workdir_lib.ensure_writable(workdir)
+    except workdir_lib.WorkdirError as e:
+      logging.warning("%s: the result is printed, not saved in the workdir", e)
+      writable = False
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, step,
                                                   sharding=parallel.replicated(mesh))
@@ -251,7 +261,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   logging.info("Evaluating step %d of %s on %d %s photos", inference.step, workdir,
                evaluator.num_images, source.name)
   result = evaluator(inference.g_variables, inference.step, progress=True)
-  if jax.process_index() == 0:
+  if writable:
     writer = metric_writers.create_default_writer(workdir, just_logging=False)
     path = record(result, workdir, writer)
     writer.flush()

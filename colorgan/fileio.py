@@ -6,6 +6,7 @@ killed mid-write leaves the previous version (or nothing) behind, never a trunca
 
 import contextlib
 import os
+import shutil
 import threading
 from typing import Iterator
 
@@ -15,7 +16,8 @@ def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path beside `path`; renamed over `path` on success, removed on any error.
 
   The temporary name is hidden (a leading dot: folder walks skip it) and unique to the process and
-  thread, so concurrent writers of one folder never collide. The parent folder is created.
+  thread, so concurrent writers of one folder never collide. The parent folder is created. The
+  temporary path may become a folder (a SavedModel): it then replaces a folder at `path`.
 
     with fileio.atomic_path(out) as tmp:
       image.save(tmp, format="PNG")  # give the format: the temporary name has no extension
@@ -25,9 +27,17 @@ def atomic_path(path: str) -> Iterator[str]:
   tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
   try:
     yield tmp
-    os.replace(tmp, path)
+    if os.path.isdir(tmp) and os.path.isdir(path):  # os.replace cannot replace a non-empty folder
+      old = f"{tmp}.old"
+      os.replace(path, old)
+      os.replace(tmp, path)
+      shutil.rmtree(old)
+    else:
+      os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
+    elif os.path.exists(tmp):
       os.remove(tmp)
 
 

@@ -566,25 +566,6 @@ def create_source(config: ml_collections.ConfigDict) -> Source:
                   f"{', '.join(configuration.DATA_SOURCES)}")
 
 
-# ----------------------------------------------------------------------------- preprocessing
-def preprocess(image, *, image_size: int, load_size: int, resize_mode: str, train: bool,
-               random_flip: bool, seed=None):
-  """uint8 [H, W, 3] tensor -> uint8 [image_size, image_size, 3] (in graph or eagerly).
-
-  crop mode: resize the short side to load_size, then crop image_size (random when training, the
-  center otherwise). resize mode: the tutorial's plain resize to a square, no crop. seed: an int
-  [2] tensor, the stateless seed of the random crop and flip (train only).
-  """
-  def fn(array, seed_array):
-    rng = np.random.default_rng(seed_array.astype(np.uint64)) if train else None
-    return _resize_crop(Image.fromarray(array), image_size=image_size, load_size=load_size,
-                        resize_mode=resize_mode, rng=rng, random_flip=random_flip)
-  seed = tf.zeros([2], tf.int64) if seed is None else tf.cast(seed, tf.int64)
-  out = tf.numpy_function(fn, [image, seed], tf.uint8)
-  out.set_shape([image_size, image_size, 3])
-  return out
-
-
 # ----------------------------------------------------------------------------- train datasets
 def _fill_skipped(ds: tf.data.Dataset) -> tf.data.Dataset:
   """(image, ok) -> {"image": image}, each skipped image replaced by the next usable one.

@@ -5,6 +5,7 @@
   python -m colorgan.main --config=configs/default.py --config.batch_size=32 --workdir=DIR
   python -m colorgan.main --mode=evaluate --workdir=DIR                    # JSON as the last line
   python -m colorgan.main --mode=colorize --workdir=DIR --input=photos/ --output_dir=colored/
+  python -m colorgan.main --mode=export --workdir=DIR --format=onnx --output=colorize.onnx
   python -m colorgan.main ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 
 Several processes (hosts) join one run through jax.distributed: by the flags above, or by themselves
@@ -14,6 +15,7 @@ Mistakes a user can make (an unknown config key, a value of the wrong type or ou
 --workdir) end with one line on stderr naming the key and the fix, and exit status 2.
 """
 
+import contextlib
 import functools
 import json
 import logging as logging_std
@@ -26,11 +28,12 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
 
 from colorgan import configuration  # noqa: E402
 
 FLAGS = flags.FLAGS
-MODES = ("train", "summary", "evaluate", "colorize")
+MODES = ("train", "summary", "evaluate", "colorize", "export")
 # Without --config these modes use the run's own config (WORKDIR/config.json) via this file.
 SAVED_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "saved.py")
@@ -42,15 +45,25 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 flags.DEFINE_enum("mode", "train", MODES, "train: train (or resume) in --workdir; summary: print "
                   "the networks' parameters and, as the last line, a JSON object of their sizes; "
                   "evaluate: score a checkpoint and the gray baseline on the eval split (JSON as "
-                  "the last line); colorize: colorize --input photos into --output_dir.")
-flags.DEFINE_integer("step", None, "evaluate/colorize: the checkpoint step (default: the latest).")
+                  "the last line); colorize: colorize --input photos into --output_dir; export: "
+                  "write the colorize function (photo in, photo out) as --format to --output.")
+flags.DEFINE_integer("step", None, "evaluate/colorize/export: the checkpoint step (default: the "
+                     "latest).")
 flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive) or a glob; "
                           "repeat the flag for more.")
 flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go (relative paths "
                     "kept); never an input's place.")
 flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
-flags.DEFINE_integer("colorize_size", None, "colorize: the size the generator works at (default: "
+flags.DEFINE_integer("colorize_size", None, "colorize/export: the size the generator works at (default: "
                      "the run's config.image_size); a multiple of 2**U-Net depth.")
+# --mode=export (colorgan/export.py).
+flags.DEFINE_enum("format", None, ("savedmodel", "tflite", "onnx", "stablehlo"),
+                  "export: savedmodel (TensorFlow, jax2tf), tflite (converted from that SavedModel), "
+                  "onnx (opset 18) or stablehlo (jax.export, serialized).")
+flags.DEFINE_string("output", None, "export: the file to write (a folder for savedmodel); its "
+                    "JSON contract goes to OUTPUT.json.")
+flags.DEFINE_string("export_size", None, "export: a fixed input size, N or HxW (default: any height "
+                    "and width).")
 flags.DEFINE_enum("distributed", "auto", ("auto", "on", "off"),
                   "Join a multi-process run with jax.distributed.initialize(). auto: when "
                   "--coordinator_address is given or SLURM / Open MPI / Cloud TPU started several "
@@ -62,15 +75,35 @@ flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_process
 
 
 class _OnlyColorganInfo(logging_std.Filter):
-  """Orbax, JAX and clu log dozens of INFO lines per checkpoint: keep INFO for colorgan's own lines."""
+  """Orbax, JAX and clu log dozens of INFO lines per checkpoint: keep INFO for colorgan's own lines.
+
+  They all log through absl's one logger, so the test is where the record was made: a file of the
+  colorgan package itself (not any path with a folder named colorgan in it: a clone or a virtualenv
+  under such a folder would let every library's lines through).
+  """
+  PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    return record.levelno >= logging_std.WARNING or f"{os.sep}colorgan{os.sep}" in record.pathname
+    return (record.levelno >= logging_std.WARNING
+            or os.path.abspath(record.pathname).startswith(self.PACKAGE_DIR))
 
 
 def usage_error(message: str) -> None:
-  print(f"colorgan: error: {message}", file=sys.stderr)
+  """A mistake in the command: one line, exit status 2."""
+  print(f"colorgan: error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
+
+
+def run_error(message: str) -> None:
+  """The command was right but the run cannot go on (damaged checkpoint, divergence): exit 1.
+
+  A failed orbax restore leaves coroutines that Python reports as "Exception ignored in ..." with
+  their tracebacks when they are collected at exit: the line above already says what went wrong,
+  so those reports are not printed.
+  """
+  print(f"colorgan: error: {message}", file=sys.stderr, flush=True)
+  sys.unraisablehook = lambda unraisable: None
+  sys.exit(1)
 
 
 def _one_line(error: Exception) -> str:
@@ -101,7 +134,7 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 def _with_saved_config(argv: list[str]) -> list[str]:
   """evaluate/colorize without --config: the run's own config, so --config.KEY overrides apply."""
   mode = _flag_value(argv, "mode")
-  if mode not in ("evaluate", "colorize") or _flag_value(argv, "config") is not None:
+  if mode not in ("evaluate", "colorize", "export") or _flag_value(argv, "config") is not None:
     return argv
   workdir = _flag_value(argv, "workdir")
   if not workdir:
@@ -115,6 +148,43 @@ def _with_saved_config(argv: list[str]) -> list[str]:
   return argv
 
 
+def _config_keys(config_arg: str) -> list[str]:
+  """The dotted keys of the config named by --config=FILE[:ARG] (loaded as config_flags does), or
+  [] when it cannot be loaded."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = config_arg.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("colorgan_config_for_error", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    return sorted(configuration.flatten(config))
+  except Exception:  # pylint: disable=broad-except  (only a better error message is at stake)
+    return []
+
+
+def _unknown_key_message(argv: list[str], error: Exception) -> str:
+  """One line for an override of a key the config lacks: the override, the unknown part of it, and
+  the closest keys of the config (ml_collections' own 'Did you mean' is about one level only)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  text = str(error).encode().decode("unicode_escape")  # KeyError quotes its message
+  names = re.findall(r"'([A-Za-z0-9_]+)'", text)
+  name = names[0] if names else None
+  overrides = [a.split("=")[0].removeprefix("--") for a in argv if a.startswith("--config.")]
+  override = next((o for o in overrides if name in o.split(".")), None) if name else None
+  config_arg = _config_file_arg(argv)
+  config_file = config_arg.split(":")[0]
+  if override is None:
+    return (f"--config.{name or '?'} is not a key of {config_file}; the keys are listed in that "
+            "file")
+  key = override.removeprefix("config.")
+  closest = difflib.get_close_matches(key, _config_keys(config_arg), n=3, cutoff=0.5)
+  hint = (f"; the closest keys: {', '.join(closest)}" if closest
+          else "; the keys are listed in that file")
+  return f"--{override}: {name!r} is not a key of {config_file} (no config.{key}){hint}"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a config or flag mistake reported in one line (exit 2)."""
   argv = _with_saved_config(argv)
@@ -126,10 +196,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     usage_error(_one_line(e) + " (see --helpfull; config keys are listed in the config file)")
   except (AttributeError, KeyError) as e:
     # ml_collections raises these for an override of a key the config does not have.
-    key = str(e).strip("\"'").split("'")[0]
-    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
-    usage_error(f"{overrides[0] if overrides else '--config.' + key}: {key!r} is not a key of "
-                f"{_config_file_arg(argv)}; the keys are listed in that file")
+    usage_error(_unknown_key_message(argv, e))
   except Exception as e:  # pylint: disable=broad-except
     usage_error(f"--config={_config_file_arg(argv)}: {type(e).__name__}: {_one_line(e)}")
   return []
@@ -178,16 +245,21 @@ def summary(config) -> dict:
       "discriminator_logits_shape": list(logits.shape[1:3]),
       "image_size": size,
       "unet_num_downs": configuration.generator_depth(config),
+      "fast_layers": models.use_fast_layers(config),  # config.model.fast_layers on this backend
+      "backend": jax.default_backend(),
   }
 
 
 def evaluate_mode(config, workdir: str) -> str:
   """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line."""
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import evaluate  # pylint: disable=g-import-not-at-top
   try:
     result = evaluate.evaluate_checkpoint(config, workdir, FLAGS.step)
   except FileNotFoundError as e:  # no checkpoint (at that step)
     usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except checkpointing.RestoreError as e:
+    run_error(str(e))
   except ValueError as e:  # an eval batch the devices cannot split, an empty eval split
     usage_error(_one_line(e))
   return evaluate.to_json(result)
@@ -199,6 +271,7 @@ def colorize_mode(config, workdir: str) -> int:
     usage_error("--input is required for --mode=colorize: a photo, a folder or a glob (repeatable)")
   if not FLAGS.output_dir:
     usage_error("--output_dir is required for --mode=colorize, e.g. --output_dir=colorized")
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import colorize  # pylint: disable=g-import-not-at-top
   try:
     work = colorize.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format)
@@ -209,10 +282,59 @@ def colorize_mode(config, workdir: str) -> int:
                                                    batch_size=config.eval_batch_size)
   except FileNotFoundError as e:
     usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except checkpointing.RestoreError as e:
+    run_error(str(e))
   except ValueError as e:  # --colorize_size
     usage_error(_one_line(e))
   failures = colorizer.run(work)
   return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def claim_workdir(workdir: str):
+  """Process 0 holds the workdir for the run (colorgan.workdir.claim); every process learns whether
+  it could, so that a refused multi-process run stops everywhere in one line instead of hanging."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with contextlib.ExitStack() as stack:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lib.claim(workdir))
+      except workdir_lib.WorkdirError as e:
+        error = str(e)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+      if refused and error is None:
+        error = f"--workdir={workdir} could not be claimed by process 0: see its log"
+    if error:
+      usage_error(error)
+    yield
+
+
+def export_mode(workdir: str) -> None:
+  """--mode=export: the colorize function in --format at --output, its JSON beside it."""
+  if not FLAGS.format:
+    usage_error("--format is required for --mode=export: savedmodel, tflite, onnx or stablehlo")
+  if not FLAGS.output:
+    usage_error(f"--output is required for --mode=export, e.g. --output=colorize.{FLAGS.format}")
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
+  from colorgan import export  # pylint: disable=g-import-not-at-top
+  try:
+    fixed = export.parse_export_size(FLAGS.export_size)
+    inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
+    export.export(inference.config, inference.g_variables, step=inference.step, fmt=FLAGS.format,
+                  output=FLAGS.output, size=FLAGS.colorize_size, fixed=fixed)
+  except FileNotFoundError as e:
+    usage_error(f"--workdir={FLAGS.workdir}: {_one_line(e)}")
+  except checkpointing.RestoreError as e:
+    run_error(str(e))
+  except export.ExportError as e:
+    usage_error(str(e))
+  shape = "any height and width" if fixed is None else f"{fixed[0]}x{fixed[1]} pixels"
+  print(f"exported the colorize function of step {inference.step} ({shape}) as {FLAGS.format} to "
+        f"{FLAGS.output}; contract in {FLAGS.output}.json")
 
 
 def initialize_distributed() -> None:
@@ -266,11 +388,18 @@ def main(argv: list[str]) -> None:
   logging.info("JAX process %d of %d: %d local of %d %s device(s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
+  from colorgan import models  # pylint: disable=g-import-not-at-top
+  logging.info("4x4 convolutions: %s (config.model.fast_layers=%r)",
+               "matrix products" if models.use_fast_layers(config) else "flax's nn.Conv",
+               config.model.fast_layers)
   if FLAGS.mode == "evaluate":
     print(evaluate_mode(config, workdir))
     return
   if FLAGS.mode == "colorize":
     sys.exit(colorize_mode(config, workdir))
+  if FLAGS.mode == "export":
+    export_mode(workdir)
+    return
   try:
     parallel.check_batch_size(config.batch_size, parallel.create_mesh(config))
   except configuration.ConfigError as e:
@@ -282,15 +411,15 @@ def main(argv: list[str]) -> None:
   from colorgan import preemption  # pylint: disable=g-import-not-at-top
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
   try:
-    train.train_and_evaluate(config, workdir)
+    with claim_workdir(workdir):
+      train.train_and_evaluate(config, workdir)
   except configuration.ConfigError as e:  # e.g. the workdir was trained with another config
     usage_error(str(e))
   except preemption.Preempted as e:  # SIGTERM / SIGINT: saved, resumable: a clean exit
     print(f"colorgan: {e}", flush=True)
     sys.exit(0)
   except (divergence.Diverged, checkpointing.RestoreError) as e:
-    print(f"colorgan: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(1)
+    run_error(str(e))
   logging.info("Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in "
                "%s/samples", workdir, workdir, workdir)
 

@@ -8,7 +8,7 @@ import optax
 
 
 class GanState(flax.struct.PyTreeNode):
-  """Both networks' parameters, BatchNorm statistics and optimizer states, the step and the base rng.
+  """Both networks' parameters and optimizer states, G's BatchNorm statistics, the step, the base rng.
 
   The per-step randomness is `jax.random.fold_in(rng, step)`: `rng` itself never changes, so a resumed
   run draws exactly what an uninterrupted one would. The optax transforms are static (not leaves): they
@@ -22,8 +22,7 @@ class GanState(flax.struct.PyTreeNode):
   g_params: Any
   g_batch_stats: Any
   g_opt_state: optax.OptState
-  d_params: Any
-  d_batch_stats: Any
+  d_params: Any  # D keeps no BatchNorm statistics: it only ever runs in training mode
   d_opt_state: optax.OptState
   g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)

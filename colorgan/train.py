@@ -24,6 +24,7 @@ from colorgan import color
 from colorgan import configuration
 from colorgan import divergence
 from colorgan import fileio
+from colorgan import heartbeat as heartbeat_lib
 from colorgan import evaluate
 from colorgan import input_pipeline
 from colorgan import losses
@@ -81,10 +82,11 @@ def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
 
 class OptimSpec(NamedTuple):
   """How the step optimizes (config.optim, config.g_ema_decay); static in the jitted step."""
-  g_schedule: schedules.Schedule | None = None  # None: the learning rate the optimizer was built with
-  d_schedule: schedules.Schedule | None = None
-  d_steps: int = 1           # D updates per G update, on the same batch and generated ab
-  g_ema_decay: float = 0.0   # > 0: state.g_ema follows G's variables
+  g_schedule: schedules.Schedule
+  d_schedule: schedules.Schedule
+  d_steps: int               # D updates per G update, on the same batch and generated ab
+  g_ema_decay: float         # > 0: state.g_ema follows G's variables
+  g_first_update_step: int   # the train step of G's first update (after config.d_warmup_steps)
 
 
 def create_schedules(config: ml_collections.ConfigDict):
@@ -98,7 +100,7 @@ def create_schedules(config: ml_collections.ConfigDict):
 def create_optim_spec(config: ml_collections.ConfigDict) -> OptimSpec:
   g_schedule, d_schedule = create_schedules(config)
   return OptimSpec(g_schedule=g_schedule, d_schedule=d_schedule, d_steps=config.optim.d_steps,
-                   g_ema_decay=config.g_ema_decay)
+                   g_ema_decay=config.g_ema_decay, g_first_update_step=config.d_warmup_steps)
 
 
 def _adam(learning_rate, b1, b2, clip_norm):
@@ -118,13 +120,23 @@ def create_optimizers(config: ml_collections.ConfigDict):
   return make(learning_rate=cfg.g_learning_rate), make(learning_rate=cfg.d_learning_rate)
 
 
-def _with_learning_rate(opt_state, schedule: schedules.Schedule | None, step: jax.Array):
-  if schedule is None:
-    return opt_state
+def _with_learning_rate(opt_state, schedule: schedules.Schedule, step: jax.Array):
   return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": schedule(step)})
 
 
-def ema_update(ema, new, decay: float):
+def ema_decay(decay: float, num_updates: jax.Array) -> jax.Array:
+  """The decay of the EMA's update after `num_updates` earlier ones: min(decay, (1 + t) / (10 + t)).
+
+  A warmed-up average (as TensorFlow's ExponentialMovingAverage with num_updates): the EMA starts at
+  the random initialization, and with a fixed decay of 0.999 that noise would still be 55% of the
+  average after 600 steps (0.999**600). The warm-up forgets it within tens of steps (under 1e-7 of it
+  is left after 20), then the decay settles at `decay`.
+  """
+  t = jnp.asarray(num_updates, jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_update(ema, new, decay: jax.Array | float):
   """ema <- decay * ema + (1 - decay) * new, leaf by leaf."""
   return jax.tree.map(lambda e, x: decay * e + (1.0 - decay) * x, ema, new)
 
@@ -144,7 +156,7 @@ def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
       step=jnp.zeros((), jnp.int32), rng=state_rng,
       g_params=g_vars["params"], g_batch_stats=g_batch_stats,
       g_opt_state=g_tx.init(g_vars["params"]),
-      d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}),
+      d_params=d_vars["params"],
       d_opt_state=d_tx.init(d_vars["params"]),
       g_tx=g_tx, d_tx=d_tx,
       g_ema=({"params": g_vars["params"], "batch_stats": g_batch_stats}
@@ -152,7 +164,7 @@ def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
 
 
 def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Module,
-               discriminator: nn.Module, loss: LossSpec, optim: OptimSpec = OptimSpec(),
+               discriminator: nn.Module, loss: LossSpec, optim: OptimSpec,
                train_g: bool = True, skip_nonfinite: bool = False) -> tuple[GanState, Any]:
   """One joint update: the discriminator on (real, generated), then the generator through the new D.
 
@@ -183,41 +195,41 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
 
   fake_ab, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
 
-  def discriminate(d_params, batch_stats, ab):
-    logits, updates = discriminator.apply(
-        {"params": d_params, "batch_stats": batch_stats}, l, ab, train=True,
-        mutable=["batch_stats"])
-    return logits, updates["batch_stats"]
+  def discriminate(d_params, ab):
+    # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
+    # BatchNorm running averages would never be read, so they are not kept (flax creates them for
+    # the call, mutable, and they are dropped).
+    logits, _ = discriminator.apply({"params": d_params}, l, ab, train=True,
+                                    mutable=["batch_stats"])
+    return logits
 
   # ---- discriminator step(s). Fake and real pass separately (BatchNorm sees each batch on its own),
   # as in pix2pix.
-  d_params, d_batch_stats, d_opt_state = state.d_params, state.d_batch_stats, state.d_opt_state
+  d_params, d_opt_state = state.d_params, state.d_opt_state
   if loss.gan is not None:
-    def d_loss_fn(d_params, batch_stats, rng):
-      fake_logits, stats = discriminate(d_params, batch_stats, jax.lax.stop_gradient(fake_ab))
-      real_logits, stats = discriminate(d_params, stats, real_ab)
+    def d_loss_fn(d_params, rng):
+      fake_logits = discriminate(d_params, jax.lax.stop_gradient(fake_ab))
+      real_logits = discriminate(d_params, real_ab)
       adv = loss.gan.discriminator(real_logits=real_logits, fake_logits=fake_logits)
-      penalty = loss.penalty(lambda ab: discriminate(d_params, stats, ab)[0], real_ab=real_ab,
+      penalty = loss.penalty(lambda ab: discriminate(d_params, ab), real_ab=real_ab,
                              fake_ab=jax.lax.stop_gradient(fake_ab), rng=rng)
       aux = dict(d_adv=adv, d_penalty=penalty, d_real_logit=jnp.mean(real_logits),
                  d_fake_logit=jnp.mean(fake_logits))
-      return adv + loss.penalty_weight * penalty, (stats, aux)
+      return adv + loss.penalty_weight * penalty, aux
 
-    def d_update(d_params, batch_stats, opt_state, rng):
-      (d_loss, (batch_stats, aux)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-          d_params, batch_stats, rng)
+    def d_update(d_params, opt_state, rng):
+      (d_loss, aux), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params, rng)
       updates, opt_state = state.d_tx.update(grads, opt_state, d_params)
-      return optax.apply_updates(d_params, updates), batch_stats, opt_state, dict(
-          d_loss=d_loss, d_grad_norm=optax.tree.norm(grads), **aux)
+      return optax.apply_updates(d_params, updates), opt_state, dict(
+          d_loss=d_loss, d_grad_norm=divergence.grad_norm(grads), **aux)
 
     d_opt_state = _with_learning_rate(d_opt_state, optim.d_schedule, state.step)
-    d_params, d_batch_stats, d_opt_state, d_metrics = d_update(
-        d_params, d_batch_stats, d_opt_state, penalty_rng)
+    d_params, d_opt_state, d_metrics = d_update(d_params, d_opt_state, penalty_rng)
     if optim.d_steps > 1:  # a loop, not an unrolled body: compile time stays that of one D step
-      d_params, d_batch_stats, d_opt_state, d_metrics = jax.lax.fori_loop(
+      d_params, d_opt_state, d_metrics = jax.lax.fori_loop(
           1, optim.d_steps,
-          lambda i, carry: d_update(*carry[:3], jax.random.fold_in(penalty_rng, i)),
-          (d_params, d_batch_stats, d_opt_state, d_metrics))
+          lambda i, carry: d_update(*carry[:2], jax.random.fold_in(penalty_rng, i)),
+          (d_params, d_opt_state, d_metrics))
     metrics.update(d_metrics)
 
   # ---- generator step, through the updated discriminator.
@@ -226,9 +238,7 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
     aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
     if loss.gan is None:
       return aux["g_recon_weighted"], aux
-    # D runs in training mode as in pix2pix; its BatchNorm statistics from this pass are dropped: D
-    # is only ever used in training mode, so its running averages are never read.
-    fake_logits, _ = discriminate(d_params, d_batch_stats, fake_ab)
+    fake_logits = discriminate(d_params, fake_ab)
     adv = loss.gan.generator(fake_logits=fake_logits)
     aux.update(g_adv=adv, g_adv_weighted=loss.gan_weight * adv)
     return aux["g_adv_weighted"] + aux["g_recon_weighted"], aux
@@ -242,8 +252,9 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
     g_params = optax.apply_updates(state.g_params, g_updates)
     if optim.g_ema_decay > 0:
       g_ema = ema_update(g_ema, {"params": g_params, "batch_stats": g_batch_stats},
-                         optim.g_ema_decay)
-    metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads), **g_aux)
+                         ema_decay(optim.g_ema_decay,
+                                   jnp.maximum(state.step - optim.g_first_update_step, 0)))
+    metrics.update(g_loss=g_loss, g_grad_norm=divergence.grad_norm(g_grads), **g_aux)
   else:  # D warm-up: G is frozen, its running statistics included; report how it reconstructs.
     g_batch_stats = state.g_batch_stats
     recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
@@ -252,12 +263,12 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
   new_state = state.replace(
       step=state.step + 1,
       g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state, g_ema=g_ema,
-      d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
+      d_params=d_params, d_opt_state=d_opt_state)
   metrics["ab_l1_lab"] = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
   # The finite flag (every loss term and gradient norm) is computed on device every step and read by
   # the loop only where it syncs anyway. "skip" selects the old state on device (the step still
   # advances); "stop" does not pay for that select: the loop stops before the broken state is saved.
-  finite = jnp.all(jnp.stack([jnp.isfinite(v) for k, v in metrics.items() if k != "nonfinite"]))
+  finite = divergence.all_finite({k: v for k, v in metrics.items() if k != "nonfinite"})
   if skip_nonfinite:
     new_state = divergence.keep_if_finite(finite, new_state, state.replace(step=new_state.step))
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
@@ -399,119 +410,160 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   discriminator = models.create_discriminator(config)
   source = source or input_pipeline.create_source(config)  # benchmarks pass their own
 
-  with jax.set_mesh(mesh), preemption.StopRequest() as stop:
+  with (jax.set_mesh(mesh), preemption.StopRequest() as stop,
+        heartbeat_lib.Heartbeat(total_steps=config.total_steps) as heartbeat):
     manager = checkpointing.create_manager(workdir, config)
+    writer, latest, stopped_at = None, None, None
     try:
       checkpointing.check_config_change(manager, config)  # before anything else in workdir changes
-    except configuration.ConfigError:
-      manager.close()
-      raise
-    state = init_train_state(config, generator, discriminator, mesh)
-    restored = checkpointing.restore_latest(manager, state)
-    data_position = None
-    if restored is not None:
-      state = restored
-      data_position = checkpointing.restore_data_position(manager, int(state.step), config)
-      logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
-    else:
-      state = warm_start.apply(config, state, mesh)
-    start_step = int(state.step)
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-    if is_chief:
-      fileio.write_text(os.path.join(workdir, "config.json"),
-                        config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-      reproducibility.write_record(workdir, config, start_step=start_step)
-    if start_step == 0:
-      writer.write_hparams(configuration.flatten(config))
-
-    step_fn = make_train_step(config, generator, discriminator, mesh)
-    d_warmup_fn = (make_train_step(config, generator, discriminator, mesh, train_g=False)
-                   if config.d_warmup_steps > start_step else None)
-    # Replicated in and out: every process computes the grid (a collective), the chief writes it.
-    colorize_fn = jax.jit(functools.partial(colorize_batch, generator),
-                          out_shardings=parallel.replicated(mesh))
-    sample_images = parallel.replicate(mesh, input_pipeline.load_eval_images(
-        config, source.eval, config.num_samples))
-    evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval)
-                 if config.eval_every_steps else None)
-    # One program per merge and per read, not one per metric and operation: eager operations on
-    # global arrays are where a 2-process CPU run deadlocked (see evaluate.accumulate_step).
-    merge_metrics = jax.jit(lambda total, new: total.merge(new), donate_argnums=0,
-                            out_shardings=parallel.replicated(mesh))
-    compute_metrics = jax.jit(lambda metrics: metrics.compute(),
-                              out_shardings=parallel.replicated(mesh))
-
-    # The stream continues where the checkpoint left it: examples, not steps, in case the batch
-    # size changed (allow_config_change).
-    data_start = (start_step if data_position is None
-                  else checkpointing.data_start_batch(data_position, config.batch_size))
-    rows = parallel.process_batch_rows(mesh, config.batch_size)
-    train_ds = input_pipeline.create_train_dataset(config, source.train, rows=rows,
-                                                   start_step=data_start)
-    train_iter = iter(train_ds.as_numpy_iterator())
-
-    report_progress = periodic_actions.ReportProgress(
-        num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps)
-    logging.info("Training %d -> %d steps on %d device(s), %d process(es); global batch %d",
-                 start_step, config.total_steps, jax.device_count(), jax.process_count(),
-                 config.batch_size)
-    interval_metrics, interval_start, interval_start_step = None, time.time(), start_step
-    last_scalars, stopped_at = None, None
-    try:
-      for step in range(start_step + 1, config.total_steps + 1):
-        batch = parallel.global_batch(mesh, next(train_iter))
-        train_fn = d_warmup_fn if step <= config.d_warmup_steps else step_fn
-        state, step_metrics = train_fn(state, batch)
-        interval_metrics = (step_metrics if interval_metrics is None
-                            else merge_metrics(interval_metrics, step_metrics))
-        report_progress(step)
-        stopping = stop.requested(step)
-        saving = stopping or step == config.total_steps or manager.should_save(step)
-        logging_now = step % config.log_every_steps == 0 or step == config.total_steps
-        sampling = len(sample_images) and (step % config.sample_every_steps == 0
-                                           or step == config.total_steps)
-        if saving or logging_now or sampling:
-          _check_finite(interval_metrics, config, manager, step)
-
-        if logging_now:
-          scalars = {k: float(v) for k, v in compute_metrics(interval_metrics).items()}
-          scalars["steps_per_sec"] = (step - interval_start_step) / (time.time() - interval_start)
-          scalars.update(learning_rates(config, step))
-          writer.write_scalars(step, scalars)
-          eta_min = (config.total_steps - step) / scalars["steps_per_sec"] / 60
-          logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
-                       _format_metrics(scalars), scalars["steps_per_sec"], eta_min)
-          interval_metrics, interval_start, interval_start_step = None, time.time(), step
-          last_scalars = scalars
-
-        if sampling:
-          grid = sample_grid(*jax.device_get(colorize_fn(*inference_variables(state),
-                                                         sample_images)))
-          if is_chief:
-            path = write_samples(workdir, step, grid, writer)
-            logging.info("Wrote samples %s", path)
-
-        eval_result = None
-        if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
-          eval_result = evaluate.evaluate_and_record(
-              evaluator, dict(zip(("params", "batch_stats"), inference_variables(state))), step,
-              workdir, writer)
-
-        if saving:
-          examples = (data_start + step - start_step) * config.batch_size
-          checkpointing.save(
-              manager, step, state, config, force=True,
-              data=checkpointing.DataPosition(examples, config.batch_size, config.seed),
-              metrics=checkpoint_ranking(last_scalars if logging_now else None, eval_result))
-        if stopping:
-          stopped_at = step
-          break
+      heartbeat.set_activity("initializing the networks")
+      state = init_train_state(config, generator, discriminator, mesh)
+      heartbeat.set_activity("restoring the latest checkpoint")
+      restored = checkpointing.restore_latest(manager, state)
+      data_position = None
+      if restored is not None:
+        state = restored
+        data_position = checkpointing.restore_data_position(manager, int(state.step), config)
+        logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
+      else:
+        state = warm_start.apply(config, state, mesh)
+      start_step = int(state.step)
+      writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+      if is_chief:
+        fileio.write_text(os.path.join(workdir, "config.json"),
+                          config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        reproducibility.write_record(workdir, config, start_step=start_step)
+      if start_step == 0:
+        writer.write_hparams(configuration.flatten(config))
+      state, stopped_at = _train_loop(
+          config, workdir, state, start_step, data_position, source=source, generator=generator,
+          discriminator=discriminator, mesh=mesh, manager=manager, writer=writer, stop=stop,
+          heartbeat=heartbeat)
     finally:
-      manager.wait_until_finished()  # a save in flight commits (a good state: it was checked)
+      # Closed on any exit, an error at start included: a manager left open makes orbax's shutdown
+      # print pages of event-loop tracebacks under the one-line error.
+      with heartbeat.activity("waiting for the last checkpoint to be written"):
+        manager.wait_until_finished()  # a save in flight commits (a good state: it was checked)
       latest = manager.latest_step()
       manager.close()
-      writer.flush()
+      if writer is not None:
+        writer.flush()
   if stopped_at is not None:
     raise preemption.Preempted(f"stopped by {stop.signal_name} at step {stopped_at}: saved "
                                f"{manager.directory}/{latest}; rerun the same command to resume")
   return state
+
+
+class _LoopEnd(NamedTuple):
+  state: GanState
+  step: int | None  # the step a stop request ended the loop at; None: it ran to total_steps
+
+
+def _train_loop(config: ml_collections.ConfigDict, workdir: str, state: GanState, start_step: int,
+                data_position: checkpointing.DataPosition | None, *, source: input_pipeline.Source,
+                generator: nn.Module, discriminator: nn.Module, mesh: jax.sharding.Mesh,
+                manager, writer, stop: preemption.StopRequest,
+                heartbeat: heartbeat_lib.Heartbeat) -> _LoopEnd:
+  """Steps start_step + 1 .. total_steps: logs, samples, evaluations and checkpoints on schedule."""
+  is_chief = jax.process_index() == 0
+  heartbeat.set_activity("compiling the train step")
+  step_fn = make_train_step(config, generator, discriminator, mesh)
+  d_warmup_fn = (make_train_step(config, generator, discriminator, mesh, train_g=False)
+                 if config.d_warmup_steps > start_step else None)
+  # Replicated in and out: every process computes the grid (a collective), the chief writes it.
+  colorize_fn = jax.jit(functools.partial(colorize_batch, generator),
+                        out_shardings=parallel.replicated(mesh))
+  sample_images = parallel.replicate(mesh, input_pipeline.load_eval_images(
+      config, source.eval, config.num_samples))
+  evaluator = (evaluate.Evaluator(config, generator, mesh, source.eval)
+               if config.eval_every_steps else None)
+  # One program per merge and per read, not one per metric and operation: eager operations on
+  # global arrays are where a 2-process CPU run deadlocked (see evaluate.accumulate_step).
+  merge_metrics = jax.jit(lambda total, new: total.merge(new), donate_argnums=0,
+                          out_shardings=parallel.replicated(mesh))
+  compute_metrics = jax.jit(lambda metrics: metrics.compute(),
+                            out_shardings=parallel.replicated(mesh))
+
+  # The stream continues where the checkpoint left it: examples, not steps, in case the batch
+  # size changed (allow_config_change).
+  data_start = (start_step if data_position is None
+                else checkpointing.data_start_batch(data_position, config.batch_size))
+  rows = parallel.process_batch_rows(mesh, config.batch_size)
+  train_iter = iter(input_pipeline.create_train_dataset(
+      config, source.train, rows=rows, start_step=data_start).as_numpy_iterator())
+
+  # clu writes steps_per_sec to TensorBoard; the loop's own rate is for its log line only.
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps)
+  logging.info("Training %d -> %d steps on %d device(s), %d process(es); global batch %d",
+               start_step, config.total_steps, jax.device_count(), jax.process_count(),
+               config.batch_size)
+  interval_metrics, interval_start, interval_start_step = None, time.time(), start_step
+  last_scalars = None
+  for step in range(start_step + 1, config.total_steps + 1):
+    heartbeat.step = step
+    batch = parallel.global_batch(mesh, next(train_iter))
+    train_fn = d_warmup_fn if step <= config.d_warmup_steps else step_fn
+    state, step_metrics = train_fn(state, batch)
+    if step == start_step + 1:
+      jax.block_until_ready(step_metrics)  # once: the first step's time is mostly compilation
+      logging.info("step %d done in %.1f s (compiling the train step included)", step,
+                   time.time() - interval_start)
+      heartbeat.set_activity("training")
+    interval_metrics = (step_metrics if interval_metrics is None
+                        else merge_metrics(interval_metrics, step_metrics))
+    report_progress(step)
+    stopping = stop.requested(step)
+    last = stopping or step == config.total_steps
+    if last:
+      # No batch is needed any more. The pipeline's destructor waits for the images its threads
+      # are decoding ahead (seconds on a busy machine): drop it now, while the device still runs
+      # this step, and say so when it is slow.
+      closing = time.time()
+      with heartbeat.activity("stopping the input pipeline (its threads finish the images in "
+                              "flight)"):
+        train_iter = None
+      if time.time() - closing > 2:
+        logging.info("The input pipeline took %.1f s to stop", time.time() - closing)
+    saving = last or manager.should_save(step)
+    logging_now = step % config.log_every_steps == 0 or step == config.total_steps
+    sampling = len(sample_images) and (step % config.sample_every_steps == 0
+                                       or step == config.total_steps)
+    if saving or logging_now or sampling:
+      _check_finite(interval_metrics, config, manager, step)
+
+    if logging_now:
+      scalars = {k: float(v) for k, v in compute_metrics(interval_metrics).items()}
+      scalars.update(learning_rates(config, step))
+      writer.write_scalars(step, scalars)
+      steps_per_sec = (step - interval_start_step) / (time.time() - interval_start)
+      eta_min = (config.total_steps - step) / steps_per_sec / 60
+      logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
+                   _format_metrics(scalars), steps_per_sec, eta_min)
+      interval_metrics, interval_start, interval_start_step = None, time.time(), step
+      last_scalars = scalars
+
+    if sampling:
+      with heartbeat.activity("drawing the sample grid"):
+        grid = sample_grid(*jax.device_get(colorize_fn(*inference_variables(state),
+                                                       sample_images)))
+      if is_chief:
+        path = write_samples(workdir, step, grid, writer)
+        logging.info("Wrote samples %s", path)
+
+    eval_result = None
+    if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
+      with heartbeat.activity(f"evaluating on {evaluator.num_images} photos"):
+        eval_result = evaluate.evaluate_and_record(
+            evaluator, dict(zip(("params", "batch_stats"), inference_variables(state))), step,
+            workdir, writer)
+
+    if saving:
+      examples = (data_start + step - start_step) * config.batch_size
+      checkpointing.save(
+          manager, step, state, config, force=True,
+          data=checkpointing.DataPosition(examples, config.batch_size, config.seed),
+          metrics=checkpoint_ranking(last_scalars if logging_now else None, eval_result))
+    if stopping:
+      return _LoopEnd(state, step)
+  return _LoopEnd(state, None)

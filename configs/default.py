@@ -67,8 +67,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.d_layers = 3                # PatchGAN n_layers: 70x70 receptive field
   # U-Net and PatchGAN convolutions as matrix products (models/layers.py): same parameters and
   # outputs as flax's nn.Conv/nn.ConvTranspose (False: those, the reference), several times faster
-  # on XLA:CPU.
-  config.model.fast_layers = True
+  # on XLA:CPU. "auto": True on CPU, False on GPU and TPU (their own convolutions need no im2col
+  # copies). Checkpoints move freely between the two (a free key when resuming). Typed `object` so
+  # that it takes "auto", True or False (also --config.model.fast_layers=False).
+  config.model.fast_layers = config_dict.FieldReference("auto", field_type=object)
   config.model.resnet_depth = 18           # resnet_unet: ResNet-18 or -34 encoder
   config.model.ab_bound = 1.0              # resnet_unet: ab = ab_bound * tanh(.), in (0, 1]
   config.model.init_from = ""              # resnet_unet: encoder weights from a .npz or an orbax

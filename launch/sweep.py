@@ -169,7 +169,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 
 
 def last_eval(workdir: str) -> tuple[int, dict[str, float]] | None:
-  """(step, metrics) of the newest eval/step_<N>.json, nested keys joined by '.'; None if none."""
+  """(step, metrics) of the newest eval/step_<N>.json, nested keys joined by '.'; None if none.
+
+  The file's own "step" is the returned step, not a metric (the table has a step column already).
+  """
   files = []
   for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
     match = re.fullmatch(r"step_(\d+)\.json", os.path.basename(path))
@@ -178,7 +181,9 @@ def last_eval(workdir: str) -> tuple[int, dict[str, float]] | None:
   for step, path in sorted(files, reverse=True):
     try:
       with open(path) as f:
-        return step, _flatten(json.load(f))
+        metrics = _flatten(json.load(f))
+      metrics.pop("step", None)
+      return step, metrics
     except (OSError, ValueError):
       continue  # a file being written: the previous one will do
   return None

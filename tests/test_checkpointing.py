@@ -85,8 +85,8 @@ def runs(tmp_path_factory):
 def test_resume_is_bit_identical_to_an_uninterrupted_run(runs):
   a, b, uninterrupted, first, resumed = runs
   assert int(first.step) == N and int(resumed.step) == int(uninterrupted.step) == 2 * N
-  for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_batch_stats",
-               "d_opt_state", "step", "rng"):
+  for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_opt_state", "step",
+               "rng"):
     x, y = _leaves(getattr(uninterrupted, name)), _leaves(getattr(resumed, name))
     assert len(x) == len(y) > 0
     assert all(np.array_equal(u, v) for u, v in zip(x, y)), f"{name} differs after resuming"
@@ -180,6 +180,66 @@ def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(tmp
   manager.close()
 
 
+def test_a_checkpoint_with_the_discriminators_old_batchnorm_statistics_resumes(runs, tmp_path):
+  # Checkpoints written before D's unused BatchNorm statistics were dropped from GanState hold a
+  # `d_batch_stats` entry beside the other fields: the same on-disk tree as this dict.
+  _, b, _, _, resumed = runs
+  config = _config(total_steps=2 * N)
+  fields = {name: getattr(resumed, name) for name in resumed.__dataclass_fields__
+            if name not in ("g_tx", "d_tx")}
+  old_d_stats = {"bn1": {"mean": jnp.ones(16), "var": jnp.full(16, 2.0)}}
+  manager = checkpointing.create_manager(str(tmp_path), config)
+  checkpointing.save(manager, 2 * N, {**fields, "d_batch_stats": old_d_stats}, config, force=True)
+  manager.wait_until_finished()
+  restored = checkpointing.restore_latest(manager, resumed)
+  manager.close()
+  assert not hasattr(restored, "d_batch_stats")
+  for x, y in zip(_leaves(restored), _leaves(resumed)):
+    np.testing.assert_array_equal(x, y)
+  assert checkpointing.restore_for_inference(str(tmp_path)).step == 2 * N
+  # A checkpoint that lacks a leaf of today's state is still refused, in one line.
+  manager = checkpointing.create_manager(str(tmp_path / "short"), config)
+  checkpointing.save(manager, 1, {k: v for k, v in fields.items() if k != "d_opt_state"}, config,
+                     force=True)
+  manager.wait_until_finished()
+  with pytest.raises(checkpointing.RestoreError, match="cannot be restored"):
+    checkpointing.restore_latest(manager, resumed)
+  manager.close()
+
+
+def test_a_run_moves_between_the_layer_paths_without_allow_config_change(runs, tmp_path):
+  """model.fast_layers is free: what CPU saved ("auto": the matrix products) resumes on flax's
+  convolutions (a GPU's "auto"), from the same parameters to the same next step, and back."""
+  _, b, _, _, saved = runs  # 2N steps with the default "auto"
+  assert _config().model.fast_layers == "auto" and models.use_fast_layers(_config())
+  flax_dir, fast_dir = str(tmp_path / "flax"), str(tmp_path / "fast")
+  shutil.copytree(b, flax_dir)
+  shutil.copytree(b, fast_dir)
+  # No evaluation or sample grid at the end: only the step matters here (both keys are free too).
+  quiet = dict(eval_every_steps=0, num_samples=0)
+  restored = train.train_and_evaluate(
+      _config(total_steps=2 * N, **quiet, **{"model.fast_layers": False}), flax_dir)
+  assert int(restored.step) == 2 * N
+  for name in ("g_params", "g_batch_stats", "d_params", "g_opt_state"):
+    assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(restored, name)),
+                                                    _leaves(getattr(saved, name)))), name
+
+  one_step = {fast: train.train_and_evaluate(
+      _config(total_steps=2 * N + 1, **quiet, **{"model.fast_layers": fast}), workdir)
+              for fast, workdir in ((False, flax_dir), (True, fast_dir))}
+  lr = _config().optim.g_learning_rate
+  for name in ("g_params", "d_params"):
+    before = _leaves(getattr(saved, name))
+    flax_moves = [x - u for x, u in zip(_leaves(getattr(one_step[False], name)), before)]
+    fast_moves = [x - u for x, u in zip(_leaves(getattr(one_step[True], name)), before)]
+    diff = np.concatenate([np.ravel(f - r) for f, r in zip(fast_moves, flax_moves)])
+    assert np.abs(np.concatenate([np.ravel(m) for m in flax_moves])).mean() > 0.1 * lr, name
+    assert np.abs(diff).mean() < 1e-3 * lr, name  # the same step, up to float rounding
+  # And back: the flax run's checkpoint continues on the matrix products.
+  back = train.train_and_evaluate(_config(total_steps=2 * N + 2, **quiet), flax_dir)
+  assert int(back.step) == 2 * N + 2 and _steps(flax_dir)[-1] == 2 * N + 2
+
+
 def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, tmp_path):
   _, b, *_ = runs
   workdir = str(tmp_path / "damaged")
@@ -193,6 +253,41 @@ def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, 
   message = str(e.value)
   assert "\n" not in message and message.startswith(f"{workdir}/checkpoints/{2 * N} cannot be")
   assert f"move it out of {workdir}/checkpoints to resume from step {N}" in message
+
+  # Evaluate and colorize, with the whole state folder gone: one line naming the step before it.
+  shutil.rmtree(state_dir)
+  for mode in ("evaluate", "colorize"):
+    result = _main(f"--mode={mode}", f"--workdir={workdir}", f"--input={REPO}/README.md",
+                   f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"{workdir}/checkpoints/{2 * N} cannot be read" in errors[0]
+    assert f"pass --step={N} to use the step before it" in errors[0]
+    assert "Traceback" not in result.stderr
+  assert _main("--mode=evaluate", f"--workdir={workdir}", f"--step={N}").returncode == 0
+
+
+def test_a_change_the_state_cannot_follow_exits_in_one_line(runs, tmp_path):
+  # allow_config_change lets a width change through the config check; the restore then fails.
+  _, b, *_ = runs
+  workdir = str(tmp_path / "wider")
+  shutil.copytree(b, workdir)
+  result = _main("--config=configs/default.py:smoke", f"--workdir={workdir}",
+                 "--config.model.g_base_features=16", "--config.allow_config_change=True",
+                 f"--config.total_steps={3 * N}")
+  assert result.returncode == 1, result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
+  assert len(errors) == 1 and "cannot be restored into the state this config builds" in errors[0]
+  assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr, (
+      result.stderr)
+
+
+def _main(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
+  return subprocess.run([sys.executable, "-m", "colorgan.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
 
 
 def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_path):
@@ -221,8 +316,7 @@ def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_
   config.nan_policy = "skip"
   skipped = train.train_and_evaluate(config, workdir)
   assert int(skipped.step) == 3 * N
-  for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_batch_stats",
-               "d_opt_state"):
+  for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_opt_state"):
     assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(skipped, name)),
                                                     _leaves(getattr(resumed, name)))), name
   assert _steps(workdir)[-1] == 3 * N

@@ -131,6 +131,42 @@ def test_jpg_output_and_a_glob(colorizer, photos, tmp_path):
   assert error.mean() <= 0.5 and np.percentile(error, 99) <= 2  # JPEG at quality 95
 
 
+def test_rerunning_into_the_input_folder_does_not_colorize_earlier_outputs(colorizer, tmp_path):
+  folder = tmp_path / "album"
+  os.makedirs(folder)
+  Image.fromarray(skimage.data.chelsea()[::4, ::4]).save(folder / "cat.jpg")
+  Image.fromarray(skimage.data.coffee()[::4, ::4]).save(folder / "cup.jpg")
+  for _ in range(3):  # JPEG inputs, PNG outputs beside them: every rerun finds the same work
+    work = colorize.plan([str(folder)], str(folder))
+    assert [os.path.basename(job.output) for job in work.jobs] == ["cat.png", "cup.png"]
+    assert colorizer.run(work) == 0
+  assert sorted(os.listdir(folder)) == ["cat.jpg", "cat.png", "cup.jpg", "cup.png"]
+  assert work.earlier_outputs == 2
+  assert colorize.is_colorgan_output(str(folder / "cat.png"))
+  assert not colorize.is_colorgan_output(str(folder / "cat.jpg"))
+  elsewhere = colorize.plan([str(folder)], str(tmp_path / "jpg"), "jpg")
+  assert colorizer.run(elsewhere) == 0
+  assert colorize.is_colorgan_output(str(tmp_path / "jpg" / "cat.jpg"))  # the EXIF Software tag
+  with pytest.raises(colorize.PlanError, match="no file found but 1 colorgan output"):
+    colorize.plan([str(folder / "cat.png")], str(tmp_path / "again"))
+
+
+def test_an_animation_is_colorized_from_its_first_frame_with_a_note(colorizer, tmp_path, capsys):
+  frames = [Image.fromarray(skimage.data.chelsea()[::4, ::4]),
+            Image.fromarray(skimage.data.coffee()[::4, ::4]).resize((113, 75))]
+  frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+  assert colorizer.run(colorize.plan([str(tmp_path / "anim.gif")], str(tmp_path / "out"))) == 0
+  err = capsys.readouterr().err
+  assert f"colorgan: {tmp_path / 'anim.gif'}: 2 frames (an animation or several pages): only the " \
+         "first one is colorized" in err
+  first = np.asarray(frames[0].convert("RGB")) / 255.0
+  output = np.asarray(Image.open(tmp_path / "out" / "anim.png"))
+  assert output.shape[:2] == first.shape[:2]
+  # GIF's palette quantizes the frame: the output's L follows the decoded first frame.
+  decoded = np.asarray(Image.open(tmp_path / "anim.gif").convert("RGB")) / 255.0
+  assert _lightness_error(decoded, output).mean() <= 0.5
+
+
 def test_colorize_size_must_suit_the_unet(workdir):
   with pytest.raises(ValueError, match="--colorize_size=48 must be a multiple of 32"):
     colorize.Colorizer.from_checkpoint(workdir, size=48)

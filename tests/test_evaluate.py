@@ -117,6 +117,21 @@ def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
     assert json.load(f)["num_images"] == 6
 
 
+def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypatch, caplog):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(run[1], workdir, ignore=shutil.ignore_patterns("eval", "events.*"))
+  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  def read_only(*args, **kwargs):
+    raise OSError(30, "Read-only file system")
+  monkeypatch.setattr(workdir_lib, "open", read_only, raising=False)
+  config = tiny_config(eval_batch_size=4, num_eval_images=6)
+  result = evaluate.evaluate_checkpoint(config, workdir)
+  assert result["num_images"] == 6 and result["model"]["psnr"] > 5
+  assert not os.path.exists(os.path.join(workdir, "eval"))
+  assert "cannot be written: Read-only file system" in caplog.text
+
+
 def test_json_has_no_infinities():
   line = evaluate.to_json({"step": 1, "model": {"psnr": float("inf")}})
   assert json.loads(line) == {"step": 1, "model": {"psnr": None}}

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from colorgan import configuration
 from colorgan import models
 from colorgan import parallel
 from colorgan import train
@@ -268,6 +269,32 @@ def _config(fast, **overrides):
   return tiny_config(**{"model.fast_layers": fast, **overrides})
 
 
+def test_auto_is_the_matrix_products_on_cpu_and_flax_convolutions_on_gpu_and_tpu():
+  assert tiny_config().model.fast_layers == "auto"  # the default
+  assert jax.default_backend() == "cpu"
+  auto = _config("auto")
+  assert models.use_fast_layers(auto) is True  # this backend
+  assert [models.use_fast_layers(auto, b) for b in ("cpu", "gpu", "tpu")] == [True, False, False]
+  for value in (True, False):  # an explicit value holds on every backend
+    assert {models.use_fast_layers(_config(value), b) for b in ("cpu", "gpu", "tpu")} == {value}
+  # Both networks are built with the resolved value (the ResNet U-Net has flax's layers only).
+  for backend, fast in ((None, True), ("cpu", True), ("gpu", False), ("tpu", False)):
+    assert models.create_generator(auto, backend).fast_layers is fast
+    assert models.create_discriminator(auto, backend).fast_layers is fast
+  assert models.create_generator(_config(True, **{"model.generator": "resnet_unet"}), "cpu")
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, None, ""])
+def test_other_fast_layers_values_are_one_line_errors(value):
+  config = _config(value)
+  with pytest.raises(configuration.ConfigError) as e:
+    configuration.validate(config)
+  assert str(e.value) == (f"config.model.fast_layers={value!r} is not known: choose auto (matrix "
+                          "products on CPU, flax's convolutions on GPU/TPU), True or False")
+  for good in ("auto", True, False):
+    configuration.validate(_config(good))
+
+
 @pytest.mark.parametrize("size, g_params, d_params", [
     (256, 54_409_858, 2_765_633),  # pix2pix unet_256 and the 70x70 PatchGAN
     (32, None, None),              # the tiny config: the same count on both paths
@@ -383,8 +410,7 @@ def test_train_step_matches_the_flax_path():
   assert set(fast_metrics) == set(train.METRIC_NAMES)
   for name, value in ref_metrics.items():
     np.testing.assert_allclose(fast_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
-  for name in ("g_batch_stats", "d_batch_stats"):
-    _assert_trees_close(getattr(fast_state, name), getattr(ref_state, name))
+  _assert_trees_close(fast_state.g_batch_stats, ref_state.g_batch_stats)
   # Adam's first step moves each weight by about lr * sign(gradient): compare the moves, to a small
   # fraction of the learning rate (a near-zero gradient may round to either sign).
   for name, lr in (("g_params", config.optim.g_learning_rate),

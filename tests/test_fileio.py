@@ -20,3 +20,19 @@ def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_error(tmp_pat
   assert os.listdir(target.parent) == ["out.json"]  # no temporary left behind
   fileio.write_text(str(target), "second")
   assert target.read_text() == "second" and os.listdir(target.parent) == ["out.json"]
+
+
+def test_a_folder_replaces_a_folder_whole(tmp_path):
+  target = tmp_path / "saved_model"
+  target.mkdir()
+  (target / "old.pb").write_text("old")
+  with fileio.atomic_path(str(target)) as tmp:
+    os.makedirs(os.path.join(tmp, "variables"))
+    open(os.path.join(tmp, "new.pb"), "w").write("new")
+  assert sorted(os.listdir(target)) == ["new.pb", "variables"]
+  with pytest.raises(RuntimeError):
+    with fileio.atomic_path(str(target)) as tmp:
+      os.makedirs(tmp)
+      raise RuntimeError("the export failed")
+  assert sorted(os.listdir(target)) == ["new.pb", "variables"]  # the last whole one stays
+  assert sorted(os.listdir(tmp_path)) == ["saved_model"]  # no temporary left behind

@@ -24,6 +24,16 @@ def test_summary_of_the_default_config():
   assert summary["discriminator_params"] == 2_765_633
   assert summary["discriminator_logits_shape"] == [30, 30]
   assert "Total: 54,409,858" in result.stdout
+  # fast_layers="auto" resolved on this backend: the matrix products on CPU.
+  assert summary["backend"] == "cpu" and summary["fast_layers"] is True
+
+
+def test_summary_names_the_layers_a_command_line_value_gives():
+  result = _run("--config=configs/default.py:smoke", "--config.model.fast_layers=False",
+                "--mode=summary")
+  assert result.returncode == 0, result.stderr
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["fast_layers"] is False and summary["backend"] == "cpu"
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -31,6 +41,13 @@ def test_summary_of_the_default_config():
      "--config.no_such_key: 'no_such_key' is not a key of configs/default.py"),
     (["--config=configs/default.py", "--config.model.nope=3", "--mode=summary"],
      "--config.model.nope: 'nope' is not a key"),
+    # Misspellings, where ml_collections adds its own "Did you mean" to the error it raises.
+    (["--config=configs/default.py", "--config.batch_sise=8", "--mode=summary"],
+     "--config.batch_sise: 'batch_sise' is not a key of configs/default.py (no "
+     "config.batch_sise); the closest keys: batch_size"),
+    (["--config=configs/quickstart.py", "--config.lose.gan=lsgan", "--mode=summary"],
+     "--config.lose.gan: 'lose' is not a key of configs/quickstart.py (no config.lose.gan); the "
+     "closest keys: loss.gan"),
     (["--config=configs/default.py", "--config.batch_size=many", "--mode=summary"],
      "--config.batch_size=many"),
     (["--config=configs/default.py", "--config.loss.gan=wgan", "--mode=summary"],
@@ -39,6 +56,8 @@ def test_summary_of_the_default_config():
      "config.image_size=100 must be a power of two"),
     (["--config=configs/default.py", "--config.optim.b1=1.5", "--mode=summary"],
      "config.optim.b1=1.5 must be in [0, 1)"),
+    (["--config=configs/default.py", "--config.model.fast_layers=yes", "--mode=summary"],
+     "config.model.fast_layers='yes' is not known: choose auto"),
     (["--config=configs/default.py"], "--workdir is required"),
     (["--config=configs/missing.py", "--mode=summary"], "--config=configs/missing.py: no such file"),
     (["--config=configs/default.py:bogus", "--mode=summary"],

@@ -84,11 +84,13 @@ def test_table_prefers_the_newest_evaluation_and_falls_back_to_training_scalars(
 
   rows = sweep.results(runs)
   assert rows[0] == dict(point="gan=vanilla", step=100, source="eval", metrics={
-      "step": 100.0, "model.psnr": 22.5, "model.colorfulness": 31.0, "baseline.psnr": 21.0})
+      "model.psnr": 22.5, "model.colorfulness": 31.0, "baseline.psnr": 21.0})
   assert rows[1]["step"] == 50 and rows[1]["source"] == "train"
   assert rows[1]["metrics"] == pytest.approx({"ab_l1_lab": 7.25, "g_adv": 0.7})
   assert rows[2] == dict(point="gan=hinge", step=None, source="-", metrics={})
 
+  header = sweep.format_table(rows).splitlines()[0]  # every column found: "step" only once
+  assert [c.strip() for c in header.strip("|").split("|")].count("step") == 1, header
   table = sweep.format_table(rows, ["model.psnr", "ab_l1_lab"]).splitlines()
   assert len(table) == 5
   assert [c.strip() for c in table[0].strip("|").split("|")] == [

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -9,39 +10,66 @@ from colorgan.models.patchgan import PatchGAN
 from colorgan.models.resnet_unet import ResNetUNet
 from colorgan.models.unet import UNetGenerator
 
+FAST_LAYERS = ("auto", True, False)  # the values config.model.fast_layers takes
+
 
 def unet_num_downs(image_size: int) -> int:
   """U-Net depth for an image size: log2(size), so the bottleneck is 1x1 (unet_256 -> 8)."""
   return int(round(math.log2(image_size)))
 
 
-def _unet(config: ml_collections.ConfigDict, dtype):
+def use_fast_layers(config: ml_collections.ConfigDict, backend: str | None = None) -> bool:
+  """config.model.fast_layers resolved: whether the 4x4 convs are matrix products (models/layers.py).
+
+  "auto" picks them on CPU only: they exist because XLA:CPU's convolutions are slow, and they copy
+  each input up to 16 times (im2col), which cuDNN's and XLA:TPU's own convolutions do not need.
+
+  Args:
+    config: a validated config.
+    backend: "cpu", "gpu" or "tpu"; None: jax.default_backend() (this starts the backend).
+  """
+  value = config.model.fast_layers
+  if value == "auto":
+    return (backend or jax.default_backend()) == "cpu"
+  return bool(value)
+
+
+def _unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   return UNetGenerator(
       num_downs=config.model.num_downs or unet_num_downs(config.image_size),
       base_features=config.model.g_base_features,
       dropout_rate=config.model.dropout_rate,
-      dtype=dtype, fast_layers=config.model.fast_layers)
+      dtype=dtype, fast_layers=fast_layers)
 
 
-def _resnet_unet(config: ml_collections.ConfigDict, dtype):
+def _resnet_unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
+  del fast_layers  # flax's layers throughout
   return ResNetUNet(depth=config.model.resnet_depth, width=config.model.g_base_features,
                     ab_bound=config.model.ab_bound, dtype=dtype)
 
 
+# name -> (config, dtype, fast_layers) -> module; fast_layers is use_fast_layers(config) resolved.
 GENERATORS = {"unet": _unet, "resnet_unet": _resnet_unet}
 
 
-def _patchgan(config: ml_collections.ConfigDict, dtype):
+def _patchgan(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   return PatchGAN(base_features=config.model.d_base_features, n_layers=config.model.d_layers,
-                  dtype=dtype, fast_layers=config.model.fast_layers)
+                  dtype=dtype, fast_layers=fast_layers)
 
 
 DISCRIMINATORS = {"patchgan": _patchgan}
 
 
-def create_generator(config: ml_collections.ConfigDict):
-  return GENERATORS[config.model.generator](config, jnp.dtype(config.compute_dtype))
+def create_generator(config: ml_collections.ConfigDict, backend: str | None = None, *,
+                     fast_layers: bool | None = None):
+  """The config's generator; `backend` as use_fast_layers (None: the default backend), unless
+  `fast_layers` says which layers to use."""
+  if fast_layers is None:
+    fast_layers = use_fast_layers(config, backend)
+  return GENERATORS[config.model.generator](config, jnp.dtype(config.compute_dtype), fast_layers)
 
 
-def create_discriminator(config: ml_collections.ConfigDict):
-  return DISCRIMINATORS[config.model.discriminator](config, jnp.dtype(config.compute_dtype))
+def create_discriminator(config: ml_collections.ConfigDict, backend: str | None = None):
+  """The config's discriminator; `backend` as use_fast_layers (None: the default backend)."""
+  return DISCRIMINATORS[config.model.discriminator](config, jnp.dtype(config.compute_dtype),
+                                                    use_fast_layers(config, backend))

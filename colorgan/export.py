@@ -1,0 +1,363 @@
+"""Export the whole colorize function, photo in, photo out (`--mode=export`).
+
+What is exported is `--mode=colorize`'s computation (colorize.py) for one photo, written in jax.numpy
+so that it traces with a dynamic height and width:
+  uint8 [H, W, 3] (gray replicated, or RGB whose color is discarded) -> uint8 RGB [H, W, 3].
+Each Pillow BILINEAR resize (antialiased when shrinking) is two matrix products whose weights are
+built from iotas and the traced sizes, the mirror padding is index arithmetic, the generator runs in
+inference mode (running BatchNorm statistics, no dropout; the EMA when the run kept one), and the
+photo's own full-resolution L is joined with the upsampled ab, out-of-gamut chroma reduced by
+bisection, as colorize.compose does.
+
+Formats (`FORMATS`): savedmodel (jax2tf, serving signature), tflite (converted from that SavedModel),
+onnx (colorgan/onnx_export.py, from the jaxpr) and stablehlo (jax.export, serialized). Each export
+writes `<output>.json` beside it: the config, checkpoint step, format and input/output contract.
+"""
+
+import json
+import os
+import shutil
+import warnings
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from colorgan import color
+from colorgan import colorize
+from colorgan import configuration
+from colorgan import fileio
+from colorgan import models
+
+FORMATS = ("savedmodel", "tflite", "onnx", "stablehlo")
+# What `pip install` brings a format's converter (the `export` extra has them all).
+EXTRA = "pip install -e '.[export]'"
+INPUT_NAME, OUTPUT_NAME = "image", "colorized"
+ONNX_OPSET = 18
+
+
+class ExportError(Exception):
+  """A format or output that cannot be exported; the message names it and the fix."""
+
+
+# ----------------------------------------------------------------------------- the function
+def content_size(height, width, size: int, squash: bool):
+  """colorize.content_size on traced int32 sizes: (h, w) of the photo inside size x size.
+
+  round(n * size / long) with Python's round-half-to-even, in exact integer arithmetic.
+  """
+  if squash:
+    return jnp.int32(size), jnp.int32(size)
+  longest = jnp.maximum(height, width)
+
+  def scaled(n):
+    numerator = n * size
+    quotient, remainder = numerator // longest, numerator % longest
+    up = (2 * remainder > longest) | ((2 * remainder == longest) & (quotient % 2 == 1))
+    return jnp.clip(quotient + up.astype(jnp.int32), 1, size)
+
+  return scaled(height), scaled(width)
+
+
+def mirror(index, n):
+  """np.pad(mode="symmetric") as indices: position `index` of the padded axis reads `n`'s entry."""
+  period = index % (2 * n)
+  return jnp.where(period < n, period, 2 * n - 1 - period)
+
+
+def bilinear_weights(out_index, out_count, in_count, in_extent: int):
+  """Pillow's BILINEAR resize of one axis (in_count -> out_count samples) as a matrix.
+
+  Pillow's filter: output o reads the inputs i around center = (o + 0.5) * in_count / out_count
+  with the triangle weight max(0, 1 - |i + 0.5 - center| / max(1, scale)), normalized to sum 1
+  (so shrinking averages, i.e. antialiases).
+
+  Args:
+    out_index: int32 [n]: the output positions wanted (any order; mirror() for padding).
+    out_count: int32 scalar: the resize's output size.
+    in_count: int32 scalar: the input's size; columns at and past it get weight 0.
+    in_extent: the length of the input axis the matrix multiplies (>= in_count).
+
+  Returns:
+    float32 [n, in_extent]: resized = weights @ input.
+  """
+  scale = in_count.astype(jnp.float32) / out_count.astype(jnp.float32)
+  support = jnp.maximum(scale, 1.0)
+  center = (out_index.astype(jnp.float32) + 0.5) * scale
+  inputs = jnp.arange(in_extent, dtype=jnp.int32)
+  distance = (inputs.astype(jnp.float32)[None, :] + 0.5 - center[:, None]) / support
+  weights = jnp.where(inputs[None, :] < in_count, jnp.maximum(0.0, 1.0 - jnp.abs(distance)), 0.0)
+  return weights / jnp.sum(weights, axis=1, keepdims=True)
+
+
+def _in_gamut(linear_rgb):
+  tolerance = colorize._GAMUT_TOLERANCE  # pylint: disable=protected-access  (one definition)
+  return ((jnp.min(linear_rgb, axis=-1) >= -tolerance)
+          & (jnp.max(linear_rgb, axis=-1) <= 1 + tolerance))
+
+
+def compose(l, a, b):
+  """colorize.compose: L, a, b [H, W] (Lab units) -> uint8 sRGB [H, W, 3] keeping L and hue.
+
+  Every pixel runs the chroma bisection (a traced program has no data-dependent subset); in-gamut
+  pixels keep their color.
+  """
+  lab = lambda s: jnp.stack([l, a * s, b * s], axis=-1)  # noqa: E731
+  linear = color.lab_to_linear_rgb(lab(1.0))
+  lo, hi = jnp.zeros_like(l), jnp.ones_like(l)  # in gamut / out of gamut
+  for _ in range(colorize._GAMUT_BISECTIONS):  # pylint: disable=protected-access
+    mid = 0.5 * (lo + hi)
+    fits = _in_gamut(color.lab_to_linear_rgb(lab(mid)))
+    lo, hi = jnp.where(fits, mid, lo), jnp.where(fits, hi, mid)
+  linear = jnp.where(_in_gamut(linear)[..., None], linear, color.lab_to_linear_rgb(lab(lo)))
+  srgb = color.linear_to_srgb(jnp.clip(linear, 0.0, 1.0))
+  return jnp.round(srgb * 255.0).astype(jnp.uint8)
+
+
+def colorize_image(apply_generator: Callable, rgb, *, size: int, squash: bool):
+  """--mode=colorize's result for one photo, traceable with a dynamic height and width.
+
+  Args:
+    apply_generator: model-scale L [1, size, size, 1] -> model-scale ab [1, size, size, 2].
+    rgb: uint8 [H, W, 3]; its color is discarded.
+    size: the generator's input size.
+    squash: data.resize_mode == "resize": the photo squashed to size x size, not padded.
+
+  Returns:
+    uint8 [H, W, 3]: the colorized photo, with rgb's own lightness.
+  """
+  height, width = rgb.shape[0], rgb.shape[1]
+  h_in, w_in = jnp.asarray(height, jnp.int32), jnp.asarray(width, jnp.int32)
+  l = jnp.unstack(color.rgb_to_lab(rgb.astype(jnp.float32) / 255.0), axis=-1)[0]  # [H, W]
+  h, w = content_size(h_in, w_in, size, squash)
+  # colorize.model_input: resize to (h, w), then mirror-pad to size x size (Pillow: rows first).
+  positions = jnp.arange(size, dtype=jnp.int32)
+  down_x = bilinear_weights(mirror(positions, w), w, w_in, width)  # [size, W]
+  down_y = bilinear_weights(mirror(positions, h), h, h_in, height)  # [size, H]
+  small = down_y @ (l @ down_x.T)  # [size, size]
+  ab = apply_generator(color.scale_l(small)[None, :, :, None])[0]  # [size, size, 2]
+  # colorize.upsample_ab: the photo's (h, w) corner of ab, resized to (H, W).
+  up_x = bilinear_weights(jnp.arange(width, dtype=jnp.int32), w_in, w, size)  # [W, size]
+  up_y = bilinear_weights(jnp.arange(height, dtype=jnp.int32), h_in, h, size)  # [H, size]
+  a, b = (up_y @ (channel @ up_x.T) for channel in jnp.unstack(color.unscale_ab(ab), axis=-1))
+  return compose(l, a, b)
+
+
+def inference_generator(config: ml_collections.ConfigDict):
+  """The run's generator for export: plain convolutions (the fast_layers matmul formulation has the
+  same parameters and outputs, and its im2col reshapes would only obscure the exported graph)."""
+  return models.create_generator(config, fast_layers=False)
+
+
+def colorize_function(config: ml_collections.ConfigDict, g_variables: dict,
+                      size: int | None = None) -> Callable:
+  """uint8 [H, W, 3] -> uint8 [H, W, 3] with the weights as constants (what is exported)."""
+  size = size or config.image_size
+  generator = inference_generator(config)
+  g_variables = jax.device_get(g_variables)
+  apply = lambda l: generator.apply(g_variables, l, train=False)  # noqa: E731
+  squash = config.data.resize_mode == "resize"
+  return lambda rgb: colorize_image(apply, rgb, size=size, squash=squash)
+
+
+# ----------------------------------------------------------------------------- the formats
+def parse_export_size(text: str | None) -> tuple[int, int] | None:
+  """--export_size: None (dynamic), "N" (N x N) or "HxW" -> (height, width).
+
+  Raises:
+    ExportError: not of that form, or a side < 1.
+  """
+  if not text:
+    return None
+  parts = text.lower().split("x")
+  try:
+    height, width = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+  except ValueError:
+    height = width = 0
+  if len(parts) > 2 or height < 1 or width < 1:
+    raise ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, "
+                      "e.g. 768x1024")
+  return height, width
+
+
+def input_shape(fixed: tuple[int, int] | None) -> str:
+  """The input's shape in jax.export's syntax: symbolic height and width unless fixed."""
+  return "height, width, 3" if fixed is None else f"{fixed[0]}, {fixed[1]}, 3"
+
+
+def _export_stablehlo(fn: Callable, shape: str, path: str) -> None:
+  from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+  spec = jax.ShapeDtypeStruct(jax_export.symbolic_shape(shape), jnp.uint8)
+  exported = jax_export.export(jax.jit(fn), platforms=("cpu", "cuda", "tpu"))(spec)
+  with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    f.write(exported.serialize())
+
+
+def _saved_model(fn: Callable, shape: str, path: str, platforms: Sequence[str]) -> None:
+  """jax2tf: a tf.Module whose serving signature maps {"image": uint8} to {"colorized": uint8}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  dims = [None if d.strip() in ("height", "width") else int(d) for d in shape.split(",")]
+  converted = jax2tf.convert(fn, polymorphic_shapes=[f"({shape})"],
+                             native_serialization_platforms=tuple(platforms))
+  module = tf.Module()
+  module.colorize = tf.function(
+      lambda image: {OUTPUT_NAME: converted(image)}, autograph=False,
+      input_signature=[tf.TensorSpec(dims, tf.uint8, name=INPUT_NAME)])
+  tf.saved_model.save(module, path, signatures={"serving_default": module.colorize})
+
+
+def _export_savedmodel(fn: Callable, shape: str, path: str) -> None:
+  with fileio.atomic_path(path) as tmp:
+    _saved_model(fn, shape, tmp, ("cpu", "cuda", "tpu"))
+
+
+def _export_tflite(fn: Callable, shape: str, path: str) -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with fileio.atomic_path(path) as tmp:
+    # The TFLite converter lowers the SavedModel's StableHLO to TFLite ops; it takes one platform.
+    _saved_model(fn, shape, tmp + ".savedmodel", ("cpu",))
+    try:
+      flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp + ".savedmodel").convert()
+    except Exception as e:  # pylint: disable=broad-except  (the converter raises many kinds)
+      lines = [line for line in str(e).splitlines() if "error" in line.lower()] or [str(e)]
+      hint = " (or try a fixed --export_size=HxW)" if "height" in shape else ""
+      raise ExportError(f"--format=tflite: the TFLite converter cannot take this model: "
+                        f"{' '.join(lines[0].split())[:300]}{hint}") from e
+    finally:
+      shutil.rmtree(tmp + ".savedmodel", ignore_errors=True)
+    with open(tmp, "wb") as f:
+      f.write(flatbuffer)
+
+
+def _export_onnx(fn: Callable, shape: str, path: str) -> None:
+  try:
+    from colorgan import onnx_export  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ExportError(f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}") from e
+  model = onnx_export.to_onnx(fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+                              opset=ONNX_OPSET)
+  with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    f.write(model.SerializeToString())
+
+
+_WRITERS = {"savedmodel": _export_savedmodel, "tflite": _export_tflite, "onnx": _export_onnx,
+            "stablehlo": _export_stablehlo}
+_HOW_TO_RUN = {
+    "savedmodel": "tf.saved_model.load(path).signatures['serving_default'](image=rgb)['colorized']",
+    "tflite": "tf.lite.Interpreter(model_path=path): resize_tensor_input(0, [H, W, 3]), "
+              "allocate_tensors, set_tensor, invoke, get_tensor",
+    "onnx": "onnxruntime.InferenceSession(path).run(['colorized'], {'image': rgb})[0]",
+    "stablehlo": "jax.export.deserialize(open(path, 'rb').read()).call(rgb)",
+}
+
+
+def contract(fmt: str, size: int, squash: bool, fixed: tuple[int, int] | None) -> dict:
+  """The input/output contract written into the JSON beside an export."""
+  shape = ["height", "width", 3] if fixed is None else [fixed[0], fixed[1], 3]
+  return {
+      "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": shape,
+                "meaning": "sRGB photo; gray replicated into 3 channels, or RGB whose color is "
+                           "discarded (only its CIE L is used)"},
+      "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": shape,
+                 "meaning": "the colorized sRGB photo: the input's own full-resolution L, the "
+                            "generator's ab upsampled bilinearly, out-of-gamut chroma reduced"},
+      "dynamic_shape": fixed is None,
+      "model_size": size,
+      "resize": "squash to model_size x model_size" if squash else
+                "long side to model_size, mirror-padded to a square",
+      "run": _HOW_TO_RUN[fmt],
+  }
+
+
+def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, fmt: str,
+           output: str, size: int | None = None, fixed: tuple[int, int] | None = None) -> dict:
+  """Writes the colorize function in `fmt` to `output` and its JSON to `output + ".json"`.
+
+  Args:
+    config: the run's config; g_variables: its generator's {"params", "batch_stats"}; step: the
+      checkpoint's step (recorded).
+    fmt: one of FORMATS.
+    output: the file (or, for savedmodel, the folder) to write; replaced atomically.
+    size: the generator's input size (default config.image_size).
+    fixed: (height, width) of a fixed-size export; None: any height and width.
+
+  Returns:
+    The JSON written beside the export.
+
+  Raises:
+    ExportError: an unknown format, a size the U-Net cannot take, a missing extra, or an output
+      that is in the way; the message names the fix.
+  """
+  if fmt not in FORMATS:
+    raise ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
+  size = size or config.image_size
+  multiple = 2 ** configuration.generator_depth(config)
+  if size < multiple or size % multiple:
+    raise ExportError(f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net depth "
+                      f"of this run): use {max(multiple, size // multiple * multiple)}")
+  if fmt == "savedmodel" and os.path.exists(output) and not os.path.isdir(output):
+    raise ExportError(f"--output={output} is a file: a SavedModel is a folder, name another path")
+  if fmt != "savedmodel" and os.path.isdir(output):
+    raise ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
+  fn = colorize_function(config, g_variables, size)
+  _WRITERS[fmt](fn, input_shape(fixed), output)
+  info = {"format": fmt, "step": step, "contract": contract(fmt, size, config.data.resize_mode
+                                                          == "resize", fixed),
+          "config": config.to_dict()}
+  if fmt == "onnx":
+    info["opset"] = ONNX_OPSET
+  if fmt == "savedmodel":
+    info["signature"] = "serving_default"
+  if fmt in ("savedmodel", "stablehlo"):
+    info["platforms"] = ["cpu", "cuda", "tpu"]
+  fileio.write_text(output + ".json", json.dumps(info, indent=2) + "\n")
+  return info
+
+
+# ----------------------------------------------------------------------------- running an export
+def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
+  """An export loaded in its own runtime: uint8 [H, W, 3] -> uint8 [H, W, 3] (numpy).
+
+  savedmodel: TensorFlow; tflite: TensorFlow's TFLite interpreter; onnx: onnxruntime (a test
+  extra, or `pip install onnxruntime`); stablehlo: jax.export.deserialize.
+  """
+  if fmt == "savedmodel":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    return lambda rgb: signature(**{INPUT_NAME: tf.constant(rgb)})[OUTPUT_NAME].numpy()
+  if fmt == "tflite":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with warnings.catch_warnings():  # "use ai_edge_litert instead": TF's own interpreter still runs
+      warnings.simplefilter("ignore", UserWarning)
+      interpreter = tf.lite.Interpreter(model_path=path)
+    [source], [target] = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run_tflite(rgb):
+      if tuple(source["shape"]) != rgb.shape:
+        interpreter.resize_tensor_input(source["index"], rgb.shape)
+        interpreter.allocate_tensors()
+        source["shape"] = np.array(rgb.shape)
+      interpreter.set_tensor(source["index"], rgb)
+      interpreter.invoke()
+      return interpreter.get_tensor(target["index"])
+
+    interpreter.allocate_tensors()
+    return run_tflite
+  if fmt == "onnx":
+    try:
+      import onnxruntime  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ExportError("running an ONNX export needs onnxruntime: pip install onnxruntime") from e
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda rgb: session.run([OUTPUT_NAME], {INPUT_NAME: rgb})[0]
+  if fmt == "stablehlo":
+    from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+    with open(path, "rb") as f:
+      exported = jax_export.deserialize(bytearray(f.read()))
+    return lambda rgb: np.asarray(exported.call(rgb))
+  raise ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,167 @@
+"""python -m colorgan.serve: the page in a real browser (headless Chromium) and its Gradio API."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorgan import colorize
+from colorgan import input_pipeline
+from colorgan import train
+from tests.conftest import REPO
+from tests.conftest import tiny_config
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads nothing
+# Headless, and nothing that reaches beyond this machine.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 120_000
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("serve") / "run")
+  train.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def server(workdir, tmp_path_factory):
+  """`python -m colorgan.serve` on a free port, its temporary folders under a folder of the test."""
+  tmp = tmp_path_factory.mktemp("server_tmp")
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true", TMPDIR=str(tmp))
+  process = subprocess.Popen([sys.executable, "-m", "colorgan.serve", f"--workdir={workdir}",
+                              f"--port={port}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  url = f"http://127.0.0.1:{port}/"
+  deadline = time.time() + 240
+  while True:
+    try:
+      urllib.request.urlopen(url, timeout=5)
+      break
+    except OSError:
+      if process.poll() is not None or time.time() > deadline:
+        process.kill()
+        pytest.fail(f"the server did not start:\n{process.communicate()[0]}")
+      time.sleep(0.5)
+  yield url, tmp, process
+  if process.poll() is None:
+    process.send_signal(signal.SIGINT)
+    process.wait(60)
+
+
+def _reference(path: str) -> np.ndarray:
+  """What --mode=colorize writes for the photo (same checkpoint): PNG pixels of the host path."""
+  return np.asarray(Image.open(path))
+
+
+@pytest.fixture(scope="module")
+def expected(workdir):
+  colorizer = colorize.Colorizer.from_checkpoint(workdir, batch_size=1)
+  return lambda path: colorizer.colorize_photo(colorize.load_photo(path))
+
+
+def test_api_returns_the_colorized_png(server, expected):
+  from gradio_client import Client  # pylint: disable=g-import-not-at-top
+  from gradio_client import handle_file  # pylint: disable=g-import-not-at-top
+  url, _, _ = server
+  photo = input_pipeline.bundled_photo_paths()[6]  # china.jpg, 427 x 640
+  result = Client(url, verbose=False).predict(handle_file(photo), api_name="/colorize")
+  with Image.open(result) as image:
+    assert image.format == "PNG" and image.size == Image.open(photo).size
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), expected(photo))
+
+
+@pytest.mark.browser
+def test_the_page_in_a_browser(server, expected, tmp_path):
+  playwright = pytest.importorskip("playwright.sync_api")
+  if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+  url, server_tmp, process = server
+  photo = str(tmp_path / "upload_me.png")  # a name and pixels no example has; an odd size
+  Image.open(input_pipeline.bundled_photo_paths()[1]).resize((301, 207)).save(photo)
+  notes = tmp_path / "notes.txt"
+  notes.write_text("not a photo\n")
+  with playwright.sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    hosts = set()
+    page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
+    page.goto(url)
+    page.get_by_text("Bundled photos").wait_for(timeout=TIMEOUT_MS)  # the examples are offered
+
+    page.locator("#photo input[type=file]").set_input_files(photo)
+    result = page.locator("#colorized img")
+    result.wait_for(timeout=TIMEOUT_MS)
+    page.locator("#gray img").wait_for(timeout=TIMEOUT_MS)  # side by side with the gray input
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+      page.locator("#colorized").get_by_role("button", name="Download").click()
+    saved = tmp_path / "download"
+    download.value.save_as(saved)
+    with Image.open(saved) as image:
+      assert image.format == "PNG" and image.size == Image.open(photo).size  # full resolution
+      np.testing.assert_array_equal(np.asarray(image.convert("RGB")), expected(photo))
+    with Image.open(saved) as image:
+      gray_src = page.locator("#gray img").get_attribute("src")
+      with urllib.request.urlopen(gray_src) as response:
+        gray = np.asarray(Image.open(response).convert("RGB")).astype(np.int32)
+      assert gray.shape[:2] == image.size[::-1] and np.ptp(gray, axis=-1).max() == 0  # gray
+    screenshot = tmp_path / "serve.png"
+    page.screenshot(path=screenshot, full_page=True)
+    if os.environ.get("COLORGAN_SERVE_SCREENSHOT"):  # how docs/serve.png is made
+      shutil.copy(screenshot, os.environ["COLORGAN_SERVE_SCREENSHOT"])
+
+    # A text file: its one-line reason on the page, and the page goes on working.
+    first_src = result.get_attribute("src")
+    page.locator("#photo button[aria-label='Clear']").first.click()
+    page.locator("#photo input[type=file]").set_input_files(notes)
+    page.get_by_text("notes.txt: not an image").first.wait_for(timeout=TIMEOUT_MS)
+    page.locator("#photo button[aria-label='Clear']").first.click()
+    other = str(tmp_path / "other.jpg")
+    Image.open(input_pipeline.bundled_photo_paths()[2]).convert("RGB").save(other, quality=90)
+    page.locator("#photo input[type=file]").set_input_files(other)
+    page.wait_for_function(
+        "src => { const img = document.querySelector('#colorized img');"
+        " return img && img.src !== src; }", arg=first_src, timeout=TIMEOUT_MS)
+    with urllib.request.urlopen(result.get_attribute("src")) as response:
+      np.testing.assert_array_equal(np.asarray(Image.open(response).convert("RGB")),
+                                    expected(other))
+    browser.close()
+  assert hosts == {url.split("/")[2]}, hosts  # nothing but the page's own server
+
+  # Uploads are deleted once decoded; the server's temporary folder goes when it stops.
+  names = {"upload_me.png", "notes.txt", "other.jpg"}
+  assert not [f for _, _, fs in os.walk(server_tmp) for f in fs if f in names]
+  process.send_signal(signal.SIGINT)
+  assert process.wait(60) == 0
+  assert not os.listdir(server_tmp), os.listdir(server_tmp)
+
+
+def test_without_gradio_one_line_names_the_extra(tmp_path):
+  program = "\n".join([
+      "import importlib.util, runpy, sys",
+      "find_spec = importlib.util.find_spec",
+      "importlib.util.find_spec = lambda name, *a: None if name == 'gradio' else find_spec(name, *a)",
+      f"sys.argv = ['serve', '--workdir={tmp_path}']",
+      "runpy.run_module('colorgan.serve', run_name='__main__')",
+  ])
+  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "colorgan: error: the page needs Gradio, which is not installed: pip install -e '.[serve]'")
