@@ -7,6 +7,7 @@ from typing import Any
 import ml_collections
 
 from colorgan import losses
+from colorgan import metrics
 from colorgan import models
 from colorgan import schedules
 
@@ -120,7 +121,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(config.allow_config_change, bool):
     raise ConfigError(f"config.allow_config_change={config.allow_config_change!r} must be True or "
                       "False")
-  if config.best_checkpoint_metric and config.checkpoint_every_steps % config.log_every_steps:
+  _validate_eval(config)
+  if (config.best_checkpoint_metric and not config.best_checkpoint_metric.startswith(EVAL_PREFIX)
+      and config.checkpoint_every_steps % config.log_every_steps):
     raise ConfigError(
         f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of "
         f"log_every_steps={config.log_every_steps} with best_checkpoint_metric set: checkpoints "
@@ -146,6 +149,47 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.load_size={config.data.load_size} is smaller than "
                       f"image_size={size}: crops are taken from the short side resized to "
                       "load_size, set it >= image_size")
+
+
+# best_checkpoint_metric="eval/<name>": the model's <name> in the evaluation at the checkpoint's step.
+EVAL_PREFIX = "eval/"
+# The key that computes each feature metric in evaluation.
+_FEATURE_METRIC_KEYS = {"fid": "inception_weights", "kid": "inception_weights",
+                        "lpips": "lpips_weights"}
+
+
+def _validate_eval(config: ml_collections.ConfigDict) -> None:
+  """config.eval.* (README "Metrics") and a best_checkpoint_metric naming an eval metric."""
+  for key, what in (("inception_weights", "python -m colorgan.convert_weights inception IN.pth "
+                     "OUT.npz"),
+                    ("lpips_weights", "python -m colorgan.convert_weights lpips ALEXNET.pth "
+                     "LIN.pth OUT.npz"),
+                    ("fid_reference", "python -m colorgan.fid ... --save_stats=OUT.npz, or "
+                     "pytorch-fid's statistics")):
+    path = config.eval[key]
+    if path and not (path.endswith(".npz") and os.path.isfile(path)):
+      raise ConfigError(f"config.eval.{key}={path} is not a .npz file: make one with `{what}`, or "
+                        "set it to '' to leave the metric out")
+  if config.eval.fid_reference and not config.eval.inception_weights:
+    raise ConfigError("config.eval.fid_reference needs config.eval.inception_weights: FID compares "
+                      "Inception features")
+  name = config.best_checkpoint_metric
+  if not name.startswith(EVAL_PREFIX):
+    return
+  metric = name[len(EVAL_PREFIX):]
+  names = metrics.METRIC_NAMES + metrics.FEATURE_METRIC_NAMES
+  if metric not in names:
+    raise ConfigError(f"config.best_checkpoint_metric={name!r} is not an evaluation metric: choose "
+                      f"one of {', '.join(EVAL_PREFIX + n for n in names)} (or a training metric)")
+  key = _FEATURE_METRIC_KEYS.get(metric)
+  if key and not config.eval[key]:
+    raise ConfigError(f"config.best_checkpoint_metric={name!r} needs config.eval.{key}: without "
+                      f"it, evaluation has no {metric}")
+  if not config.eval_every_steps or config.checkpoint_every_steps % config.eval_every_steps:
+    raise ConfigError(
+        f"config.best_checkpoint_metric={name!r} ranks checkpoints by the evaluation at their "
+        f"step: config.checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple "
+        f"of eval_every_steps={config.eval_every_steps} (> 0)")
 
 
 def _validate_recipes(config: ml_collections.ConfigDict) -> None:

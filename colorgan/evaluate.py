@@ -11,6 +11,8 @@ masked out). The result is one JSON-ready dict:
    "baseline": {same keys}}
 
 written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
+With config.eval.inception_weights / lpips_weights set, "model" and "baseline" also hold "fid",
+"kid" / "lpips" (colorgan.feature_metrics), and the result names "fid_backend" and "fid_reference".
 """
 
 import dataclasses
@@ -30,6 +32,7 @@ import tqdm
 
 from colorgan import checkpointing
 from colorgan import color
+from colorgan import feature_metrics
 from colorgan import fileio
 from colorgan import input_pipeline
 from colorgan import metrics
@@ -37,7 +40,7 @@ from colorgan import models
 from colorgan import parallel
 
 EVAL_DIR = "eval"
-METRIC_NAMES = ("psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1")
+METRIC_NAMES = metrics.METRIC_NAMES
 
 
 def to_uint8(rgb: jax.Array) -> jax.Array:
@@ -45,26 +48,36 @@ def to_uint8(rgb: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-def eval_step(generator: nn.Module, g_variables: dict[str, Any],
-              batch: dict[str, jax.Array]) -> tuple[metrics.EvalMetrics, metrics.EvalMetrics]:
+def eval_step(generator: nn.Module, g_variables: dict[str, Any], batch: dict[str, jax.Array], *,
+              with_images: bool = False):
   """The metrics of one batch for the model and for the gray baseline.
 
   Args:
     generator: the generator module.
     g_variables: {"params": ..., "batch_stats": ...}, replicated.
     batch: {"image": uint8 [B, S, S, 3], "mask": bool [B]}, sharded over the data axis.
+    with_images: also return the generated and gray images (for feature_metrics).
 
   Returns:
-    (model, baseline) EvalMetrics of the unmasked rows.
+    (model, baseline) EvalMetrics of the unmasked rows; with_images: (model, baseline, generated,
+    gray), the images uint8 RGB [B, S, S, 3].
   """
   rgb = batch["image"]
+  generated, gray = eval_images_of(generator, g_variables, rgb)
+  scores = (metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]),
+            metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
+  return scores + (generated, gray) if with_images else scores
+
+
+def eval_images_of(generator: nn.Module, g_variables: dict[str, Any],
+                   rgb: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(generated, gray baseline) uint8 RGB [B, S, S, 3] of uint8 RGB photos [B, S, S, 3]."""
   l, _ = color.rgb_uint8_to_model_lab(rgb)
   # Inference mode: BatchNorm running statistics, no dropout (what colorize uses too).
   fake_ab = generator.apply(g_variables, l, train=False)
   generated = to_uint8(color.model_lab_to_rgb(l, fake_ab))
   gray = to_uint8(color.model_lab_to_rgb(l, jnp.zeros_like(fake_ab)))
-  return (metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]),
-          metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
+  return generated, gray
 
 
 def eval_images(config: ml_collections.ConfigDict,
@@ -78,15 +91,17 @@ def eval_images(config: ml_collections.ConfigDict,
 
 
 def accumulate_step(generator: nn.Module, g_variables: dict[str, Any], batch: dict[str, jax.Array],
-                    totals: tuple[metrics.EvalMetrics, metrics.EvalMetrics]
-                    ) -> tuple[metrics.EvalMetrics, metrics.EvalMetrics]:
+                    totals: tuple[metrics.EvalMetrics, metrics.EvalMetrics], *,
+                    with_images: bool = False):
   """eval_step's metrics merged into the running (model, baseline) totals, in the same program.
 
   Merging outside jit runs each addition as a program of its own on every device; in a 2-process
   CPU run those merges were where both processes stood when XLA:CPU's gloo collectives deadlocked.
+  with_images: returns (totals, generated, gray), the images as eval_step gives them.
   """
-  model, baseline = eval_step(generator, g_variables, batch)
-  return totals[0].merge(model), totals[1].merge(baseline)
+  model, baseline, *images = eval_step(generator, g_variables, batch, with_images=with_images)
+  totals = totals[0].merge(model), totals[1].merge(baseline)
+  return (totals, *images) if with_images else totals
 
 
 class Evaluator:
@@ -107,11 +122,19 @@ class Evaluator:
     self._data_config = config.copy_and_resolve_references()
     self._data_config.batch_size = config.eval_batch_size
     self._rows = parallel.process_batch_rows(mesh, config.eval_batch_size)
+    # FID, KID and LPIPS (config.eval.*): the step hands its images on to them, on the devices.
+    self.features = (feature_metrics.FeatureMetrics(config, mesh)
+                     if feature_metrics.enabled(config) else None)
+    if feature_metrics.off_message(config):
+      logging.info("%s", feature_metrics.off_message(config))
+    with_images = self.features is not None
+    totals_out = parallel.replicated(mesh)
     self._step = jax.jit(
-        functools.partial(accumulate_step, generator),
+        functools.partial(accumulate_step, generator, with_images=with_images),
         in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
                       parallel.replicated(mesh)),
-        out_shardings=parallel.replicated(mesh), donate_argnums=2)
+        out_shardings=((totals_out, parallel.batch_sharding(mesh), parallel.batch_sharding(mesh))
+                       if with_images else totals_out), donate_argnums=2)
 
   @property
   def num_batches(self) -> int:
@@ -123,15 +146,21 @@ class Evaluator:
     dataset = input_pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
     empty = metrics.EvalMetrics.empty()
     totals = jax.tree.map(lambda x: parallel.replicate(self.mesh, np.asarray(x)), (empty, empty))
+    feature_totals = self.features.start() if self.features else None
     with jax.set_mesh(self.mesh):
       for batch in tqdm.tqdm(dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
                              desc="evaluate", disable=not progress, leave=False):
-        totals = self._step(g_variables, parallel.global_batch(self.mesh, batch), totals)
+        batch = parallel.global_batch(self.mesh, batch)
+        if self.features:
+          totals, generated, gray = self._step(g_variables, batch, totals)
+          self.features.add(feature_totals, batch["image"], generated, gray, batch["mask"])
+        else:
+          totals = self._step(g_variables, batch, totals)
     # On the host from here: what is left is a few divisions, with no program over the mesh.
     model, baseline = jax.device_get(totals)
     model_values = {k: float(v) for k, v in model.compute().items()}
     baseline_values = {k: float(v) for k, v in baseline.compute().items()}
-    return {
+    result = {
         "step": int(step),
         "num_images": model.num_images(),
         "image_size": self.image_size,
@@ -139,6 +168,12 @@ class Evaluator:
         "model": {k: model_values[k] for k in METRIC_NAMES},
         "baseline": {k: baseline_values[k] for k in METRIC_NAMES},
     }
+    if self.features:
+      extra = self.features.finish(feature_totals)
+      for who in ("model", "baseline"):
+        result[who].update(extra.pop(who))
+      result.update(extra)
+    return result
 
 
 def _json_safe(value):
@@ -164,7 +199,7 @@ def record(result: dict[str, Any], workdir: str, writer=None) -> str:
   if writer is not None:
     writer.write_scalars(step, {f"eval/{who}/{name}": value
                                 for who in ("model", "baseline")
-                                for name, value in result[who].items()})
+                                for name, value in result[who].items() if value is not None})
   path = os.path.join(workdir, EVAL_DIR, f"step_{step}.json")
   fileio.write_text(path, to_json(result) + "\n")
   return path
@@ -172,7 +207,15 @@ def record(result: dict[str, Any], workdir: str, writer=None) -> str:
 
 def summary_line(result: dict[str, Any]) -> str:
   model, baseline = result["model"], result["baseline"]
-  return " ".join(f"{k}={model[k]:.4g}/{baseline[k]:.4g}" for k in METRIC_NAMES)
+  names = METRIC_NAMES + tuple(k for k in metrics.FEATURE_METRIC_NAMES if k in model)
+  number = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+  return " ".join(f"{k}={number(model[k])}/{number(baseline[k])}" for k in names)
+
+
+def ranking_metrics(result: dict[str, Any]) -> dict[str, float]:
+  """The model's metrics of an evaluation as best_checkpoint_metric names them: {"eval/fid": ...}."""
+  return {f"eval/{k}": float(v) for k, v in result["model"].items()
+          if v is not None and math.isfinite(v)}
 
 
 def evaluate_and_record(evaluator: Evaluator, g_variables: dict[str, Any], step: int,

@@ -372,6 +372,16 @@ def _check_finite(metrics, config: ml_collections.ConfigDict, manager, step: int
                             "learning rates, or --config.nan_policy=skip to skip such updates)")
 
 
+def checkpoint_ranking(scalars: dict[str, float] | None,
+                       eval_result: dict[str, Any] | None) -> dict[str, float] | None:
+  """What a checkpoint is ranked by (best_checkpoint_metric): the training scalars of the log
+  interval that ends at it, and the model's metrics ("eval/fid", ...) of the evaluation at its step."""
+  ranking = dict(scalars or {})
+  if eval_result is not None:
+    ranking.update(evaluate.ranking_metrics(eval_result))
+  return ranking or None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        source: input_pipeline.Source | None = None) -> GanState:
   """Trains to config.total_steps, resuming from the latest checkpoint in workdir if there is one.
@@ -387,10 +397,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     divergence.Diverged: a non-finite loss or gradient under nan_policy="stop" (nothing saved).
     checkpointing.RestoreError: the latest checkpoint does not fit this config or is damaged.
   """
-  if config.best_checkpoint_metric and config.best_checkpoint_metric not in METRIC_NAMES:
+  if (config.best_checkpoint_metric and config.best_checkpoint_metric not in METRIC_NAMES
+      and not config.best_checkpoint_metric.startswith(configuration.EVAL_PREFIX)):
     raise configuration.ConfigError(
         f"config.best_checkpoint_metric={config.best_checkpoint_metric!r} is not a training "
-        f"metric: choose one of {', '.join(METRIC_NAMES)}")
+        f"metric: choose one of {', '.join(METRIC_NAMES)}, or an evaluation metric (eval/fid, ...)")
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
   mesh = parallel.create_mesh(config)
@@ -540,9 +551,10 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, state: GanState
         path = write_samples(workdir, step, grid, writer)
         logging.info("Wrote samples %s", path)
 
+    eval_result = None
     if evaluator and (step % config.eval_every_steps == 0 or step == config.total_steps):
       with heartbeat.activity(f"evaluating on {evaluator.num_images} photos"):
-        evaluate.evaluate_and_record(
+        eval_result = evaluate.evaluate_and_record(
             evaluator, dict(zip(("params", "batch_stats"), inference_variables(state))), step,
             workdir, writer)
 
@@ -551,8 +563,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, state: GanState
       checkpointing.save(
           manager, step, state, config, force=True,
           data=checkpointing.DataPosition(examples, config.batch_size, config.seed),
-          # Checkpoints are ranked by the log interval that ends at them (best_checkpoint_*).
-          metrics=last_scalars if logging_now else None)
+          metrics=checkpoint_ranking(last_scalars if logging_now else None, eval_result))
     if stopping:
       return _LoopEnd(state, step)
   return _LoopEnd(state, None)

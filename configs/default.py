@@ -24,7 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
   # Besides the latest keep_checkpoints, keep the best checkpoint by this training metric (e.g.
-  # "ab_l1_lab"), averaged over the log interval ending at each save; "" keeps only the latest.
+  # "ab_l1_lab"), averaged over the log interval ending at each save, or by the model's metric in
+  # the evaluation at each save ("eval/fid", "eval/psnr", ...); "" keeps only the latest.
   config.best_checkpoint_metric = ""
   config.best_checkpoint_mode = "min"  # min | max: which end of best_checkpoint_metric is best
   config.nan_policy = "stop"  # non-finite loss or gradient: stop (nothing saved) | skip the update
@@ -35,6 +36,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 5_000  # evaluate model and gray baseline (and at the end); 0: never
   config.eval_batch_size = 16  # global batch of evaluation and of --mode=colorize
   config.num_eval_images = 0  # evaluate on the first this many eval photos; 0: all of them
+  # FID, KID and LPIPS in evaluation (README "Metrics"): reference networks as .npz files written by
+  # `python -m colorgan.convert_weights`; "" leaves that metric out.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.inception_weights = ""  # pytorch-fid's FID Inception: adds fid and kid
+  config.eval.lpips_weights = ""      # AlexNet + lpips v0.1 heads: adds lpips (vs the ground truth)
+  config.eval.fid_reference = ""      # statistics .npz (colorgan.fid --save_stats, or pytorch-fid's)
+  #                                     to compare with; "": the eval split's own ground truth
 
   # Recipes (README "Recipes").
   config.init_generator_from = ""  # a workdir (e.g. of configs/pretrain_l1.py) whose generator starts
