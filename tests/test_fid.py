@@ -32,8 +32,9 @@ SIZES = ((512, 512), (451, 300), (190, 240), (120, 96), (640, 427))
 
 
 def _cli(module: str, *args, devices: int = 1) -> subprocess.CompletedProcess:
+  # Compiling dominates a few photos: as conftest does in-process.
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-             TF_CPP_MIN_LOG_LEVEL="2")
+             TF_CPP_MIN_LOG_LEVEL="2", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600, check=False)
 
