@@ -42,13 +42,9 @@ def read_variables(path: str, expected: dict[str, Any], *, what: str) -> dict[st
     WeightsError: unreadable, not a .npz, or an array missing, extra or of another shape.
   """
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      arrays = {key: npz[key] for key in npz.files}
-  except FileNotFoundError:
-    raise WeightsError(f"{path}: no such file") from None
-  except Exception as e:  # pylint: disable=broad-except  (zipfile, numpy and OS errors)
-    raise WeightsError(f"{path} is not a readable .npz ({type(e).__name__}: "
-                       f"{' '.join(str(e).split())[:200]})") from None
+    arrays = fileio.read_npz(path)
+  except ValueError as e:
+    raise WeightsError(str(e)) from None
   want = traverse_util.flatten_dict(expected, sep="/")
   missing = sorted(set(want) - set(arrays))
   extra = sorted(set(arrays) - set(want))

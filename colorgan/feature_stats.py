@@ -114,13 +114,9 @@ def load(path: str) -> Stats:
     StatsError: no such file, not a .npz, or no mu [d] and sigma [d, d] inside.
   """
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      arrays = {key: npz[key] for key in npz.files}
-  except FileNotFoundError:
-    raise StatsError(f"{path}: no such file") from None
-  except Exception as e:  # pylint: disable=broad-except  (zipfile, numpy and OS errors)
-    raise StatsError(f"{path} is not a readable .npz ({type(e).__name__}: "
-                     f"{' '.join(str(e).split())[:200]})") from None
+    arrays = fileio.read_npz(path)
+  except ValueError as e:
+    raise StatsError(str(e)) from None
   mu, sigma = arrays.get("mu"), arrays.get("sigma")
   if mu is None or sigma is None or mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
     raise StatsError(f"{path} is not a statistics file: it needs arrays mu [d] and sigma [d, d] "

@@ -10,6 +10,8 @@ import shutil
 import threading
 from typing import Iterator
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -39,6 +41,22 @@ def atomic_path(path: str) -> Iterator[str]:
       shutil.rmtree(tmp)
     elif os.path.exists(tmp):
       os.remove(tmp)
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+  """Every array of a .npz file, read without pickles (weights and statistics files).
+
+  Raises:
+    ValueError: one line: no such file, or not a readable .npz.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      return {key: npz[key] for key in npz.files}
+  except FileNotFoundError:
+    raise ValueError(f"{path}: no such file") from None
+  except Exception as e:  # pylint: disable=broad-except  (zipfile, numpy and OS errors)
+    raise ValueError(f"{path} is not a readable .npz ({type(e).__name__}: "
+                     f"{' '.join(str(e).split())[:200]})") from None
 
 
 def write_text(path: str, text: str) -> None:

@@ -25,6 +25,11 @@ def import_torchvision():
   return torchvision
 
 
+# Before anything imports pytorch-fid, lpips or torch-fidelity (each imports torchvision), whichever
+# test runs first.
+import_torchvision()
+
+
 def pytorch_fid_inception():
   import_torchvision()
   from pytorch_fid import inception  # pylint: disable=g-import-not-at-top
