@@ -139,10 +139,10 @@ def test_only_colorgans_own_info_lines_pass_the_log_filter(tmp_path):
 
 def test_heartbeat_names_the_activity_after_a_silence(caplog):
   caplog.set_level(logging_std.INFO, logger="absl")
-  with heartbeat.Heartbeat(interval=0.3, total_steps=20) as beat:
+  with heartbeat.Heartbeat(interval=1.0, total_steps=20) as beat:
     beat.step = 7
     with beat.activity("evaluating on 8 photos"):
-      time.sleep(1.0)
+      time.sleep(2.5)
     quiet_until = len(caplog.records)
     for _ in range(10):  # a run that logs often gets no heartbeat
       beat.logged()
