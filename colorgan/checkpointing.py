@@ -69,13 +69,18 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Check
   """
   policies = ocp.checkpoint_managers
   preserve = [policies.LatestN(config.keep_checkpoints)]
+  ranking = {}
   if config.best_checkpoint_metric:
     name = config.best_checkpoint_metric
     worst = math.inf if config.best_checkpoint_mode == "min" else -math.inf
+    metric = lambda metrics: metrics.get(name, worst)  # noqa: E731
     preserve.append(policies.BestN(
-        get_metric_fn=lambda metrics: metrics.get(name, worst), n=1,
+        get_metric_fn=metric, n=1,
         reverse=config.best_checkpoint_mode == "min",  # BestN keeps the end of the sorted list
         keep_checkpoints_without_metrics=False))  # preemption saves: kept while among the latest
+    # best_fn makes orbax write each checkpoint's metrics beside it: without them on disk a resumed
+    # run's manager would not know the best checkpoint of the run before and would delete it.
+    ranking = dict(best_fn=metric, best_mode=config.best_checkpoint_mode)
   options = ocp.CheckpointManagerOptions(
       save_decision_policy=policies.AnySavePolicy([
           policies.FixedIntervalPolicy(config.checkpoint_every_steps),
@@ -83,7 +88,7 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Check
       ]),
       preservation_policy=policies.AnyPreservationPolicy(preserve),
       cleanup_tmp_directories=True,
-      create=True)
+      create=True, **ranking)
   return ocp.CheckpointManager(_directory(workdir), item_names=ITEMS, options=options)
 
 

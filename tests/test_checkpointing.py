@@ -497,6 +497,13 @@ def test_best_checkpoint_is_kept_besides_the_latest(tmp_path):
     manager.wait_until_finished()
   assert manager.all_steps() == [2, 5]  # the lowest ab_l1_lab, and the latest
   manager.close()
+  # A resumed run (a new manager) still knows which one is best: the metrics are on disk.
+  manager = checkpointing.create_manager(str(tmp_path), config)
+  for step, value in ((6, 2.0), (7, 6.0)):
+    checkpointing.save(manager, step, tree, config, metrics={"ab_l1_lab": value}, force=True)
+    manager.wait_until_finished()
+  assert manager.all_steps() == [2, 7]
+  manager.close()
   config.best_checkpoint_mode = "max"
   manager = checkpointing.create_manager(str(tmp_path / "max"), config)
   for step, value in ((1, 5.0), (2, 1.0), (3, 3.0)):
