@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from colorgan import hints
 from colorgan.models.patchgan import PatchGAN
 from colorgan.models.resnet_unet import ResNetUNet
 from colorgan.models.unet import UNetGenerator
@@ -39,19 +40,25 @@ def _unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
       num_downs=config.model.num_downs or unet_num_downs(config.image_size),
       base_features=config.model.g_base_features,
       dropout_rate=config.model.dropout_rate,
-      dtype=dtype, fast_layers=fast_layers)
+      dtype=dtype, fast_layers=fast_layers, use_hints=hints.enabled(config))
 
 
 def _resnet_unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   del fast_layers  # flax's layers throughout
   return ResNetUNet(depth=config.model.resnet_depth, width=config.model.g_base_features,
-                    ab_bound=config.model.ab_bound, dtype=dtype)
+                    ab_bound=config.model.ab_bound, dtype=dtype, use_hints=hints.enabled(config))
 
 
 # name -> (config, dtype, fast_layers) -> module; fast_layers is use_fast_layers(config) resolved.
+# A generator takes L and optional hints, `__call__(l, hints=None, *, train)`, and with
+# config.hints.enabled a hint map beside L (colorgan/hints.py; None: no hint).
 GENERATORS = {"unet": _unet, "resnet_unet": _resnet_unet}
 
 
+# The discriminator sees (L, ab) with or without hints. Hints are the real photo's own ab at a few
+# pixels: a D that saw them could tell real from generated there alone (the real one always
+# matches), a shortcut instead of judging whether the colors are plausible; the reconstruction loss
+# already ties the output to the hints. D stays the same network as in the recipe without hints.
 def _patchgan(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   return PatchGAN(base_features=config.model.d_base_features, n_layers=config.model.d_layers,
                   dtype=dtype, fast_layers=fast_layers)
