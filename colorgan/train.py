@@ -178,7 +178,7 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
   Args:
     state: the replicated GanState.
     batch: {"image": uint8 [B, H, W, 3]} RGB, sharded over the data axis.
-    hints: config.hints (None: off): the generator also sees hints simulated from the batch's own
+    hints: config.hints (None: off): both networks also see hints simulated from the batch's own
       colors (hints.simulate), drawn from the step's rng.
     skip_nonfinite: keep the networks and optimizer states when a loss or gradient is not finite
       (config.nan_policy="skip"); the step still advances.
@@ -189,7 +189,7 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
   l, real_ab = color.rgb_uint8_to_model_lab(batch["image"])
   step_rng = jax.random.fold_in(state.rng, state.step)
   g_inputs = (l,)
-  if hints is not None:  # D sees (L, ab) only: see models._patchgan
+  if hints is not None:  # G and D see them (models._patchgan)
     step_rng, hint_rng = jax.random.split(step_rng)
     g_inputs = (l, hints_lib.simulate(hint_rng, real_ab, hints))
   dropout_rng, penalty_rng = jax.random.split(step_rng)
@@ -208,7 +208,7 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
     # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
     # BatchNorm running averages would never be read, so they are not kept (flax creates them for
     # the call, mutable, and they are dropped).
-    logits, _ = discriminator.apply({"params": d_params}, l, ab, train=True,
+    logits, _ = discriminator.apply({"params": d_params}, l, ab, *g_inputs[1:], train=True,
                                     mutable=["batch_stats"])
     return logits
 

@@ -73,14 +73,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # each photo's own colors inside the jitted step. It changes the networks and the training.
   config.hints = ml_collections.ConfigDict()
   config.hints.enabled = False
-  config.hints.p = 1 / 8             # points per image ~ geometric(p) on 1, 2, ... (mean 1/p), as
-  #                                    in the paper
-  config.hints.no_hint_share = 0.25  # share of images given no hint (the automatic colorizer)
-  config.hints.max_points = 64       # the geometric draw's cap (P(> 64) is 0.02% at p = 1/8)
-  config.hints.min_patch_size = 1    # each point is a square of side uniform in [min, max] pixels
-  config.hints.max_patch_size = 9    # whose color is the photo's mean ab under it (paper: 1 to 9)
-  config.hints.center_sigma = 0.25   # locations ~ 2-D Gaussian at the center, sigma = this * side,
-  #                                    truncated to the image (paper: 1/4); 0: uniform
+  config.hints.p = 1 / 8              # points on a hinted image ~ geometric(p) on 1, 2, ...: mean 1/p
+  config.hints.no_hint_share = 1 / 8  # share of images with no hint (the automatic colorizer); with
+  #                                     p = 1/8 the paper's draw: n points with probability p(1-p)^n
+  config.hints.max_points = 64        # the geometric draw's cap (P(> 64) is 0.02% at p = 1/8)
+  config.hints.min_patch_size = 1     # each point is a square of side uniform in [min, max] pixels
+  config.hints.max_patch_size = 9     # whose color is the photo's mean ab under it (paper: 1 to 9)
+  config.hints.center_sigma = 0.25    # locations ~ 2-D Gaussian at the center, sigma = this * side,
+  #                                     truncated to the image (paper: 1/4); 0: uniform
 
   config.loss = ml_collections.ConfigDict()
   config.loss.gan = "vanilla"              # colorgan.losses.GAN_LOSSES; none: no D step (L1 only)

@@ -7,8 +7,8 @@ person gives at a few points (README "Color hints"). The argument picks the reci
   python -m colorgan.main --mode=colorize --workdir=workdirs/hq --input=photo.jpg \
     --hints=photo.json --output_dir=colorized
 
-Training draws Zhang et al.'s hints from each photo (config.hints.*: geometric(1/8) points, a
-quarter of the photos with none, centered locations, 1-9 px patches of the photo's mean color);
+Training draws Zhang et al.'s hints from each photo (config.hints.*: a geometric number of points,
+none on one photo in eight, centered locations, 1-9 px patches of the photo's mean color);
 evaluation also scores the model with 0 to 50 ground-truth points (config.eval.hint_counts).
 """
 

@@ -64,7 +64,8 @@ def test_without_hints_the_networks_are_todays_and_hints_widen_only_the_inputs()
     assert _count(models.create_discriminator(config), l, ab) == 2_765_633
     config.hints.enabled = True
     assert _count(models.create_generator(config), l) == g_params + extra
-    assert _count(models.create_discriminator(config), l, ab) == 2_765_633  # D sees no hints
+    # D is conditioned on the hints too: its first 4x4 conv takes 3 more channels.
+    assert _count(models.create_discriminator(config), l, ab) == 2_765_633 + 3 * 16 * 64
 
 
 # The traced program of one tiny train step (tests/conftest.py's tiny_config, fast_layers resolved
