@@ -3,6 +3,8 @@
   python benchmarks/quality.py --config=configs/quickstart.py \
       --train_path=../shared/data/bsds500/train --eval_path=../shared/data/bsds500/val --steps=1500
   python benchmarks/quality.py ... --config.loss.gan_weight=0   # the L1-only objective (D still trains)
+  python benchmarks/quality.py ... --config.hints.enabled=True \
+      --config.eval.hint_counts='(0,1,2,5,10,20,50)'            # color hints, scored by hint count
 
 Trains with colorgan.train.train_and_evaluate in --workdir (default: a new temporary folder), then
 scores the final generator with colorgan.evaluate on every photo of --eval_path (center crops at the
@@ -112,6 +114,8 @@ def main(argv):
       "ground_truth": result["ground_truth"],
       "model": result["model"],
       "baseline": result["baseline"],
+      "hints": config.hints.enabled,
+      **({"by_hints": result["by_hints"]} if "by_hints" in result else {}),
       "workdir": workdir,
   }))
 

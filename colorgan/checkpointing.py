@@ -42,6 +42,8 @@ FREE_KEYS = frozenset({
     "init_generator_from", "model.init_from",
     # The same parameters and function on both layer paths: a run moves between CPU and GPU/TPU.
     "model.fast_layers",
+    # Evaluation only.
+    "eval.hint_counts",
 })
 
 

@@ -40,6 +40,7 @@ from colorgan import checkpointing
 from colorgan import color
 from colorgan import configuration
 from colorgan import fileio
+from colorgan import hints as hints_lib
 from colorgan import models
 from colorgan import parallel
 
@@ -308,6 +309,14 @@ def model_input(l: np.ndarray, size: int, squash: bool) -> np.ndarray:
   return np.asarray(color.scale_l(small), np.float32)[..., None]
 
 
+def model_hints(user_hints: hints_lib.UserHints, height: int, width: int, size: int,
+                squash: bool) -> np.ndarray:
+  """A photo's hints (its pixels) -> the generator's hint map [size, size, 3], placed exactly as
+  model_input places the photo (hints.to_grid)."""
+  return hints_lib.to_grid(user_hints, (height, width), content_size(height, width, size, squash),
+                           size)
+
+
 def upsample_ab(ab: np.ndarray, height: int, width: int, squash: bool) -> np.ndarray:
   """The generator's ab [size, size, 2] (model scale) -> Lab units [height, width, 2] (bilinear)."""
   h, w = content_size(height, width, ab.shape[0], squash)
@@ -412,10 +421,17 @@ class Colorizer:
     self.squash = config.data.resize_mode == "resize"
     self.workers = workers or min(8, os.cpu_count() or 1)
     self.g_variables = g_variables
+    self.takes_hints = hints_lib.enabled(config)  # the generator was trained with color hints
     generator = models.create_generator(config)
-    self._predict = jax.jit(
-        lambda variables, l: generator.apply(variables, l, train=False),
-        in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)))
+    if self.takes_hints:  # every photo gets a hint map, empty where it has no hint: one program
+      self._predict = jax.jit(
+          lambda variables, l, hints: generator.apply(variables, l, hints, train=False),
+          in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh),
+                        parallel.batch_sharding(self.mesh)))
+    else:
+      self._predict = jax.jit(
+          lambda variables, l: generator.apply(variables, l, train=False),
+          in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)))
 
   @classmethod
   def from_checkpoint(cls, workdir: str, step: int | None = None, **kwargs) -> "Colorizer":
@@ -426,35 +442,63 @@ class Colorizer:
                                                     sharding=parallel.replicated(mesh))
     return cls(inference.config, inference.g_variables, step=inference.step, mesh=mesh, **kwargs)
 
-  def predict_ab(self, inputs: np.ndarray) -> np.ndarray:
-    """Model-scale L [n, S, S, 1] -> model-scale ab [n, S, S, 2], in fixed-size batches."""
+  def predict_ab(self, inputs: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
+    """Model-scale L [n, S, S, 1] (and hint maps [n, S, S, 3], for a generator trained with hints;
+    None: no hint) -> model-scale ab [n, S, S, 2], in fixed-size batches."""
     n = len(inputs)
-    padded = np.zeros((self.batch_size,) + inputs.shape[1:], np.float32)
-    padded[:n] = inputs
+    batch = {"l": np.zeros((self.batch_size,) + inputs.shape[1:], np.float32)}
+    batch["l"][:n] = inputs
+    if self.takes_hints:
+      batch["hints"] = np.zeros(batch["l"].shape[:-1] + (hints_lib.CHANNELS,), np.float32)
+      if hints is not None:
+        batch["hints"][:n] = hints
+    elif hints is not None:
+      raise ValueError("this generator was trained without hints (config.hints.enabled=False)")
     with jax.set_mesh(self.mesh):
-      ab = self._predict(self.g_variables, parallel.global_batch(self.mesh, {"l": padded})["l"])
+      batch = parallel.global_batch(self.mesh, batch)
+      args = (batch["l"], batch["hints"]) if self.takes_hints else (batch["l"],)
+      ab = self._predict(self.g_variables, *args)
     return np.asarray(jax.device_get(ab))[:n]
 
-  def colorize_photo(self, photo: Photo) -> np.ndarray:
-    """One decoded photo -> its colorization, uint8 RGB [H, W, 3] (the alpha is the caller's)."""
-    ab = self.predict_ab(model_input(photo.l, self.size, self.squash)[None])[0]
+  def colorize_photo(self, photo: Photo, hints: hints_lib.UserHints | None = None) -> np.ndarray:
+    """One decoded photo (and its hints, for a generator trained with them) -> its colorization,
+    uint8 RGB [H, W, 3] (the alpha is the caller's)."""
+    hint_map = (None if hints is None else
+                model_hints(hints, *photo.l.shape, self.size, self.squash)[None])
+    ab = self.predict_ab(model_input(photo.l, self.size, self.squash)[None], hint_map)[0]
     return compose(photo.l, upsample_ab(ab, *photo.l.shape, self.squash))
 
-  def _prepare(self, job: Job) -> tuple[Photo, np.ndarray]:
+  def _prepare(self, job: Job,
+               hint_file: str | None) -> tuple[Photo, np.ndarray, np.ndarray | None]:
     photo = load_photo(job.source)
-    return photo, model_input(photo.l, self.size, self.squash)
+    hint_map = None
+    if hint_file:
+      try:
+        user_hints = hints_lib.read_user_hints(hint_file, *photo.l.shape)
+      except hints_lib.HintError as e:  # the photo is not colorized without its hints
+        raise BadPhoto(str(e).removeprefix("--hints=")) from e
+      hint_map = model_hints(user_hints, *photo.l.shape, self.size, self.squash)
+    return photo, model_input(photo.l, self.size, self.squash), hint_map
 
   def _finish(self, job: Job, photo: Photo, ab: np.ndarray, output_format: str) -> None:
     height, width = photo.l.shape
     rgb = compose(photo.l, upsample_ab(ab, height, width, self.squash))
     save(job.output, rgb, photo.alpha, output_format)
 
-  def run(self, work: Plan) -> int:
+  def run(self, work: Plan, hint_files: dict[str, str] | None = None) -> int:
     """Colorizes every job of `work` (from `plan`); a failing file is reported in one line and skipped.
+
+    Args:
+      work: the plan.
+      hint_files: {job.source: its hint file} (hints.match_hint_files) for a generator trained with
+        hints; a photo whose hints cannot be read fails (it is not colorized without them).
 
     Returns:
       The number of photos that failed.
     """
+    hint_files = hint_files or {}
+    if hint_files and not self.takes_hints:
+      raise ValueError("this generator was trained without hints (config.hints.enabled=False)")
     jobs, output_format = work.jobs, work.output_format
     # Photos over MAX_PIXELS are rejected by load_photo; Pillow's warning about them is noise.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -476,7 +520,8 @@ class Colorizer:
       for start in range(0, len(jobs), self.batch_size):
         chunk = jobs[start:start + self.batch_size]
         prepared = []
-        for job, future in [(job, pool.submit(self._prepare, job)) for job in chunk]:
+        for job, future in [(job, pool.submit(self._prepare, job, hint_files.get(job.source)))
+                            for job in chunk]:
           try:
             prepared.append((job, *future.result()))
           except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the rest)
@@ -485,22 +530,28 @@ class Colorizer:
           if prepared[-1][1].note:
             tqdm.tqdm.write(f"colorgan: {job.source}: {prepared[-1][1].note}", file=sys.stderr)
         if prepared:
-          abs_ = self.predict_ab(np.stack([inputs for _, _, inputs in prepared]))
+          hint_maps = None
+          if self.takes_hints:
+            empty = np.zeros((self.size, self.size, hints_lib.CHANNELS), np.float32)
+            hint_maps = np.stack([empty if h is None else h for *_, h in prepared])
+          abs_ = self.predict_ab(np.stack([inputs for _, _, inputs, _ in prepared]), hint_maps)
           finishing = [(job, pool.submit(self._finish, job, photo, ab, output_format))
-                       for (job, photo, _), ab in zip(prepared, abs_)]
+                       for (job, photo, _, _), ab in zip(prepared, abs_)]
           for job, future in finishing:
             try:
               future.result()
             except Exception as e:  # pylint: disable=broad-except
               report(job, e)
-          alpha_dropped += sum(photo.alpha is not None for _, photo, _ in prepared)
+          alpha_dropped += sum(photo.alpha is not None for _, photo, _, _ in prepared)
         bar.update(len(chunk))
     if alpha_dropped and output_format == "jpg":
       logging.warning("%d photo(s) had an alpha channel, which jpg cannot hold: use "
                       "--output_format=png to keep it", alpha_dropped)
     done = len(jobs) - len(failed)
+    with_hints = (f", {len(set(hint_files) - {job.source for job in failed})} with hints"
+                  if hint_files else "")
     print(f"colorized {done} of {len(jobs)} photo(s) into {work.output_dir} (checkpoint step "
-          f"{self.step}, {self.size} px)")
+          f"{self.step}, {self.size} px{with_hints})")
     if failed:
       print(f"colorgan: {len(failed)} of {len(jobs)} photo(s) failed (named above)", file=sys.stderr)
     return len(failed)

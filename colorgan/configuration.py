@@ -131,6 +131,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "optim.g_schedule", schedules.SCHEDULES)
   _choice(config, "optim.d_schedule", schedules.SCHEDULES)
   _validate_recipes(config)
+  _validate_hints(config)
 
   size = config.image_size
   if config.model.generator == "resnet_unet":
@@ -219,3 +220,35 @@ def _validate_recipes(config: ml_collections.ConfigDict) -> None:
     if not os.path.isdir(os.path.join(start, "checkpoints")):
       raise ConfigError(f"config.init_generator_from={start} holds no checkpoints/: point it at the "
                         "workdir of a finished run (e.g. of configs/pretrain_l1.py)")
+
+
+def _validate_hints(config: ml_collections.ConfigDict) -> None:
+  """config.hints.* and config.eval.hint_counts (README "Color hints")."""
+  hints = config.hints
+  if not isinstance(hints.enabled, bool):
+    raise ConfigError(f"config.hints.enabled={hints.enabled!r} must be True or False")
+  if not isinstance(hints.p, (int, float)) or not 0 < hints.p <= 1:
+    raise ConfigError(f"config.hints.p={hints.p!r} must be in (0, 1]: the geometric distribution's "
+                      "success probability (mean 1/p points per image)")
+  if not isinstance(hints.no_hint_share, (int, float)) or not 0 <= hints.no_hint_share <= 1:
+    raise ConfigError(f"config.hints.no_hint_share={hints.no_hint_share!r} must be in [0, 1]")
+  for key in ("max_points", "min_patch_size", "max_patch_size"):
+    value = hints[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ConfigError(f"config.hints.{key}={value!r} must be a whole number >= 1")
+  if hints.min_patch_size > hints.max_patch_size:
+    raise ConfigError(f"config.hints.min_patch_size={hints.min_patch_size} is larger than "
+                      f"max_patch_size={hints.max_patch_size}")
+  if hints.max_patch_size > config.image_size:
+    raise ConfigError(f"config.hints.max_patch_size={hints.max_patch_size} is larger than "
+                      f"image_size={config.image_size}")
+  if not isinstance(hints.center_sigma, (int, float)) or hints.center_sigma < 0:
+    raise ConfigError(f"config.hints.center_sigma={hints.center_sigma!r} must be >= 0 (0: uniform "
+                      "locations)")
+  counts = config.eval.hint_counts
+  if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+    raise ConfigError(f"config.eval.hint_counts={counts!r} must be whole numbers >= 0, e.g. "
+                      "'(0,1,2,5,10,20,50)'")
+  if counts and not hints.enabled:
+    raise ConfigError(f"config.eval.hint_counts={tuple(counts)!r} needs a generator trained with "
+                      "hints (config.hints.enabled=True); this run's takes none")

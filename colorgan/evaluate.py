@@ -13,6 +13,10 @@ masked out). The result is one JSON-ready dict:
 written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
 With config.eval.inception_weights / lpips_weights set, "model" and "baseline" also hold "fid",
 "kid" / "lpips" (colorgan.feature_metrics), and the result names "fid_backend" and "fid_reference".
+A generator trained with hints is also scored with each of config.eval.hint_counts points drawn
+from the ground truth (hints.ground_truth_hints: the same points for every run): "by_hints":
+{"<n>": {the keys of "model"}} in the JSON, eval/hints_<n>/<name> in TensorBoard, and a
+PSNR-by-hints plot, WORKDIR/eval/psnr_by_hints_step_<N>.png.
 """
 
 import dataclasses
@@ -34,10 +38,12 @@ from colorgan import checkpointing
 from colorgan import color
 from colorgan import feature_metrics
 from colorgan import fileio
+from colorgan import hints as hints_lib
 from colorgan import input_pipeline
 from colorgan import metrics
 from colorgan import models
 from colorgan import parallel
+from colorgan import plot
 
 EVAL_DIR = "eval"
 METRIC_NAMES = metrics.METRIC_NAMES
@@ -104,6 +110,34 @@ def accumulate_step(generator: nn.Module, g_variables: dict[str, Any], batch: di
   return (totals, *images) if with_images else totals
 
 
+def accumulate_hint_step(generator: nn.Module, g_variables: dict[str, Any],
+                         batch: dict[str, jax.Array], batch_index: jax.Array, count: jax.Array,
+                         total: metrics.EvalMetrics, *, max_count: int) -> metrics.EvalMetrics:
+  """The model's metrics of one batch with `count` ground-truth points per photo, merged into total.
+
+  Args:
+    batch: as eval_step's, the global batch number `batch_index` of the eval split: row r holds
+      photo batch_index * B + r, whose index seeds its points.
+    count: int scalar <= max_count (static): the points of a smaller count are among a larger one's.
+  """
+  rgb = batch["image"]
+  l, real_ab = color.rgb_uint8_to_model_lab(rgb)
+  index = batch_index * rgb.shape[0] + jnp.arange(rgb.shape[0])
+  hints = hints_lib.ground_truth_hints(real_ab, index, count, max_count)
+  fake_ab = generator.apply(g_variables, l, hints, train=False)
+  generated = to_uint8(color.model_lab_to_rgb(l, fake_ab))
+  return total.merge(metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]))
+
+
+def hint_counts(config: ml_collections.ConfigDict, generator: nn.Module) -> tuple[int, ...]:
+  """config.eval.hint_counts, sorted and once each; ValueError for a generator without hints."""
+  counts = tuple(sorted(set(config.get("eval", {}).get("hint_counts", ()))))
+  if counts and not getattr(generator, "use_hints", False):
+    raise ValueError(f"config.eval.hint_counts={counts} needs a generator trained with hints "
+                     "(config.hints.enabled=True); this run's generator takes none")
+  return counts
+
+
 class Evaluator:
   """The eval step compiled once for a run; call it with generator variables, as often as needed."""
 
@@ -135,6 +169,14 @@ class Evaluator:
                       parallel.replicated(mesh)),
         out_shardings=((totals_out, parallel.batch_sharding(mesh), parallel.batch_sharding(mesh))
                        if with_images else totals_out), donate_argnums=2)
+    self.hint_counts = hint_counts(config, generator)
+    if self.hint_counts:
+      self._hint_step = jax.jit(
+          functools.partial(accumulate_hint_step, generator, max_count=max(self.hint_counts)),
+          in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
+                        parallel.replicated(mesh), parallel.replicated(mesh),
+                        parallel.replicated(mesh)),
+          out_shardings=parallel.replicated(mesh), donate_argnums=4)
 
   @property
   def num_batches(self) -> int:
@@ -173,7 +215,27 @@ class Evaluator:
       for who in ("model", "baseline"):
         result[who].update(extra.pop(who))
       result.update(extra)
+    if self.hint_counts:
+      result["by_hints"] = self.by_hints(g_variables, progress=progress)
     return result
+
+  def by_hints(self, g_variables: dict[str, Any], *,
+               progress: bool = False) -> dict[str, dict[str, float]]:
+    """{"<n>": the model's metrics with n ground-truth points per photo} for each of hint_counts."""
+    dataset = input_pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
+    replicate = lambda x: parallel.replicate(self.mesh, np.asarray(x))  # noqa: E731
+    totals = [jax.tree.map(replicate, metrics.EvalMetrics.empty()) for _ in self.hint_counts]
+    counts = [replicate(np.int32(n)) for n in self.hint_counts]
+    with jax.set_mesh(self.mesh):
+      for i, batch in enumerate(tqdm.tqdm(
+          dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
+          desc="evaluate with hints", disable=not progress, leave=False)):
+        batch, index = parallel.global_batch(self.mesh, batch), replicate(np.int32(i))
+        totals = [self._hint_step(g_variables, batch, index, count, total)
+                  for count, total in zip(counts, totals)]
+    return {str(n): {k: float(v) for k, v in jax.device_get(total).compute().items()
+                     if k in METRIC_NAMES}
+            for n, total in zip(self.hint_counts, totals)}
 
 
 def _json_safe(value):
@@ -202,6 +264,30 @@ def record(result: dict[str, Any], workdir: str, writer=None) -> str:
                                 for name, value in result[who].items() if value is not None})
   path = os.path.join(workdir, EVAL_DIR, f"step_{step}.json")
   fileio.write_text(path, to_json(result) + "\n")
+  if "by_hints" in result:
+    record_by_hints(result, workdir, writer)
+  return path
+
+
+def record_by_hints(result: dict[str, Any], workdir: str, writer=None) -> str:
+  """TensorBoard's eval/hints_<n>/<name> and the plot WORKDIR/eval/psnr_by_hints_step_<N>.png.
+
+  Returns:
+    The plot's path.
+  """
+  step, by_hints = result["step"], result["by_hints"]
+  if writer is not None:
+    writer.write_scalars(step, {f"eval/hints_{n}/{name}": value
+                                for n, values in by_hints.items()
+                                for name, value in values.items()})
+  image = plot.line_plot(
+      [int(n) for n in by_hints], [values["psnr"] for values in by_hints.values()],
+      title=f"PSNR by number of hints (step {step}, {result['num_images']} photos)",
+      x_label="ground-truth points per photo", y_label="PSNR (dB)",
+      reference=(result["baseline"]["psnr"], "gray baseline"))
+  path = os.path.join(workdir, EVAL_DIR, f"psnr_by_hints_step_{step}.png")
+  with fileio.atomic_path(path) as tmp:
+    image.save(tmp, format="PNG")
   return path
 
 
@@ -209,7 +295,11 @@ def summary_line(result: dict[str, Any]) -> str:
   model, baseline = result["model"], result["baseline"]
   names = METRIC_NAMES + tuple(k for k in metrics.FEATURE_METRIC_NAMES if k in model)
   number = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-  return " ".join(f"{k}={number(model[k])}/{number(baseline[k])}" for k in names)
+  line = " ".join(f"{k}={number(model[k])}/{number(baseline[k])}" for k in names)
+  if "by_hints" in result:
+    line += "; psnr by hints: " + " ".join(f"{n}:{values['psnr']:.4g}"
+                                           for n, values in result["by_hints"].items())
+  return line
 
 
 def ranking_metrics(result: dict[str, Any]) -> dict[str, float]:

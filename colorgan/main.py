@@ -5,6 +5,7 @@
   python -m colorgan.main --config=configs/default.py --config.batch_size=32 --workdir=DIR
   python -m colorgan.main --mode=evaluate --workdir=DIR                    # JSON as the last line
   python -m colorgan.main --mode=colorize --workdir=DIR --input=photos/ --output_dir=colored/
+  python -m colorgan.main --mode=colorize --workdir=DIR --input=p.jpg --hints=p.json --output_dir=c/
   python -m colorgan.main --mode=export --workdir=DIR --format=onnx --output=colorize.onnx
   python -m colorgan.main ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 
@@ -54,6 +55,11 @@ flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive
 flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go (relative paths "
                     "kept); never an input's place.")
 flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
+flags.DEFINE_string("hints", None, "colorize, with a run trained with hints: the colors to use. "
+                    "For one photo a .json file ({\"points\": [{\"x\", \"y\", \"rgb\", "
+                    "\"size\"}, ...]}, photo pixels) or a .png of the photo's size whose opaque "
+                    "pixels are hints; for several, a folder of <name>.json / <name>.png (the "
+                    "output's name).")
 flags.DEFINE_integer("colorize_size", None, "colorize/export: the size the generator works at (default: "
                      "the run's config.image_size); a multiple of 2**U-Net depth.")
 # --mode=export (colorgan/export.py).
@@ -277,6 +283,7 @@ def colorize_mode(config, workdir: str) -> int:
     work = colorize.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format)
   except colorize.PlanError as e:
     usage_error(str(e))
+  hint_files = user_hint_files(work)
   try:
     colorizer = colorize.Colorizer.from_checkpoint(workdir, FLAGS.step, size=FLAGS.colorize_size,
                                                    batch_size=config.eval_batch_size)
@@ -286,8 +293,27 @@ def colorize_mode(config, workdir: str) -> int:
     run_error(str(e))
   except ValueError as e:  # --colorize_size
     usage_error(_one_line(e))
-  failures = colorizer.run(work)
+  if hint_files and not colorizer.takes_hints:
+    usage_error(f"--hints={FLAGS.hints}: the generator of {FLAGS.workdir} (step {colorizer.step}) "
+                "was trained without hints; train one with --config.hints.enabled=True "
+                "(configs/hints.py), or drop --hints")
+  failures = colorizer.run(work, hint_files)
   return 1 if failures else 0
+
+
+def user_hint_files(work) -> dict[str, str]:
+  """--hints matched to the plan's photos and read against each photo's size: {photo: hint file}.
+  Every problem is a usage error here, before any photo is colorized."""
+  if FLAGS.hints is None:
+    return {}
+  from colorgan import hints as hints_lib  # pylint: disable=g-import-not-at-top
+  try:
+    hint_files = hints_lib.match_hint_files(FLAGS.hints, [job.source for job in work.jobs],
+                                            [job.output for job in work.jobs], work.output_dir)
+    hints_lib.check_hint_files(hint_files)
+  except hints_lib.HintError as e:
+    usage_error(str(e))
+  return hint_files
 
 
 @contextlib.contextmanager
@@ -335,6 +361,10 @@ def export_mode(workdir: str) -> None:
   shape = "any height and width" if fixed is None else f"{fixed[0]}x{fixed[1]} pixels"
   print(f"exported the colorize function of step {inference.step} ({shape}) as {FLAGS.format} to "
         f"{FLAGS.output}; contract in {FLAGS.output}.json")
+  from colorgan import hints as hints_lib  # pylint: disable=g-import-not-at-top
+  if hints_lib.enabled(inference.config):
+    print("note: this run takes color hints; the export covers automatic colorization only (no "
+          "hints): use --mode=colorize --hints or colorgan.serve for hints")
 
 
 def initialize_distributed() -> None:

@@ -9,14 +9,25 @@ side at full resolution, and the result downloads as PNG. The colorization is --
 
   gradio_client.Client(url).predict(handle_file(photo), api_name="/colorize")  # -> the PNG's path
 
-A file that is not an image, corrupt or over Pillow's decompression-bomb limit gets its one-line
-message on the page; the server goes on serving. Uploads land only in a temporary folder of this
-process: each is deleted once decoded, and the folder when the server stops. Nothing is fetched from
+With a run trained with color hints (config.hints.enabled), a click on the gray photo puts a hint
+there in the picked color and size (pixels of the photo) and colorizes again; the hints are the
+JSON of `--mode=colorize --hints` (editable in the page, "Clear hints" removes them), and a second
+endpoint takes them with the photo:
+
+  Client(url).predict(handle_file(photo), '{"points": [{"x": 120, "y": 64, "rgb": [200, 30, 40],
+                      "size": 9}]}', api_name="/colorize_with_hints")  # -> the PNG's path
+
+A file that is not an image, corrupt or over Pillow's decompression-bomb limit, and hints that do
+not fit the photo get their one-line message on the page; the server goes on serving. Uploads land
+only in a temporary folder of this process: each is deleted once decoded, and the folder when the
+server stops. Nothing is fetched from
 the internet (analytics off, system fonts, no share link).
 """
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,10 +43,13 @@ from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 
 from colorgan import colorize  # noqa: E402
+from colorgan import hints as hints_lib  # noqa: E402
 from colorgan import input_pipeline  # noqa: E402
 
 EXTRA = "pip install -e '.[serve]'"
 API_NAME = "colorize"
+HINTS_API_NAME = "colorize_with_hints"
+HINT_COLOR, HINT_SIZE = "#d03030", 24  # the page's first hint: a red square of 24 photo pixels
 # Gradio refuses larger uploads before they reach colorgan; Pillow's pixel limit guards the decode.
 MAX_FILE_SIZE = "200mb"
 
@@ -57,29 +71,73 @@ class Page:
     self.colorizer = colorizer
     self.folder = folder
 
-  def colorize(self, path: str | None):
-    """An uploaded file -> (colorized uint8 [H, W, 3|4], gray uint8 [H, W]) for the page.
+  def colorize_file(self, path: str | None):
+    """An uploaded file -> (colorized uint8 [H, W, 3|4], gray uint8 [H, W], the decoded photo) for
+    the page.
 
     Raises:
       gradio.Error: the file cannot be colorized (its one-line reason, shown on the page).
     """
-    import gradio as gr  # pylint: disable=g-import-not-at-top
     if not path:
+      return None, None, None
+    photo = self._load(path)
+    return self._colorized(photo, None), _gray(photo), photo
+
+  def colorize_file_with_hints(self, path: str | None, text: str | None):
+    """The `colorize_with_hints` endpoint: an uploaded file and hints as JSON -> colorized."""
+    if not path:
+      return None
+    photo = self._load(path)
+    return self._colorized(photo, self._hints(photo, text))
+
+  def recolorize(self, photo: colorize.Photo | None, text: str | None):
+    """The page's photo with the hints in the text box -> (colorized, gray with the hints drawn)."""
+    if photo is None:
       return None, None
-    name = os.path.basename(path)
+    points = self._hints(photo, text)
+    return self._colorized(photo, points), _draw_hints(_gray(photo), text if points else None)
+
+  def add_hint(self, photo: colorize.Photo | None, text: str | None, rgb: str, size: float,
+               evt):
+    """A click at evt.index = (x, y) on the gray photo -> (colorized, gray with hints, new text)."""
+    if photo is None:
+      return None, None, text
+    points = json.loads(text)["points"] if (text or "").strip() else []
+    x, y = evt.index
+    points.append({"x": int(x), "y": int(y), "rgb": parse_color(rgb), "size": int(size)})
+    text = json.dumps({"points": points})
+    return (*self.recolorize(photo, text), text)
+
+  def _load(self, path: str) -> colorize.Photo:
+    import gradio as gr  # pylint: disable=g-import-not-at-top
     try:
-      photo = colorize.load_photo(path)
+      return colorize.load_photo(path)
     except colorize.BadPhoto as e:
-      raise gr.Error(f"{name}: {e}", print_exception=False) from e
+      raise gr.Error(f"{os.path.basename(path)}: {e}", print_exception=False) from e
     finally:
       self._forget(path)
-    rgb = self.colorizer.colorize_photo(photo)
-    # The photo's L as sRGB gray (ab = 0; the mean evens out the conversion's +-1 between channels).
-    gray = colorize.compose(photo.l, np.zeros(photo.l.shape + (2,), np.float32))
-    gray = np.round(gray.mean(axis=-1)).astype(np.uint8)
+
+  def _hints(self, photo: colorize.Photo, text: str | None) -> hints_lib.UserHints | None:
+    """The hints in `text` (JSON, as --hints files), None for none. Raises gradio.Error."""
+    import gradio as gr  # pylint: disable=g-import-not-at-top
+    if not (text or "").strip():
+      return None
+    if not self.colorizer.takes_hints:
+      raise gr.Error("this run was trained without hints (config.hints.enabled=False): clear the "
+                     "hints", print_exception=False)
+    try:
+      return hints_lib.parse_points(json.loads(text), *photo.l.shape, what="the hints")
+    except json.JSONDecodeError as e:
+      raise gr.Error(f"the hints are not JSON ({e.msg} at line {e.lineno} column {e.colno})",
+                     print_exception=False) from e
+    except hints_lib.HintError as e:
+      raise gr.Error(str(e), print_exception=False) from e
+
+  def _colorized(self, photo: colorize.Photo, points: hints_lib.UserHints | None) -> np.ndarray:
+    rgb = self.colorizer.colorize_photo(photo, points)
     if photo.alpha is not None:  # as colorize mode's PNG output
       rgb = np.dstack([rgb, photo.alpha])
-    return rgb, gray
+    return rgb
 
   def _forget(self, path: str) -> None:
     """Deletes an upload once decoded (only ever one inside this page's temporary folder)."""
@@ -88,26 +146,95 @@ class Page:
       os.remove(real)
 
 
+def parse_color(text: str) -> list[int]:
+  """A color picker's value ("#rrggbb", "#rgb", "rgb(r, g, b)", "rgba(...)") -> [r, g, b]."""
+  text = (text or "").strip()
+  if re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+    return [int(text[i:i + 2], 16) for i in (1, 3, 5)]
+  if re.fullmatch(r"#[0-9a-fA-F]{3}", text):
+    return [17 * int(c, 16) for c in text[1:]]
+  found = re.fullmatch(r"rgba?\(([^)]*)\)", text)
+  if found:
+    parts = [float(p) for p in found.group(1).replace(",", " ").split()[:3]]
+    if len(parts) == 3:
+      return [int(round(min(max(p, 0.0), 255.0))) for p in parts]
+  raise ValueError(f"{text!r} is not a color")
+
+
+def _gray(photo: colorize.Photo) -> np.ndarray:
+  """The photo's L as sRGB gray, uint8 [H, W] (ab = 0; the mean evens out the conversion's +-1
+  between channels)."""
+  gray = colorize.compose(photo.l, np.zeros(photo.l.shape + (2,), np.float32))
+  return np.round(gray.mean(axis=-1)).astype(np.uint8)
+
+
+def _draw_hints(gray: np.ndarray, text: str | None) -> np.ndarray:
+  """The gray photo with each hint's square in its color, outlined: uint8 RGB [H, W, 3] (the gray
+  [H, W] itself when there is no hint)."""
+  if not text:
+    return gray
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top,g-multiple-import
+  image = Image.fromarray(gray).convert("RGB")
+  draw = ImageDraw.Draw(image)
+  for point in json.loads(text)["points"]:
+    x, y, size = int(point["x"]), int(point["y"]), int(point.get("size", 1))
+    half = max(size // 2, 2)  # visible even for 1-pixel hints
+    box = [x - half, y - half, x + half, y + half]
+    draw.rectangle(box, fill=tuple(point["rgb"]), outline="white", width=1)
+    draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline="black", width=1)
+  return np.asarray(image)
+
+
 def build(page: Page, examples: list[str]):
   """The Gradio Blocks of the page."""
   import gradio as gr  # pylint: disable=g-import-not-at-top
+  takes_hints = page.colorizer.takes_hints
   with gr.Blocks(title="colorgan", delete_cache=(600, 3600)) as demo:
     gr.Markdown(f"# colorgan\nA grayscale photo in, its colorization out (checkpoint step "
                 f"{page.colorizer.step}, generator at {page.colorizer.size} px). Drop a photo or "
-                "pick an example; the result keeps the photo's own lightness at full resolution.")
+                "pick an example; the result keeps the photo's own lightness at full resolution."
+                + (" **Click the gray photo to give a color there** (pick the color and size "
+                   "first); each click colorizes again." if takes_hints else ""))
     photo = gr.File(label="Photo", file_count="single", type="filepath", elem_id="photo")
+    with gr.Row(visible=takes_hints):
+      hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint color", elem_id="hint_color")
+      hint_size = gr.Slider(1, 256, value=HINT_SIZE, step=1, label="Hint size (photo pixels)",
+                            elem_id="hint_size")
+      clear = gr.Button("Clear hints", elem_id="clear_hints")
     with gr.Row(equal_height=True):
-      gray = gr.Image(label="Gray input", type="numpy", format="png", image_mode=None,
-                      interactive=False, buttons=["fullscreen"], elem_id="gray")
+      gray = gr.Image(label="Gray input" + (": click to place a hint" if takes_hints else ""),
+                      type="numpy", format="png", image_mode=None, interactive=False,
+                      buttons=["fullscreen"], elem_id="gray")
       result = gr.Image(label="Colorized", type="numpy", format="png", image_mode=None,
                         interactive=False, buttons=["download", "fullscreen"], elem_id="colorized")
-    gray_state = gr.State()
+    with gr.Row(visible=takes_hints):
+      hints_text = gr.Textbox(label="Hints (JSON, as --mode=colorize --hints files)", lines=2,
+                              elem_id="hints", scale=4)
+      apply = gr.Button("Colorize with these hints", elem_id="apply_hints", scale=1)
+    gray_state, photo_state = gr.State(), gr.State()
     gr.Examples(examples=[[p] for p in examples], inputs=photo, label="Bundled photos")
-    # One public endpoint, `colorize`, whose only output is the colorized PNG; the gray view
-    # follows from a State (State values are not part of the API).
-    photo.change(page.colorize, inputs=photo, outputs=[result, gray_state], api_name=API_NAME,
-                 concurrency_limit=1).then(lambda g: g, inputs=gray_state, outputs=gray,
-                                           api_visibility="private")
+    # The public endpoints' only output is the colorized PNG: `colorize` (the photo) and
+    # `colorize_with_hints` (the photo and hints as JSON, through hidden inputs). The rest of the
+    # page follows from States (not part of the API) in private steps.
+    photo.change(page.colorize_file, inputs=photo, outputs=[result, gray_state, photo_state],
+                 api_name=API_NAME, concurrency_limit=1).then(
+                     lambda g: (g, ""), inputs=gray_state, outputs=[gray, hints_text],
+                     api_visibility="private")
+    if takes_hints:
+      def on_click(photo, text, rgb, size, evt: gr.SelectData):  # gradio passes the click's pixel
+        return page.add_hint(photo, text, rgb, size, evt)
+
+      private = dict(api_visibility="private", concurrency_limit=1)
+      gray.select(on_click, inputs=[photo_state, hints_text, hint_color, hint_size],
+                  outputs=[result, gray, hints_text], **private)
+      apply.click(page.recolorize, inputs=[photo_state, hints_text], outputs=[result, gray],
+                  **private)
+      clear.click(lambda p: (*page.recolorize(p, ""), ""), inputs=photo_state,
+                  outputs=[result, gray, hints_text], **private)
+      api_photo = gr.File(type="filepath", visible=False)
+      api_hints = gr.Textbox(visible=False)
+      gr.Button(visible=False).click(page.colorize_file_with_hints, inputs=[api_photo, api_hints],
+                                     outputs=result, api_name=HINTS_API_NAME, concurrency_limit=1)
   return demo
 
 

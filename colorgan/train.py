@@ -25,6 +25,7 @@ from colorgan import configuration
 from colorgan import divergence
 from colorgan import fileio
 from colorgan import heartbeat as heartbeat_lib
+from colorgan import hints as hints_lib
 from colorgan import evaluate
 from colorgan import input_pipeline
 from colorgan import losses
@@ -165,7 +166,8 @@ def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
 
 def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Module,
                discriminator: nn.Module, loss: LossSpec, optim: OptimSpec,
-               train_g: bool = True, skip_nonfinite: bool = False) -> tuple[GanState, Any]:
+               hints: hints_lib.HintSpec | None = None, train_g: bool = True,
+               skip_nonfinite: bool = False) -> tuple[GanState, Any]:
   """One joint update: the discriminator on (real, generated), then the generator through the new D.
 
   As in pix2pix, the generator runs forward once; its output feeds the D step (gradient stopped) and
@@ -176,6 +178,8 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
   Args:
     state: the replicated GanState.
     batch: {"image": uint8 [B, H, W, 3]} RGB, sharded over the data axis.
+    hints: config.hints (None: off): both networks also see hints simulated from the batch's own
+      colors (hints.simulate), drawn from the step's rng.
     skip_nonfinite: keep the networks and optimizer states when a loss or gradient is not finite
       (config.nan_policy="skip"); the step still advances.
 
@@ -183,13 +187,18 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
     The new state and TrainMetrics of this step (zeros for the terms of a network not updated).
   """
   l, real_ab = color.rgb_uint8_to_model_lab(batch["image"])
-  dropout_rng, penalty_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  g_inputs = (l,)
+  if hints is not None:  # G and D see them (models._patchgan)
+    step_rng, hint_rng = jax.random.split(step_rng)
+    g_inputs = (l, hints_lib.simulate(hint_rng, real_ab, hints))
+  dropout_rng, penalty_rng = jax.random.split(step_rng)
   metrics = {name: jnp.zeros((), jnp.float32)
              for name in METRIC_NAMES + ("d_grad_norm", "g_grad_norm")}
 
   def generate(g_params):
     fake_ab, updates = generator.apply(
-        {"params": g_params, "batch_stats": state.g_batch_stats}, l, train=True,
+        {"params": g_params, "batch_stats": state.g_batch_stats}, *g_inputs, train=True,
         rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     return fake_ab, updates["batch_stats"]
 
@@ -199,7 +208,7 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
     # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
     # BatchNorm running averages would never be read, so they are not kept (flax creates them for
     # the call, mutable, and they are dropped).
-    logits, _ = discriminator.apply({"params": d_params}, l, ab, train=True,
+    logits, _ = discriminator.apply({"params": d_params}, l, ab, *g_inputs[1:], train=True,
                                     mutable=["batch_stats"])
     return logits
 
@@ -295,7 +304,8 @@ def make_train_step(config: ml_collections.ConfigDict, generator: nn.Module,
   return jax.jit(
       functools.partial(train_step, generator=generator, discriminator=discriminator,
                         loss=create_loss_spec(config), optim=create_optim_spec(config),
-                        train_g=train_g, skip_nonfinite=config.nan_policy == "skip"),
+                        hints=hints_lib.create_spec(config), train_g=train_g,
+                        skip_nonfinite=config.nan_policy == "skip"),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
       out_shardings=parallel.replicated(mesh), donate_argnums=0)
 

@@ -95,8 +95,22 @@ def load_encoder(path: str, expected: dict) -> dict:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
     loaded = checkpointer.restore(path, target)
+  loaded = _widen_stem(loaded, expected)
   _check_same_structure(loaded, expected, what)
   return jax.tree.map(lambda x: np.asarray(x, np.float32), loaded)
+
+
+def _widen_stem(loaded: dict, expected: dict) -> dict:
+  """An L-only stem kernel [7, 7, 1, F] for a stem that also takes hints [7, 7, 4, F]: the hint
+  channels start at zero, so the pretrained encoder computes at first what it did on L alone."""
+  kernel = loaded.get("params", {}).get("stem_conv", {}).get("kernel")
+  want = expected.get("params", {}).get("stem_conv", {}).get("kernel")
+  if kernel is None or want is None or np.shape(kernel)[2] != 1 or want.shape[2] == 1:
+    return loaded
+  kernel = np.asarray(kernel, np.float32)
+  extra = np.zeros(kernel.shape[:2] + (want.shape[2] - 1, kernel.shape[3]), np.float32)
+  stem = {**loaded["params"]["stem_conv"], "kernel": np.concatenate([kernel, extra], axis=2)}
+  return {**loaded, "params": {**loaded["params"], "stem_conv": stem}}
 
 
 def load_generator(workdir: str, expected: dict) -> dict:

@@ -76,6 +76,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.init_from = ""              # resnet_unet: encoder weights from a .npz or an orbax
   #                                          checkpoint (a directory); "": trained from scratch
 
+  # User color hints (Zhang et al. 2017; README "Color hints"). enabled: the generator sees L and a
+  # hint map (ab where a color is given, 0 elsewhere, and a mask), and training simulates hints from
+  # each photo's own colors inside the jitted step. It changes the networks and the training.
+  config.hints = ml_collections.ConfigDict()
+  config.hints.enabled = False
+  config.hints.p = 1 / 8              # points on a hinted image ~ geometric(p) on 1, 2, ...: mean 1/p
+  config.hints.no_hint_share = 1 / 8  # share of images with no hint (the automatic colorizer); with
+  #                                     p = 1/8 the paper's draw: n points with probability p(1-p)^n
+  config.hints.max_points = 64        # the geometric draw's cap (P(> 64) is 0.02% at p = 1/8)
+  config.hints.min_patch_size = 1     # each point is a square of side uniform in [min, max] pixels
+  config.hints.max_patch_size = 9     # whose color is the photo's mean ab under it (paper: 1 to 9)
+  config.hints.center_sigma = 0.25    # locations ~ 2-D Gaussian at the center, sigma = this * side,
+  #                                     truncated to the image (paper: 1/4); 0: uniform
+
   config.loss = ml_collections.ConfigDict()
   config.loss.gan = "vanilla"              # colorgan.losses.GAN_LOSSES; none: no D step (L1 only)
   config.loss.gan_weight = 1.0
@@ -119,6 +133,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.random_flip = True
   config.data.num_parallel_calls = -1  # images decoded in parallel; -1: tf.data AUTOTUNE
   config.data.prefetch = 2         # batches prepared ahead of the training step
+
+  # Evaluation only (free keys: they change no training).
+  config.eval = ml_collections.ConfigDict()
+  # A hints model is also scored with each of these numbers of points drawn from the ground truth
+  # (seeded: the same for every run), e.g. (0, 1, 2, 5, 10, 20, 50): "by_hints" in the eval JSON,
+  # eval/hints_<n>/* in TensorBoard and a PSNR-by-hints plot in eval/.
+  config.eval.hint_counts = ()
 
   if arg == "smoke":  # seconds on a laptop CPU: tiny images, tiny nets
     config.image_size = 32

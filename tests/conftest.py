@@ -38,3 +38,20 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+HINTS_STEPS = 200  # enough for the tiny run to follow hints visibly (test_hints, test_serve)
+
+
+@pytest.fixture(scope="session")
+def hints_workdir(tmp_path_factory):
+  """A tiny run trained with color hints until its colors move toward them: L1 only (no D step,
+  the GAN's game only slows that down) at a high learning rate. Shared by the test files."""
+  from colorgan import train  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("hints") / "run")
+  train.train_and_evaluate(tiny_config(**{
+      "hints.enabled": True, "total_steps": HINTS_STEPS, "loss.gan": "none",
+      "optim.g_learning_rate": 2e-3, "eval_every_steps": 0, "num_samples": 1,
+      "checkpoint_every_steps": HINTS_STEPS, "log_every_steps": HINTS_STEPS,
+      "sample_every_steps": HINTS_STEPS}), path)
+  return path

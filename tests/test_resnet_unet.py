@@ -230,3 +230,23 @@ def test_init_from_mistakes_are_one_line_config_errors(resnet_setup, tmp_path):
   missing.model.init_from = str(tmp_path / "nope.npz")
   with pytest.raises(configuration.ConfigError, match="neither a .npz file nor a directory"):
     configuration.validate(missing)
+
+
+def test_init_from_an_rgb_stem_fills_the_l_channel_of_a_hints_stem(tmp_path):
+  """With color hints the stem takes L, ab and a mask: the torchvision stem (summed over RGB) fills
+  the L channel and the hint channels start at zero; the rest loads as without hints."""
+  sd = _fake_torchvision_state_dict(np.random.RandomState(2), W)
+  path = str(tmp_path / "resnet18.npz")
+  np.savez(path, **sd)
+  config = tiny_config(**{"model.generator": "resnet_unet", "model.g_base_features": W,
+                          "hints.enabled": True})
+  variables = _abstract_variables(models.create_generator(config), 32)
+  expected = {c: tree["encoder"] for c, tree in variables.items()}
+  assert expected["params"]["stem_conv"]["kernel"].shape == (7, 7, 4, W)
+  loaded = warm_start.load_encoder(path, expected)
+  stem = loaded["params"]["stem_conv"]["kernel"]
+  np.testing.assert_array_equal(stem[:, :, :1],
+                                sd["conv1.weight"].transpose(2, 3, 1, 0).sum(2, keepdims=True))
+  assert stem.shape == (7, 7, 4, W) and not stem[:, :, 1:].any()
+  np.testing.assert_array_equal(loaded["params"]["layer1_0"]["conv1"]["kernel"],
+                                sd["layer1.0.conv1.weight"].transpose(2, 3, 1, 0))

@@ -1,5 +1,6 @@
 """python -m colorgan.serve: the page in a real browser (headless Chromium) and its Gradio API."""
 
+import json
 import os
 import shutil
 import signal
@@ -11,13 +12,13 @@ import urllib.request
 
 import numpy as np
 import pytest
+import skimage.color
 from PIL import Image
 
 from colorgan import colorize
+from colorgan import hints
 from colorgan import input_pipeline
-from colorgan import train
 from tests.conftest import REPO
-from tests.conftest import tiny_config
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads nothing
 # Headless, and nothing that reaches beyond this machine.
@@ -33,10 +34,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("serve") / "run")
-  train.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
-  return path
+def workdir(hints_workdir):
+  """A run trained with color hints (conftest): the page without hints is the automatic one."""
+  return hints_workdir
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,22 @@ def _reference(path: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def expected(workdir):
+  """What --mode=colorize writes for a photo (and hints as JSON text), same checkpoint."""
   colorizer = colorize.Colorizer.from_checkpoint(workdir, batch_size=1)
-  return lambda path: colorizer.colorize_photo(colorize.load_photo(path))
+
+  def colorized(path, hints_text=None):
+    photo = colorize.load_photo(path)
+    points = (None if hints_text is None else
+              hints.parse_points(json.loads(hints_text), *photo.l.shape, what="hints"))
+    return colorizer.colorize_photo(photo, points)
+  return colorized
+
+
+def _distance_to_hints(rgb, points):
+  """Lab ab distance of the color under each point to the point's own color."""
+  lab = skimage.color.rgb2lab(rgb[..., :3] / 255.0)
+  want = skimage.color.rgb2lab(np.array([[p["rgb"] for p in points]]) / 255.0)[0, :, 1:]
+  return np.linalg.norm(np.array([lab[p["y"], p["x"], 1:] for p in points]) - want, axis=-1)
 
 
 def test_api_returns_the_colorized_png(server, expected):
@@ -85,6 +99,89 @@ def test_api_returns_the_colorized_png(server, expected):
   with Image.open(result) as image:
     assert image.format == "PNG" and image.size == Image.open(photo).size
     np.testing.assert_array_equal(np.asarray(image.convert("RGB")), expected(photo))
+
+
+def test_api_colorizes_with_hints(server, expected):
+  from gradio_client import Client  # pylint: disable=g-import-not-at-top
+  from gradio_client import handle_file  # pylint: disable=g-import-not-at-top
+  url, _, _ = server
+  photo = input_pipeline.bundled_photo_paths()[6]  # china.jpg, 427 x 640
+  text = json.dumps({"points": [{"x": 200, "y": 150, "rgb": [30, 60, 220], "size": 60}]})
+  client = Client(url, verbose=False)
+  result = client.predict(handle_file(photo), text, api_name="/colorize_with_hints")
+  with Image.open(result) as image:
+    got = np.asarray(image.convert("RGB"))
+  np.testing.assert_array_equal(got, expected(photo, text))
+  assert not np.array_equal(got, expected(photo))
+  bad = json.dumps({"points": [{"x": 640, "y": 1, "rgb": [1, 2, 3]}]})
+  with pytest.raises(Exception, match=r"point 0 at \(x=640, y=1\) is outside the photo"):
+    client.predict(handle_file(photo), bad, api_name="/colorize_with_hints")
+
+
+def _wait_for_new_result(page, src):
+  page.wait_for_function(
+      "src => { const img = document.querySelector('#colorized img');"
+      " return img && img.src !== src; }", arg=src, timeout=TIMEOUT_MS)
+  return page.locator("#colorized img").get_attribute("src")
+
+
+def _fetch(src):
+  with urllib.request.urlopen(src) as response:
+    return np.asarray(Image.open(response).convert("RGB"))
+
+
+@pytest.mark.browser
+def test_hints_clicked_on_the_page_pull_the_colors(server, expected, tmp_path):
+  """Two hints, each a color picked and a click on the gray photo: the colors under them move
+  toward the picked colors; "Clear hints" brings back the automatic colorization."""
+  playwright = pytest.importorskip("playwright.sync_api")
+  if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+  url, _, _ = server
+  photo = str(tmp_path / "hint_me.png")
+  Image.open(input_pipeline.bundled_photo_paths()[1]).resize((301, 207)).save(photo)
+  picks = [("#1e3cdc", (1 / 3, 1 / 3)), ("#dc2818", (2 / 3, 2 / 3))]  # blue, then red
+  with playwright.sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.locator("#photo input[type=file]").set_input_files(photo)
+    page.locator("#colorized img").wait_for(timeout=TIMEOUT_MS)
+    gray = page.locator("#gray img")
+    gray.wait_for(timeout=TIMEOUT_MS)
+    src = page.locator("#colorized img").get_attribute("src")
+    size = page.locator("#hint_size input[type=number]")
+    size.fill("40")
+    size.press("Enter")
+    for color, (fx, fy) in picks:
+      page.locator("#hint_color button.dialog-button").click()  # the picker's dialog
+      hex_input = page.locator("#hint_color .input-wrap input[type=text]")
+      hex_input.fill(color)
+      hex_input.press("Enter")
+      page.locator("h1").first.click()  # closes the dialog
+      page.locator("#hint_color .color-picker").wait_for(state="hidden", timeout=TIMEOUT_MS)
+      box = gray.bounding_box()
+      page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+      src = _wait_for_new_result(page, src)
+    with_hints = _fetch(src)
+    text = page.locator("#hints textarea").input_value()
+    points = json.loads(text)["points"]
+    assert [p["rgb"] for p in points] == [[30, 60, 220], [220, 40, 24]]
+    assert [p["size"] for p in points] == [40, 40]
+    for p, (_, (fx, fy)) in zip(points, picks):  # where the clicks were, in photo pixels
+      assert abs(p["x"] - fx * 301) <= 2 and abs(p["y"] - fy * 207) <= 2
+    np.testing.assert_array_equal(with_hints, expected(photo, text))
+    before, after = _distance_to_hints(expected(photo), points), _distance_to_hints(with_hints,
+                                                                                     points)
+    assert np.all(after < before - 5), (before, after)
+    marked = _fetch(gray.get_attribute("src"))  # the hints are drawn on the gray photo
+    assert np.ptp(marked.astype(int), axis=-1).max() > 100
+
+    page.locator("#clear_hints").click()
+    src = _wait_for_new_result(page, src)
+    np.testing.assert_array_equal(_fetch(src), expected(photo))
+    assert page.locator("#hints textarea").input_value() == ""
+    browser.close()
 
 
 @pytest.mark.browser

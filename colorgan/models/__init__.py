@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from colorgan import hints
 from colorgan.models.patchgan import PatchGAN
 from colorgan.models.resnet_unet import ResNetUNet
 from colorgan.models.unet import UNetGenerator
@@ -39,22 +40,28 @@ def _unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
       num_downs=config.model.num_downs or unet_num_downs(config.image_size),
       base_features=config.model.g_base_features,
       dropout_rate=config.model.dropout_rate,
-      dtype=dtype, fast_layers=fast_layers)
+      dtype=dtype, fast_layers=fast_layers, use_hints=hints.enabled(config))
 
 
 def _resnet_unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   del fast_layers  # flax's layers throughout
   return ResNetUNet(depth=config.model.resnet_depth, width=config.model.g_base_features,
-                    ab_bound=config.model.ab_bound, dtype=dtype)
+                    ab_bound=config.model.ab_bound, dtype=dtype, use_hints=hints.enabled(config))
 
 
 # name -> (config, dtype, fast_layers) -> module; fast_layers is use_fast_layers(config) resolved.
+# A generator takes L and optional hints, `__call__(l, hints=None, *, train)`, and with
+# config.hints.enabled a hint map beside L (colorgan/hints.py; None: no hint).
 GENERATORS = {"unet": _unet, "resnet_unet": _resnet_unet}
 
 
+# With hints, D is conditioned on them as well as on L: concat(L, ab, hints), as pix2pix conditions
+# D on the generator's whole input, so that it judges whether the colors fit what G was given. A D
+# blind to the hints rewards vivid colors whatever the hints say: hinted results then came out too
+# colorful, more so with every hint, and PSNR fell past 20 points (README "Color hints").
 def _patchgan(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   return PatchGAN(base_features=config.model.d_base_features, n_layers=config.model.d_layers,
-                  dtype=dtype, fast_layers=fast_layers)
+                  dtype=dtype, fast_layers=fast_layers, use_hints=hints.enabled(config))
 
 
 DISCRIMINATORS = {"patchgan": _patchgan}

@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
+from colorgan import hints as hints_lib
 from colorgan.models import layers
 
 
@@ -14,16 +15,25 @@ class PatchGAN(nn.Module):
     n_layers: stride-2 blocks after the first conv (the last of them has stride 1).
     dtype: activation dtype; parameters, BatchNorm statistics and the logits stay float32.
     fast_layers: convolutions as matrix products (layers.MatmulConv), same parameters and outputs.
+    use_hints: also conditioned on the generator's hint map (colorgan/hints.py): concat(L, ab,
+      hints), 6 input channels instead of 3 (see models._patchgan).
   """
   base_features: int = 64
   n_layers: int = 3
   dtype: jnp.dtype = jnp.float32
   fast_layers: bool = False
+  use_hints: bool = False
 
   @nn.compact
-  def __call__(self, l, ab, *, train: bool):
-    """Args: l: [B, H, W, 1], ab: [B, H, W, 2]. Returns: logits [B, H', W', 1], float32."""
-    x = jnp.concatenate([l, ab], axis=-1).astype(self.dtype)
+  def __call__(self, l, ab, hints=None, *, train: bool):
+    """Args: l: [B, H, W, 1], ab: [B, H, W, 2], hints: [B, H, W, 3] (use_hints only; None: no
+    hint). Returns: logits [B, H', W', 1], float32."""
+    x = jnp.concatenate([l, ab], axis=-1)
+    if self.use_hints:
+      x = jnp.concatenate([x, hints_lib.no_hints(l) if hints is None else hints], axis=-1)
+    elif hints is not None:
+      raise ValueError("this discriminator was built without hint inputs")
+    x = x.astype(self.dtype)
     x = layers.down_conv(self.base_features, use_bias=True, dtype=self.dtype,
                          fast=self.fast_layers, name="conv0")(x)
     x = nn.leaky_relu(x, 0.2)

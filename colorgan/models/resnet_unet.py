@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from colorgan import hints as hints_lib
+
 STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 # torchvision's ResNet init: kaiming normal (fan_out) convs, BatchNorm scale 1 and bias 0. The decoder
@@ -61,7 +63,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-  """ResNet-18/34 without its classifier. l: [B, H, W, 1] -> the five feature maps a U-Net taps.
+  """ResNet-18/34 without its classifier. l: [B, H, W, C] (L, or L and hints) -> the five feature
+  maps a U-Net taps.
 
   Returns [stem (H/2, w), layer1 (H/4, w), layer2 (H/8, 2w), layer3 (H/16, 4w), layer4 (H/32, 8w)].
   """
@@ -118,19 +121,26 @@ class ResNetUNet(nn.Module):
   ab_bound: float = 1.0
   out_channels: int = 2
   dtype: jnp.dtype = jnp.float32
+  use_hints: bool = False
 
   @nn.compact
-  def __call__(self, l, *, train: bool):
-    """Args: l: [B, H, W, 1] in [-1, 1], H and W multiples of 32. Returns: ab [B, H, W, 2], float32."""
+  def __call__(self, l, hints=None, *, train: bool):
+    """Args: l: [B, H, W, 1] in [-1, 1], H and W multiples of 32; hints: [B, H, W, 3] (use_hints
+    only; None: no hint). Returns: ab [B, H, W, 2], float32.
+
+    With use_hints, L and the hint map go together into the stem (4 input channels) and into the
+    last, full-size skip, where a hint reaches the output at its own pixels.
+    """
     if l.shape[1] % 32 or l.shape[2] % 32:
       raise ValueError(f"ResNetUNet needs sides that are multiples of 32, got {l.shape[1:3]}")
+    x_in = hints_lib.generator_input(l, hints, self.use_hints)
     skips = ResNetEncoder(STAGE_SIZES[self.depth], self.width, dtype=self.dtype,
-                          name="encoder")(l, train=train)
+                          name="encoder")(x_in, train=train)
     x = skips.pop()
     w = self.width
-    # 1/32 -> 1/16, 1/8, 1/4 (skips of 4w, 2w, w channels), 1/2 (the stem's w), 1/1 (L itself).
+    # 1/32 -> 1/16, 1/8, 1/4 (skips of 4w, 2w, w channels), 1/2 (the stem's w), 1/1 (the input).
     for i, (skip, features) in enumerate(zip(
-        [*reversed(skips), l], [4 * w, 2 * w, w, w, max(w // 2, 1)])):
+        [*reversed(skips), x_in], [4 * w, 2 * w, w, w, max(w // 2, 1)])):
       x = UpBlock(features, dtype=self.dtype, name=f"up{i}")(x, skip, train=train)
     x = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, name="to_ab")(x)
     return self.ab_bound * jnp.tanh(x.astype(jnp.float32))

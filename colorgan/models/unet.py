@@ -1,4 +1,4 @@
-"""The pix2pix U-Net generator: L -> ab.
+"""The pix2pix U-Net generator: L (and a hint map, with use_hints) -> ab.
 
 Same layers and parameter count as junyanz/pytorch-CycleGAN-and-pix2pix's UnetGenerator with
 BatchNorm (convs before a BatchNorm have no bias) and use_dropout=True, written as an encoder loop and a
@@ -8,6 +8,7 @@ decoder loop instead of nested blocks. unet_256 (num_downs=8) has 54,409,858 par
 import flax.linen as nn
 import jax.numpy as jnp
 
+from colorgan import hints as hints_lib
 from colorgan.models import layers
 
 
@@ -23,6 +24,8 @@ class UNetGenerator(nn.Module):
     dtype: activation dtype (float32 or bfloat16); parameters stay float32.
     fast_layers: convolutions as matrix products (layers.MatmulConv/MatmulConvTranspose); same
       parameters and outputs as the plain nn.Conv/nn.ConvTranspose path, several times faster on CPU.
+    use_hints: the input is L and a hint map (colorgan/hints.py), 4 channels instead of 1; only the
+      outermost conv changes (3 more input channels).
   """
   num_downs: int
   base_features: int = 64
@@ -30,16 +33,18 @@ class UNetGenerator(nn.Module):
   dropout_rate: float = 0.5
   dtype: jnp.dtype = jnp.float32
   fast_layers: bool = False
+  use_hints: bool = False
 
   @nn.compact
-  def __call__(self, l, *, train: bool):
-    """Args: l: [B, H, W, 1] in [-1, 1]. Returns: ab: [B, H, W, 2] in (-1, 1), float32."""
+  def __call__(self, l, hints=None, *, train: bool):
+    """Args: l: [B, H, W, 1] in [-1, 1]; hints: [B, H, W, 3] (use_hints only; None: no hint).
+    Returns: ab: [B, H, W, 2] in (-1, 1), float32."""
     if self.num_downs < 5:
       raise ValueError(f"UNetGenerator needs num_downs >= 5, got {self.num_downs}")
     n = self.num_downs
     features = [self.base_features * min(2**i, 8) for i in range(n)]  # 64,128,256,512,512,...
 
-    x = l.astype(self.dtype)
+    x = hints_lib.generator_input(l, hints, self.use_hints).astype(self.dtype)
     skips = []
     for level, f in enumerate(features):
       if level > 0:
