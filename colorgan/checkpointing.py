@@ -37,13 +37,12 @@ FREE_KEYS = frozenset({
     "keep_checkpoints", "num_samples", "nan_policy", "allow_config_change",
     "best_checkpoint_metric", "best_checkpoint_mode", "data.num_parallel_calls", "data.prefetch",
     "data.cache", "eval_every_steps", "eval_batch_size", "num_eval_images",
-    "eval.inception_weights", "eval.lpips_weights", "eval.fid_reference",
+    # Evaluation only.
+    "eval.inception_weights", "eval.lpips_weights", "eval.fid_reference", "eval.hint_counts",
     # Only read when a run starts from scratch: a resumed run never looks at them again.
     "init_generator_from", "model.init_from",
     # The same parameters and function on both layer paths: a run moves between CPU and GPU/TPU.
     "model.fast_layers",
-    # Evaluation only.
-    "eval.hint_counts",
 })
 
 

@@ -454,7 +454,27 @@ def main(argv: list[str]) -> None:
                "%s/samples", workdir, workdir, workdir)
 
 
+def _drop_closed_event_loop_reports() -> None:
+  """Drops "RuntimeError: Event loop is closed" reports; passes every other one on.
+
+  When an orbax restore fails, its asyncio loop closes while tensorstore reads are still in flight;
+  each read that completes later calls the loop from a tensorstore thread, and tensorstore reports
+  the failure as unraisable, a bare traceback. Dozens of them buried the one line that says why the
+  restore failed, and on a busy machine they come before it.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"):
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def run() -> None:
+  _drop_closed_event_loop_reports()
   app.run(main, flags_parser=parse_flags)
 
 

@@ -43,6 +43,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.lpips_weights = ""      # AlexNet + lpips v0.1 heads: adds lpips (vs the ground truth)
   config.eval.fid_reference = ""      # statistics .npz (colorgan.fid --save_stats, or pytorch-fid's)
   #                                     to compare with; "": the eval split's own ground truth
+  # A hints model is also scored with each of these numbers of points drawn from the ground truth
+  # (seeded: the same for every run), e.g. (0, 1, 2, 5, 10, 20, 50): "by_hints" in the eval JSON,
+  # eval/hints_<n>/* in TensorBoard and a PSNR-by-hints plot in eval/.
+  config.eval.hint_counts = ()
 
   # Recipes (README "Recipes").
   config.init_generator_from = ""  # a workdir (e.g. of configs/pretrain_l1.py) whose generator starts
@@ -134,12 +138,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.num_parallel_calls = -1  # images decoded in parallel; -1: tf.data AUTOTUNE
   config.data.prefetch = 2         # batches prepared ahead of the training step
 
-  # Evaluation only (free keys: they change no training).
-  config.eval = ml_collections.ConfigDict()
-  # A hints model is also scored with each of these numbers of points drawn from the ground truth
-  # (seeded: the same for every run), e.g. (0, 1, 2, 5, 10, 20, 50): "by_hints" in the eval JSON,
-  # eval/hints_<n>/* in TensorBoard and a PSNR-by-hints plot in eval/.
-  config.eval.hint_counts = ()
 
   if arg == "smoke":  # seconds on a laptop CPU: tiny images, tiny nets
     config.image_size = 32
