@@ -138,7 +138,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.num_parallel_calls = -1  # images decoded in parallel; -1: tf.data AUTOTUNE
   config.data.prefetch = 2         # batches prepared ahead of the training step
 
-
   if arg == "smoke":  # seconds on a laptop CPU: tiny images, tiny nets
     config.image_size = 32
     config.batch_size = 4
