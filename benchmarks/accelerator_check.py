@@ -232,7 +232,7 @@ class Check:
     return self.mesh
 
   def _state(self, config):
-    from colorgan import train  # pylint: disable=g-import-not-at-top
+    from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
     if self.state is None:
       mesh = self._mesh()
       with jax.set_mesh(mesh):
@@ -251,7 +251,7 @@ class Check:
     def measure():
       from benchmarks import timing  # pylint: disable=g-import-not-at-top
       from colorgan import parallel  # pylint: disable=g-import-not-at-top
-      from colorgan import train  # pylint: disable=g-import-not-at-top
+      from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
       config = self._config(batch_size=batch, compute_dtype=dtype, **{"model.fast_layers": fast})
       mesh = self._mesh()
       images = np.random.default_rng(batch).integers(0, 256, (batch, self.size, self.size, 3),
@@ -292,7 +292,7 @@ class Check:
 
     def measure():
       from benchmarks import timing  # pylint: disable=g-import-not-at-top
-      from colorgan import train  # pylint: disable=g-import-not-at-top
+      from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
       config = self._config(compute_dtype=dtype, **{"model.fast_layers": fast})
       state = self._state(config)
       l = jax.device_put(np.random.default_rng(0).uniform(-1, 1, (batch, height, width, 1)).astype(
@@ -331,7 +331,7 @@ class Check:
 
     def measure():
       from PIL import Image  # pylint: disable=g-import-not-at-top
-      from colorgan import colorize  # pylint: disable=g-import-not-at-top
+      from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
       config = self._config(compute_dtype="float32", **{"model.fast_layers": "auto"})
       entry["fast_layers"] = models.use_fast_layers(config)
       state = self._state(config)

@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from colorgan import checkpointing  # noqa: E402
-from colorgan import colorize  # noqa: E402
-from colorgan import export  # noqa: E402
-from colorgan import input_pipeline  # noqa: E402
+from colorgan.inference import colorize  # noqa: E402
+from colorgan.inference import export  # noqa: E402
+from colorgan.data import pipeline as input_pipeline  # noqa: E402
 from colorgan import models  # noqa: E402
 
 SIZES = ((512, 512), (768, 1024))  # (height, width): 512x512 and 1024x768 (landscape)

@@ -5,7 +5,7 @@
 
 The same photos (the bundled ones, or the first --batch of --folder, repeated to fill the batch),
 preprocessed once as pytorch-fid does (RGB in [0, 1], resized to 299x299), go through
-colorgan.inception's jitted network and through pytorch-fid's InceptionV3([3]) (torch.no_grad, all
+colorgan.evaluation.inception's jitted network and through pytorch-fid's InceptionV3([3]) (torch.no_grad, all
 CPU threads) in alternating rounds in the same process, so both see the same machine load; each
 round times --steps calls after a warm-up call. Both networks carry the same random weights (a
 pytorch-fid .pth built with PyTorch and converted; the speed does not depend on the values), or
@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from colorgan import convert_weights  # noqa: E402
-from colorgan import inception  # noqa: E402
-from colorgan import input_pipeline  # noqa: E402
+from colorgan.evaluation import inception  # noqa: E402
+from colorgan.data import pipeline as input_pipeline  # noqa: E402
 from tests import torch_reference  # noqa: E402
 
 _FOLDER = flags.DEFINE_string("folder", None, "Photos to use (default: the bundled photos).")

@@ -24,11 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from colorgan import divergence  # noqa: E402
-from colorgan import input_pipeline  # noqa: E402
+from colorgan.training import divergence  # noqa: E402
+from colorgan.data import pipeline as input_pipeline  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
-from colorgan import train  # noqa: E402
+from colorgan.training import loop as train  # noqa: E402
 
 VARIANTS = ("skip", "stop", "none")
 

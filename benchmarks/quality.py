@@ -6,8 +6,8 @@
   python benchmarks/quality.py ... --config.hints.enabled=True \
       --config.eval.hint_counts='(0,1,2,5,10,20,50)'            # color hints, scored by hint count
 
-Trains with colorgan.train.train_and_evaluate in --workdir (default: a new temporary folder), then
-scores the final generator with colorgan.evaluate on every photo of --eval_path (center crops at the
+Trains with colorgan.training.loop.train_and_evaluate in --workdir (default: a new temporary folder), then
+scores the final generator with colorgan.evaluation.evaluator on every photo of --eval_path (center crops at the
 config's image_size). Prints one JSON line: the model's and the gray baseline's metrics, the data and
 run sizes, and the wall times (training, evaluation, total).
 """
@@ -57,7 +57,7 @@ def main(argv):
   config.checkpoint_every_steps = max(config.checkpoint_every_steps, FLAGS.steps)
   configuration.validate(config)
   # pylint: disable=g-import-not-at-top  (TensorFlow and JAX load after the flags are checked)
-  from colorgan import input_pipeline
+  from colorgan.data import pipeline as input_pipeline
 
   def image_files(folder):  # what the folder source reads, as absolute paths
     return tuple(os.path.join(folder, p) for p in input_pipeline.list_image_files(folder))
@@ -70,10 +70,10 @@ def main(argv):
 
   import jax
   from colorgan import checkpointing
-  from colorgan import evaluate
+  from colorgan.evaluation import evaluator as evaluate
   from colorgan import models
   from colorgan import parallel
-  from colorgan import train
+  from colorgan.training import loop as train
 
   # The two folders become the run's data source, whatever config.data.source says.
   folders = input_pipeline.Source("folder", train_paths, eval_paths)

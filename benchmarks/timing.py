@@ -10,9 +10,9 @@ import time
 import jax
 import numpy as np
 
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 from colorgan import parallel
-from colorgan import train
+from colorgan.training import loop as train
 
 
 def flops(program) -> float:

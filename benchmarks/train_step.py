@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
-from colorgan import train  # noqa: E402
+from colorgan.training import loop as train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training config.")
 _SIZE = flags.DEFINE_integer("size", 64, "Image size (sets config.image_size).")

@@ -23,8 +23,8 @@ import orbax.checkpoint as ocp
 
 from colorgan import configuration
 from colorgan import models
-from colorgan import schedules
-from colorgan.state import GanState
+from colorgan.training import schedules
+from colorgan.training.state import GanState
 
 ITEMS = ("state", "data", "config")
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import ml_collections
 
-from colorgan import losses
-from colorgan import metrics
+from colorgan.training import losses
+from colorgan.evaluation import metrics
 from colorgan import models
-from colorgan import schedules
+from colorgan.training import schedules
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 DATA_SOURCES = ("bundled", "folder", "tfds")

@@ -3,8 +3,8 @@
   python -m colorgan.convert_weights inception pt_inception-2015-12-05-6726825d.pth inception.npz
   python -m colorgan.convert_weights lpips alexnet-owt-7be5be79.pth alex.pth lpips_alex.npz
 
-`inception`: pytorch-fid's FID Inception weights (colorgan.inception). `lpips`: torchvision's AlexNet
-weights and the `lpips` package's `weights/v0.1/alex.pth` linear heads (colorgan.lpips). Conversion
+`inception`: pytorch-fid's FID Inception weights (colorgan.evaluation.inception). `lpips`: torchvision's AlexNet
+weights and the `lpips` package's `weights/v0.1/alex.pth` linear heads (colorgan.evaluation.lpips). Conversion
 alone needs PyTorch (`pip install 'colorgan[convert]'`); the .pth files are read as plain tensors
 (`torch.load(weights_only=True)`: no pickled code runs). Nothing is downloaded: the .pth files are
 ones you already have. A missing torch, or a file that is not what it claims, is one line (exit 2).
@@ -99,7 +99,7 @@ def _checked(arrays: dict[str, np.ndarray], expected: dict[str, Any], source: st
 
 def convert_inception(pth: str, out: str) -> int:
   """pytorch-fid's pt_inception-2015-12-05-6726825d.pth -> out (.npz). Returns the array count."""
-  from colorgan import inception  # pylint: disable=g-import-not-at-top
+  from colorgan.evaluation import inception  # pylint: disable=g-import-not-at-top
   arrays = _checked(inception.from_torch(_load_torch(pth, "pytorch-fid's FID Inception")),
                     inception.abstract_variables(), pth, "pytorch-fid's FID Inception weights")
   _write(out, arrays)
@@ -108,7 +108,7 @@ def convert_inception(pth: str, out: str) -> int:
 
 def convert_lpips(alexnet_pth: str, lin_pth: str, out: str) -> int:
   """torchvision's AlexNet weights + lpips's weights/v0.1/alex.pth -> out (.npz)."""
-  from colorgan import lpips  # pylint: disable=g-import-not-at-top
+  from colorgan.evaluation import lpips  # pylint: disable=g-import-not-at-top
   expected = lpips.abstract_variables()
   trunk = lpips.alexnet_from_torch(_load_torch(alexnet_pth, "torchvision AlexNet"))
   heads = lpips.heads_from_torch(_load_torch(lin_pth, "lpips v0.1 alex.pth"))

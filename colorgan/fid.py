@@ -7,10 +7,10 @@ Each PATH is a folder of images, read recursively (.jpg .jpeg .png .webp .bmp .t
 a file that cannot be read is named on stderr and skipped), or a statistics .npz (pytorch-fid's `mu`,
 `sigma`; colorgan's add the features, for KID). The photos are read as pytorch-fid reads them
 (Pillow, converted to RGB), resized to 299x299 on the host (bilinear, no antialiasing: torch's
-interpolate) and embedded by pytorch-fid's FID Inception (colorgan.inception) in batches of
+interpolate) and embedded by pytorch-fid's FID Inception (colorgan.evaluation.inception) in batches of
 --batch_size, rounded up to a multiple of the device count and split over every local device; any
 device count and batch size gives the same statistics. FID is pytorch-fid's Fréchet distance, KID
-torch-fidelity's (colorgan.feature_stats). --save_stats writes PATH_A's statistics (pytorch-fid's
+torch-fidelity's (colorgan.evaluation.feature_stats). --save_stats writes PATH_A's statistics (pytorch-fid's
 format plus num_images and the features).
 
 The last line of stdout is one JSON object: {"fid", "kid", "kid_std", "num_a", "num_b",
@@ -36,8 +36,8 @@ from PIL import Image  # noqa: E402
 import tqdm  # noqa: E402
 
 from colorgan import convert_weights  # noqa: E402
-from colorgan import feature_stats  # noqa: E402
-from colorgan import inception  # noqa: E402
+from colorgan.evaluation import feature_stats  # noqa: E402
+from colorgan.evaluation import inception  # noqa: E402
 from colorgan import parallel  # noqa: E402
 from colorgan import main as colorgan_main  # noqa: E402
 from colorgan.main import usage_error  # noqa: E402
@@ -62,7 +62,7 @@ def load_photo(path: str) -> tuple[np.ndarray | None, str | None]:
 
 
 def image_files(folder: str) -> list[str]:
-  from colorgan import input_pipeline  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from colorgan.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   return [os.path.join(folder, p) for p in input_pipeline.list_image_files(folder)]
 
 

@@ -259,7 +259,7 @@ def summary(config) -> dict:
 def evaluate_mode(config, workdir: str) -> str:
   """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line."""
   from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
-  from colorgan import evaluate  # pylint: disable=g-import-not-at-top
+  from colorgan.evaluation import evaluator as evaluate  # pylint: disable=g-import-not-at-top
   try:
     result = evaluate.evaluate_checkpoint(config, workdir, FLAGS.step)
   except FileNotFoundError as e:  # no checkpoint (at that step)
@@ -278,7 +278,7 @@ def colorize_mode(config, workdir: str) -> int:
   if not FLAGS.output_dir:
     usage_error("--output_dir is required for --mode=colorize, e.g. --output_dir=colorized")
   from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
-  from colorgan import colorize  # pylint: disable=g-import-not-at-top
+  from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   try:
     work = colorize.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format)
   except colorize.PlanError as e:
@@ -318,10 +318,10 @@ def user_hint_files(work) -> dict[str, str]:
 
 @contextlib.contextmanager
 def claim_workdir(workdir: str):
-  """Process 0 holds the workdir for the run (colorgan.workdir.claim); every process learns whether
+  """Process 0 holds the workdir for the run (colorgan.training.workdir.claim); every process learns whether
   it could, so that a refused multi-process run stops everywhere in one line instead of hanging."""
   import jax  # pylint: disable=g-import-not-at-top
-  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from colorgan.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   with contextlib.ExitStack() as stack:
     error = None
     if jax.process_index() == 0:
@@ -346,7 +346,7 @@ def export_mode(workdir: str) -> None:
   if not FLAGS.output:
     usage_error(f"--output is required for --mode=export, e.g. --output=colorize.{FLAGS.format}")
   from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
-  from colorgan import export  # pylint: disable=g-import-not-at-top
+  from colorgan.inference import export  # pylint: disable=g-import-not-at-top
   try:
     fixed = export.parse_export_size(FLAGS.export_size)
     inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
@@ -435,10 +435,10 @@ def main(argv: list[str]) -> None:
   except configuration.ConfigError as e:
     usage_error(str(e))
 
-  from colorgan import train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
+  from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top  (imports TF and JAX: ~10 s)
   from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
-  from colorgan import divergence  # pylint: disable=g-import-not-at-top
-  from colorgan import preemption  # pylint: disable=g-import-not-at-top
+  from colorgan.training import divergence  # pylint: disable=g-import-not-at-top
+  from colorgan.training import preemption  # pylint: disable=g-import-not-at-top
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
   try:
     with claim_workdir(workdir):

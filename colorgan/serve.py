@@ -42,9 +42,9 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 
-from colorgan import colorize  # noqa: E402
+from colorgan.inference import colorize  # noqa: E402
 from colorgan import hints as hints_lib  # noqa: E402
-from colorgan import input_pipeline  # noqa: E402
+from colorgan.data import pipeline as input_pipeline  # noqa: E402
 
 EXTRA = "pip install -e '.[serve]'"
 API_NAME = "colorize"

@@ -95,9 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   #                                     truncated to the image (paper: 1/4); 0: uniform
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.gan = "vanilla"              # colorgan.losses.GAN_LOSSES; none: no D step (L1 only)
+  config.loss.gan = "vanilla"              # colorgan.training.losses.GAN_LOSSES; none: no D step (L1 only)
   config.loss.gan_weight = 1.0
-  config.loss.reconstruction = "l1"        # colorgan.losses.RECONSTRUCTION_LOSSES
+  config.loss.reconstruction = "l1"        # colorgan.training.losses.RECONSTRUCTION_LOSSES
   config.loss.l1_weight = 100.0            # lambda of the reconstruction term, whichever it is
   config.loss.huber_delta = 0.1            # in model ab units (x110 for Lab units)
   config.loss.penalty = "auto"             # none | gp | r1; auto: the objective's own (gp for wgan_gp)

@@ -47,7 +47,7 @@ HINTS_STEPS = 200  # enough for the tiny run to follow hints visibly (test_hints
 def hints_workdir(tmp_path_factory):
   """A tiny run trained with color hints until its colors move toward them: L1 only (no D step,
   the GAN's game only slows that down) at a high learning rate. Shared by the test files."""
-  from colorgan import train  # pylint: disable=g-import-not-at-top
+  from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
   path = str(tmp_path_factory.mktemp("hints") / "run")
   train.train_and_evaluate(tiny_config(**{
       "hints.enabled": True, "total_steps": HINTS_STEPS, "loss.gan": "none",

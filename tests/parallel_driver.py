@@ -27,10 +27,10 @@ if __name__ == "__main__":  # not when the test imports state_leaves: its proces
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from colorgan import input_pipeline  # noqa: E402
+from colorgan.data import pipeline as input_pipeline  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
-from colorgan import train  # noqa: E402
+from colorgan.training import loop as train  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402  (also disables most XLA optimizations)
 
 

@@ -25,12 +25,12 @@ import pytest
 
 from colorgan import checkpointing
 from colorgan import configuration
-from colorgan import divergence
+from colorgan.training import divergence
 from colorgan import main
 from colorgan import models
 from colorgan import parallel
-from colorgan import preemption
-from colorgan import train
+from colorgan.training import preemption
+from colorgan.training import loop as train
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ import skimage.io
 import skimage.transform
 
 from colorgan import color
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_gradients_are_finite_everywhere():
 
 def test_device_and_host_paths_share_constants_and_match_skimage(photos):
   """color.py (jax, training) and colorize.py (numpy, full-resolution photos) against skimage."""
-  from colorgan import colorize  # pylint: disable=g-import-not-at-top
+  from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   for rgb in photos[:3]:
     lab = skimage.color.rgb2lab(rgb)
     np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb))[..., 0], lab[..., 0], atol=1e-3)

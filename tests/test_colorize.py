@@ -12,8 +12,8 @@ import skimage.data
 from PIL import Image
 from PIL import ImageOps
 
-from colorgan import colorize
-from colorgan import train
+from colorgan.inference import colorize
+from colorgan.training import loop as train
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 

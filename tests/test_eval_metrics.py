@@ -20,12 +20,12 @@ import torch
 from colorgan import color
 from colorgan import configuration
 from colorgan import convert_weights
-from colorgan import evaluate
-from colorgan import inception
-from colorgan import input_pipeline
+from colorgan.evaluation import evaluator as evaluate
+from colorgan.evaluation import inception
+from colorgan.data import pipeline as input_pipeline
 from colorgan import models
 from colorgan import parallel
-from colorgan import train
+from colorgan.training import loop as train
 from tests import torch_reference
 from tests.conftest import REPO
 from tests.conftest import tiny_config

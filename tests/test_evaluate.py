@@ -13,9 +13,9 @@ import skimage.metrics
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from colorgan import evaluate
-from colorgan import input_pipeline
-from colorgan import train
+from colorgan.evaluation import evaluator as evaluate
+from colorgan.data import pipeline as input_pipeline
+from colorgan.training import loop as train
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -120,7 +120,7 @@ def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
 def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypatch, caplog):
   workdir = str(tmp_path / "run")
   shutil.copytree(run[1], workdir, ignore=shutil.ignore_patterns("eval", "events.*"))
-  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from colorgan.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   def read_only(*args, **kwargs):
     raise OSError(30, "Read-only file system")

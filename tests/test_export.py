@@ -13,11 +13,11 @@ from PIL import Image
 
 import colorgan
 from colorgan import checkpointing
-from colorgan import colorize
-from colorgan import export
-from colorgan import input_pipeline
+from colorgan.inference import colorize
+from colorgan.inference import export
+from colorgan.data import pipeline as input_pipeline
 from colorgan import models
-from colorgan import train
+from colorgan.training import loop as train
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -162,7 +162,7 @@ def test_traced_geometry_is_colorize_modes():
 
 def test_a_missing_onnx_package_is_one_line(vivid, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
-  monkeypatch.delitem(sys.modules, "colorgan.onnx_export", raising=False)
+  monkeypatch.delitem(sys.modules, "colorgan.inference.onnx_export", raising=False)
   monkeypatch.delattr(colorgan, "onnx_export", raising=False)
   config, variables = vivid
   with pytest.raises(export.ExportError,

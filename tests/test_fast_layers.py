@@ -17,7 +17,7 @@ import pytest
 from colorgan import configuration
 from colorgan import models
 from colorgan import parallel
-from colorgan import train
+from colorgan.training import loop as train
 from colorgan.models import layers
 from tests.conftest import tiny_config
 

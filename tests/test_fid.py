@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from colorgan import convert_weights
-from colorgan import feature_stats
+from colorgan.evaluation import feature_stats
 from colorgan import fid
-from colorgan import inception
-from colorgan import input_pipeline
+from colorgan.evaluation import inception
+from colorgan.data import pipeline as input_pipeline
 from colorgan import parallel
 from tests import torch_reference
 from tests.conftest import REPO

@@ -20,15 +20,15 @@ import skimage.color
 from PIL import Image
 
 from colorgan import checkpointing
-from colorgan import colorize
+from colorgan.inference import colorize
 from colorgan import configuration
-from colorgan import evaluate
+from colorgan.evaluation import evaluator as evaluate
 from colorgan import hints
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 from colorgan import models
 from colorgan import parallel
-from colorgan import plot
-from colorgan import train
+from colorgan.evaluation import plot
+from colorgan.training import loop as train
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 

@@ -19,10 +19,10 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import splits as splits_lib
 
 from colorgan import configuration
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 from colorgan import models
 from colorgan import parallel
-from colorgan import train
+from colorgan.training import loop as train
 from tests.conftest import tiny_config
 
 # ----------------------------------------------------------------------------- test images
@@ -414,7 +414,7 @@ def test_a_crash_with_a_live_pipeline_exits(colors_folder):
       import sys
       sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
       from tests.conftest import tiny_config
-      from colorgan import input_pipeline
+      from colorgan.data import pipeline as input_pipeline
       def train():
         config = tiny_config(**{{"data.source": "folder", "data.path": {colors_folder!r}}})
         source = input_pipeline.create_source(config)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorgan import losses
+from colorgan.training import losses
 
 # Patch logits [B=2, 1, 1, 1].
 REAL = jnp.array([2.0, -1.0]).reshape(2, 1, 1, 1)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from colorgan import convert_weights
-from colorgan import input_pipeline
-from colorgan import lpips
+from colorgan.data import pipeline as input_pipeline
+from colorgan.evaluation import lpips
 from tests import torch_reference
 
 

@@ -1,4 +1,4 @@
-"""colorgan.metrics against hand-computed values, skimage and dm-pix; accumulation and masking."""
+"""colorgan.evaluation.metrics against hand-computed values, skimage and dm-pix; accumulation and masking."""
 
 import math
 
@@ -12,7 +12,7 @@ import skimage.data
 import skimage.metrics
 import skimage.transform
 
-from colorgan import metrics
+from colorgan.evaluation import metrics
 
 # Jitted once per shape: op-by-op execution compiles every primitive and is far slower.
 image_metrics = jax.jit(metrics.image_metrics)

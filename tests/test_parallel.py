@@ -24,10 +24,10 @@ import pytest
 
 from colorgan import checkpointing
 from colorgan import configuration
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 from colorgan import models
 from colorgan import parallel
-from colorgan import train
+from colorgan.training import loop as train
 from tests import parallel_driver
 from tests.conftest import REPO, tiny_config
 

@@ -11,15 +11,15 @@ import pytest
 
 from colorgan import checkpointing
 from colorgan import configuration
-from colorgan import evaluate
-from colorgan import input_pipeline
-from colorgan import losses
-from colorgan import metrics
+from colorgan.evaluation import evaluator as evaluate
+from colorgan.data import pipeline as input_pipeline
+from colorgan.training import losses
+from colorgan.evaluation import metrics
 from colorgan import models
 from colorgan import parallel
-from colorgan import schedules
-from colorgan import train
-from colorgan import warm_start
+from colorgan.training import schedules
+from colorgan.training import loop as train
+from colorgan.training import warm_start
 from tests.conftest import tiny_config
 
 

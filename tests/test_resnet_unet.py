@@ -13,8 +13,8 @@ from colorgan import configuration
 from colorgan import main
 from colorgan import models
 from colorgan import parallel
-from colorgan import train
-from colorgan import warm_start
+from colorgan.training import loop as train
+from colorgan.training import warm_start
 from colorgan.models import resnet_unet
 from tests.conftest import tiny_config
 

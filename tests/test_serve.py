@@ -15,9 +15,9 @@ import pytest
 import skimage.color
 from PIL import Image
 
-from colorgan import colorize
+from colorgan.inference import colorize
 from colorgan import hints
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 from tests.conftest import REPO
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads nothing

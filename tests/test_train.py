@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorgan import input_pipeline
+from colorgan.data import pipeline as input_pipeline
 from colorgan import models
 from colorgan import parallel
-from colorgan import train
+from colorgan.training import loop as train
 from tests.conftest import tiny_config
 
 

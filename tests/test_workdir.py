@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from colorgan import heartbeat
+from colorgan.training import heartbeat
 from colorgan import main
-from colorgan import workdir as workdir_lib
+from colorgan.training import workdir as workdir_lib
 from tests.conftest import REPO
 
 _HOLD = """
 import sys, time
-from colorgan import workdir
+from colorgan.training import workdir
 with workdir.claim(sys.argv[1]):
   print("holding", flush=True)
   time.sleep(600)

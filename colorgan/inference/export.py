@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from colorgan import color
-from colorgan import colorize
+from colorgan.inference import colorize
 from colorgan import configuration
 from colorgan import fileio
 from colorgan import models
@@ -234,7 +234,7 @@ def _export_tflite(fn: Callable, shape: str, path: str) -> None:
 
 def _export_onnx(fn: Callable, shape: str, path: str) -> None:
   try:
-    from colorgan import onnx_export  # pylint: disable=g-import-not-at-top
+    from colorgan.inference import onnx_export  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ExportError(f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}") from e
   model = onnx_export.to_onnx(fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME,

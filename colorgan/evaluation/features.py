@@ -2,12 +2,12 @@
 
 With config.eval.inception_weights set, every eval batch's generated and gray photos (and, for the
 eval split's own reference, the ground truth) are embedded by pytorch-fid's FID Inception
-(colorgan.inception: resized from the crop size to 299 on the device, as pytorch-fid resizes), and
+(colorgan.evaluation.inception: resized from the crop size to 299 on the device, as pytorch-fid resizes), and
 `fid` and `kid` compare them with the reference: the eval split's ground truth, or
 config.eval.fid_reference (a statistics .npz, e.g. of ImageNet val; KID needs one with features, as
 `python -m colorgan.fid --save_stats` writes). With config.eval.lpips_weights set, `lpips` is the mean
 LPIPS (AlexNet, v0.1) of each result against its ground truth. Features and distances come off the
-devices replicated; statistics accumulate in float64 on the host (colorgan.feature_stats).
+devices replicated; statistics accumulate in float64 on the host (colorgan.evaluation.feature_stats).
 
 The gray baseline and the ground truth depend on the photos alone, so they are embedded at the first
 evaluation only and their results reused by every later one.
@@ -24,9 +24,9 @@ import numpy as np
 
 from colorgan import configuration
 from colorgan import convert_weights
-from colorgan import feature_stats
-from colorgan import inception
-from colorgan import lpips
+from colorgan.evaluation import feature_stats
+from colorgan.evaluation import inception
+from colorgan.evaluation import lpips
 from colorgan import parallel
 
 EVAL_SPLIT_REFERENCE = "eval split ground truth"

@@ -25,7 +25,7 @@ import numpy as np
 from colorgan import checkpointing
 from colorgan import configuration
 from colorgan import parallel
-from colorgan.state import GanState
+from colorgan.training.state import GanState
 
 ENCODER = "encoder"  # the generator's submodule that config.model.init_from fills
 

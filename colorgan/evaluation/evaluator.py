@@ -2,7 +2,7 @@
 
 Every eval photo is center-cropped as in training's eval path (input_pipeline.create_eval_dataset),
 its L goes through the generator, and the result, rounded to uint8 RGB like a saved picture, is scored
-against the photo with colorgan.metrics; the gray baseline is the same L with ab = 0. The jitted step
+against the photo with colorgan.evaluation.metrics; the gray baseline is the same L with ab = 0. The jitted step
 runs over the mesh with the batch sharded; metrics accumulate across batches and devices (padding
 masked out). The result is one JSON-ready dict:
 
@@ -12,7 +12,7 @@ masked out). The result is one JSON-ready dict:
 
 written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
 With config.eval.inception_weights / lpips_weights set, "model" and "baseline" also hold "fid",
-"kid" / "lpips" (colorgan.feature_metrics), and the result names "fid_backend" and "fid_reference".
+"kid" / "lpips" (colorgan.evaluation.features), and the result names "fid_backend" and "fid_reference".
 A generator trained with hints is also scored with each of config.eval.hint_counts points drawn
 from the ground truth (hints.ground_truth_hints: the same points for every run): "by_hints":
 {"<n>": {the keys of "model"}} in the JSON, eval/hints_<n>/<name> in TensorBoard, and a
@@ -36,14 +36,14 @@ import tqdm
 
 from colorgan import checkpointing
 from colorgan import color
-from colorgan import feature_metrics
+from colorgan.evaluation import features as feature_metrics
 from colorgan import fileio
 from colorgan import hints as hints_lib
-from colorgan import input_pipeline
-from colorgan import metrics
+from colorgan.data import pipeline as input_pipeline
+from colorgan.evaluation import metrics
 from colorgan import models
 from colorgan import parallel
-from colorgan import plot
+from colorgan.evaluation import plot
 
 EVAL_DIR = "eval"
 METRIC_NAMES = metrics.METRIC_NAMES
@@ -333,7 +333,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     ValueError: an eval batch size the devices cannot split, or an empty eval split.
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  from colorgan import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from colorgan.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   writable = jax.process_index() == 0 and os.path.isdir(workdir)  # else restoring says why
   if writable:

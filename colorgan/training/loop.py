@@ -22,20 +22,20 @@ from PIL import Image
 from colorgan import checkpointing
 from colorgan import color
 from colorgan import configuration
-from colorgan import divergence
+from colorgan.training import divergence
 from colorgan import fileio
-from colorgan import heartbeat as heartbeat_lib
+from colorgan.training import heartbeat as heartbeat_lib
 from colorgan import hints as hints_lib
-from colorgan import evaluate
-from colorgan import input_pipeline
-from colorgan import losses
+from colorgan.evaluation import evaluator as evaluate
+from colorgan.data import pipeline as input_pipeline
+from colorgan.training import losses
 from colorgan import models
 from colorgan import parallel
-from colorgan import preemption
-from colorgan import reproducibility
-from colorgan import schedules
-from colorgan import warm_start
-from colorgan.state import GanState
+from colorgan.training import preemption
+from colorgan.training import reproducibility
+from colorgan.training import schedules
+from colorgan.training import warm_start
+from colorgan.training.state import GanState
 
 # Every train_step returns these scalars (zeros where a term is off), averaged over each log interval.
 METRIC_NAMES = (
@@ -398,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Writes into workdir: config.json, reproducibility.json, checkpoints/<step>/, TensorBoard events
   (the workdir itself), samples/step_<N>.png grids (gray | generated | real) and, every
-  config.eval_every_steps and at the end, eval/step_<N>.json (colorgan.evaluate: the model and the
+  config.eval_every_steps and at the end, eval/step_<N>.json (colorgan.evaluation.evaluator: the model and the
   gray baseline on the eval split).
 
   Raises:

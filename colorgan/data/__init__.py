@@ -1,0 +1,1 @@
+"""Data: decoding (Pillow), the sources (files, TFDS) and the tf.data pipelines."""
