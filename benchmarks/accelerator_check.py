@@ -54,6 +54,7 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from colorgan import configuration  # noqa: E402
+from colorgan import errors  # noqa: E402
 from colorgan import fileio  # noqa: E402
 from colorgan import models  # noqa: E402
 
@@ -232,12 +233,12 @@ class Check:
     return self.mesh
 
   def _state(self, config):
-    from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
+    from colorgan.training import step as step_lib  # pylint: disable=g-import-not-at-top
     if self.state is None:
       mesh = self._mesh()
       with jax.set_mesh(mesh):
-        self.state = train.init_train_state(config, models.create_generator(config),
-                                            models.create_discriminator(config), mesh)
+        self.state = step_lib.init_train_state(config, models.create_generator(config),
+                                               models.create_discriminator(config), mesh)
     return self.state
 
   def _model_config(self, **values):
@@ -251,7 +252,7 @@ class Check:
     def measure():
       from benchmarks import timing  # pylint: disable=g-import-not-at-top
       from colorgan import parallel  # pylint: disable=g-import-not-at-top
-      from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
+      from colorgan.training import step as step_lib  # pylint: disable=g-import-not-at-top
       config = self._config(batch_size=batch, compute_dtype=dtype, **{"model.fast_layers": fast})
       mesh = self._mesh()
       images = np.random.default_rng(batch).integers(0, 256, (batch, self.size, self.size, 3),
@@ -260,8 +261,8 @@ class Check:
         state = self._state(config)
         if ("train", batch) not in self.model_flops:
           model = self._model_config(batch_size=batch)
-          step = train.make_train_step(model, models.create_generator(model),
-                                       models.create_discriminator(model), mesh)
+          step = step_lib.make_train_step(model, models.create_generator(model),
+                                          models.create_discriminator(model), mesh)
           self.model_flops["train", batch] = timing.traced_flops(
               step, state, {"image": jax.device_put(images, parallel.batch_sharding(mesh))})
         self.state = None  # donated below; the returned state replaces it (a failure: a new one)
@@ -292,7 +293,6 @@ class Check:
 
     def measure():
       from benchmarks import timing  # pylint: disable=g-import-not-at-top
-      from colorgan.training import loop as train  # pylint: disable=g-import-not-at-top
       config = self._config(compute_dtype=dtype, **{"model.fast_layers": fast})
       state = self._state(config)
       l = jax.device_put(np.random.default_rng(0).uniform(-1, 1, (batch, height, width, 1)).astype(
@@ -301,7 +301,8 @@ class Check:
         if ("infer", shape) not in self.model_flops:
           model = models.create_generator(self._model_config())
           self.model_flops["infer", shape] = timing.traced_flops(
-              jax.jit(lambda p, s, l: train.generate_ab(model, p, s, l)), state.g_params,
+              jax.jit(lambda p, s, l: models.predict_ab(model, {"params": p, "batch_stats": s},
+                                                        l)), state.g_params,
               state.g_batch_stats, l)
         figures = timing.time_generator(
             models.create_generator(config), state.g_params, state.g_batch_stats, l,
@@ -332,6 +333,7 @@ class Check:
     def measure():
       from PIL import Image  # pylint: disable=g-import-not-at-top
       from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
+      from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
       config = self._config(compute_dtype="float32", **{"model.fast_layers": "auto"})
       entry["fast_layers"] = models.use_fast_layers(config)
       state = self._state(config)
@@ -350,12 +352,12 @@ class Check:
             config, {"params": state.g_params, "batch_stats": state.g_batch_stats}, step=0,
             size=self.size, batch_size=1, mesh=self._mesh())
         start = time.perf_counter()  # the first photo compiles the generator
-        first = colorize.plan([os.path.join(inputs, "photo0.jpg")], os.path.join(tmp, "out0"), "jpg")
+        first = photo.plan([os.path.join(inputs, "photo0.jpg")], os.path.join(tmp, "out0"), "jpg")
         if colorizer.run(first):
           raise RuntimeError("colorizing the first photo failed (see above)")
         first_run_s = time.perf_counter() - start
         start = time.perf_counter()
-        if colorizer.run(colorize.plan([inputs], os.path.join(tmp, "out"), "jpg")):
+        if colorizer.run(photo.plan([inputs], os.path.join(tmp, "out"), "jpg")):
           raise RuntimeError("colorizing the photos failed (see above)")
         seconds = time.perf_counter() - start
       return {"seconds_per_photo": round(seconds / photos, 4),
@@ -432,7 +434,7 @@ def main(argv) -> None:
   config = _CONFIG.value
   try:
     configuration.validate(config)
-  except configuration.ConfigError as e:
+  except errors.ConfigError as e:
     print(f"accelerator_check: error: {e}", file=sys.stderr)
     sys.exit(2)
   if jax.default_backend() == "cpu" and not _QUICK.value:

@@ -32,7 +32,8 @@ from PIL import Image  # noqa: E402
 from colorgan import checkpointing  # noqa: E402
 from colorgan.inference import colorize  # noqa: E402
 from colorgan.inference import export  # noqa: E402
-from colorgan.data import pipeline as input_pipeline  # noqa: E402
+from colorgan.inference import photo as photo_lib  # noqa: E402
+from colorgan.data import sources  # noqa: E402
 from colorgan import models  # noqa: E402
 
 SIZES = ((512, 512), (768, 1024))  # (height, width): 512x512 and 1024x768 (landscape)
@@ -75,12 +76,12 @@ def main() -> None:
   parser.add_argument("--formats", default=",".join(export.FORMATS))
   args = parser.parse_args()
   config, variables = generator_variables(args)
-  source = Image.open(input_pipeline.bundled_photo_paths()[0]).convert("RGB")
+  source = Image.open(sources.bundled_photo_paths()[0]).convert("RGB")
   photos = {f"{w}x{h}": np.asarray(source.resize((w, h), Image.Resampling.BILINEAR))
             for h, w in SIZES}
   colorizer = colorize.Colorizer(config, variables, step=0, batch_size=1)
   runners = {
-      "colorize": lambda rgb: colorizer.colorize_photo(colorize.Photo(colorize.lightness(rgb), None)),
+      "colorize": lambda rgb: colorizer.colorize_photo(photo_lib.Photo(photo_lib.lightness(rgb), None)),
       "jax": jax.jit(export.colorize_function(config, variables)),
   }
   export_seconds = {}

@@ -31,7 +31,7 @@ from PIL import Image  # noqa: E402
 
 from colorgan import convert_weights  # noqa: E402
 from colorgan.evaluation import inception  # noqa: E402
-from colorgan.data import pipeline as input_pipeline  # noqa: E402
+from colorgan.data import sources  # noqa: E402
 from tests import torch_reference  # noqa: E402
 
 _FOLDER = flags.DEFINE_string("folder", None, "Photos to use (default: the bundled photos).")
@@ -45,9 +45,9 @@ def _photos(batch: int) -> np.ndarray:
   """float32 [batch, 299, 299, 3] in [0, 1]: the photos resized as pytorch-fid resizes them."""
   if _FOLDER.value:
     paths = [os.path.join(_FOLDER.value, p)
-             for p in input_pipeline.list_image_files(_FOLDER.value)][:batch]
+             for p in sources.list_image_files(_FOLDER.value)][:batch]
   else:
-    paths = list(input_pipeline.bundled_photo_paths())
+    paths = list(sources.bundled_photo_paths())
   images = [inception.resize_bilinear(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255)
             for p in paths]
   return np.stack([images[i % len(images)] for i in range(batch)])

@@ -45,13 +45,14 @@ def _fail(message: str) -> None:
 def time_train_step(config, batch) -> float:
   """Seconds per training step of `config` on this machine's devices (after compiling)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from colorgan import models, parallel, train  # pylint: disable=g-import-not-at-top
+  from colorgan import models, parallel  # pylint: disable=g-import-not-at-top
+  from colorgan.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   with jax.set_mesh(mesh):
-    state = train.init_train_state(config, generator, discriminator, mesh)
-    step_fn = train.make_train_step(config, generator, discriminator, mesh)
+    state = step_lib.init_train_state(config, generator, discriminator, mesh)
+    step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
     batch = parallel.global_batch(mesh, batch)
     start = time.perf_counter()
     state, metrics = step_fn(state, batch)
@@ -68,6 +69,7 @@ def main(argv) -> None:
   del argv
   from benchmarks import timing  # pylint: disable=g-import-not-at-top
   from colorgan import configuration  # pylint: disable=g-import-not-at-top
+  from colorgan import errors  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
   if config is None:
@@ -75,7 +77,7 @@ def main(argv) -> None:
   try:
     configuration.validate(config)
     result, batch = timing.time_input_pipeline(config, steps=FLAGS.steps, warmup=FLAGS.warmup)
-  except configuration.ConfigError as e:
+  except errors.ConfigError as e:
     _fail(str(e))
   print(f"pipeline: {result['images_per_s']} images/s", flush=True)
   if FLAGS.train_step:

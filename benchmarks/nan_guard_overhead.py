@@ -25,10 +25,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from colorgan.training import divergence  # noqa: E402
-from colorgan.data import pipeline as input_pipeline  # noqa: E402
+from colorgan.data import pipeline  # noqa: E402
+from colorgan.data import sources  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
-from colorgan.training import loop as train  # noqa: E402
+from colorgan.training import step as step_lib  # noqa: E402
 
 VARIANTS = ("skip", "stop", "none")
 
@@ -60,9 +61,9 @@ def main() -> None:
   config = load_config(args.config)
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
-  source = input_pipeline.create_source(config)
-  ds = input_pipeline.create_train_dataset(config, source.train,
-                                           rows=parallel.process_batch_rows(mesh, config.batch_size))
+  source = sources.create_source(config)
+  ds = pipeline.create_train_dataset(config, source.train,
+                                     rows=parallel.process_batch_rows(mesh, config.batch_size))
   fns, states = {}, {}
   with jax.set_mesh(mesh):
     batch = parallel.global_batch(mesh, next(iter(ds.as_numpy_iterator())))
@@ -70,8 +71,8 @@ def main() -> None:
       variant = config.copy_and_resolve_references()
       variant.nan_policy = "skip" if name == "skip" else "stop"
       with without_guard() if name == "none" else contextlib.nullcontext():
-        fns[name] = train.make_train_step(variant, generator, discriminator, mesh)
-        states[name] = train.init_train_state(config, generator, discriminator, mesh)
+        fns[name] = step_lib.make_train_step(variant, generator, discriminator, mesh)
+        states[name] = step_lib.init_train_state(config, generator, discriminator, mesh)
         states[name], _ = fns[name](states[name], batch)
         jax.block_until_ready(states[name])
     times = {name: ([], []) for name in fns}

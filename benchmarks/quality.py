@@ -12,6 +12,7 @@ config's image_size). Prints one JSON line: the model's and the gray baseline's 
 run sizes, and the wall times (training, evaluation, total).
 """
 
+import functools
 import logging as logging_std
 import os
 import sys
@@ -57,45 +58,46 @@ def main(argv):
   config.checkpoint_every_steps = max(config.checkpoint_every_steps, FLAGS.steps)
   configuration.validate(config)
   # pylint: disable=g-import-not-at-top  (TensorFlow and JAX load after the flags are checked)
-  from colorgan.data import pipeline as input_pipeline
+  from colorgan.data import sources
 
   def image_files(folder):  # what the folder source reads, as absolute paths
-    return tuple(os.path.join(folder, p) for p in input_pipeline.list_image_files(folder))
+    return tuple(os.path.join(folder, p) for p in sources.list_image_files(folder))
 
   train_paths, eval_paths = image_files(FLAGS.train_path), image_files(FLAGS.eval_path)
   for flag, paths in (("train_path", train_paths), ("eval_path", eval_paths)):
     if not paths:
       sys.exit(f"quality.py: error: --{flag}={getattr(FLAGS, flag)} holds no image file "
-               f"({', '.join(input_pipeline.IMAGE_EXTENSIONS)})")
+               f"({', '.join(sources.IMAGE_EXTENSIONS)})")
 
   import jax
   from colorgan import checkpointing
-  from colorgan.evaluation import evaluator as evaluate
+  from colorgan.evaluation import evaluator
   from colorgan import models
   from colorgan import parallel
-  from colorgan.training import loop as train
+  from colorgan.training import loop
 
   # The two folders become the run's data source, whatever config.data.source says.
-  folders = input_pipeline.Source("folder", train_paths, eval_paths)
+  folders = sources.Source("folder", sources.FileImages(train_paths),
+                           sources.FileImages(eval_paths))
 
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="colorgan_quality_")
   logging.info("Training %d steps on %d photos in %s; evaluating on %d photos", FLAGS.steps,
                len(train_paths), workdir, len(eval_paths))
   start = time.time()
-  train.train_and_evaluate(config, workdir, source=folders)
+  loop.train_and_evaluate(config, workdir, source=folders)
   train_wall = time.time() - start
 
   start_eval = time.time()
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, sharding=parallel.replicated(mesh))
-  evaluator = evaluate.Evaluator(config, models.create_generator(inference.config), mesh,
-                                 eval_paths)
-  result = evaluator(inference.g_variables, inference.step)
+  predict = functools.partial(models.predict_ab, models.create_generator(inference.config))
+  result = evaluator.Evaluator(config, predict, mesh, folders.eval)(inference.g_variables,
+                                                                    inference.step)
   eval_wall = time.time() - start_eval
-  evaluate.record(result, workdir)
+  evaluator.record(result, workdir)
 
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  print(evaluate.to_json({
+  print(evaluator.to_json({
       "benchmark": "quality",
       "config": next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None),
       "overrides": overrides,

@@ -10,9 +10,11 @@ import time
 import jax
 import numpy as np
 
-from colorgan.data import pipeline as input_pipeline
+from colorgan import models
+from colorgan.data import pipeline
+from colorgan.data import sources
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.training import step as step_lib
 
 
 def flops(program) -> float:
@@ -78,7 +80,7 @@ def time_train_step(config, generator, discriminator, mesh, state, images: np.nd
     the step donates its input, so the caller continues with this one).
   """
   batch = {"image": jax.device_put(images, parallel.batch_sharding(mesh))}
-  step, compile_s = compile_timed(train.make_train_step(config, generator, discriminator, mesh),
+  step, compile_s = compile_timed(step_lib.make_train_step(config, generator, discriminator, mesh),
                                   state, batch)
   print(f"{name} step compiled in {compile_s:.2f} s", flush=True)
 
@@ -95,9 +97,10 @@ def time_train_step(config, generator, discriminator, mesh, state, images: np.nd
 
 def time_generator(generator, g_params, g_batch_stats, l, *, steps: int, warmup: int,
                    name: str = "infer") -> dict[str, float]:
-  """Generator inference (train.generate_ab) on L `l` [B, H, W, 1]: summarize's figures plus
+  """Generator inference (models.predict_ab) on L `l` [B, H, W, 1]: summarize's figures plus
   name_compile_s and name_program_bytes."""
-  generate = jax.jit(lambda params, stats, l: train.generate_ab(generator, params, stats, l))
+  generate = jax.jit(lambda params, stats, l: models.predict_ab(
+      generator, {"params": params, "batch_stats": stats}, l))
   compiled, compile_s = compile_timed(generate, g_params, g_batch_stats, l)
   times = time_calls(lambda: compiled(g_params, g_batch_stats, l).block_until_ready(), steps,
                      warmup)
@@ -111,7 +114,7 @@ def time_input_pipeline(config, *, steps: int, warmup: int,
   """This host's training stream of `config` (one process: every row of the global batch).
 
   Skips `warmup` batches (start-up, autotuning), then times `steps` batches, or fewer when
-  `max_seconds` pass first. Raises configuration.ConfigError for a source it cannot read.
+  `max_seconds` pass first. Raises errors.ConfigError for a source it cannot read.
 
   Returns:
     (figures, the last batch read). The figures: images_per_s, batch_size, image_size, steps (timed), seconds, source, train_images, cpus,
@@ -119,15 +122,15 @@ def time_input_pipeline(config, *, steps: int, warmup: int,
     meaningful on a busy machine), load_avg_1min.
   """
   start = time.perf_counter()
-  source = input_pipeline.create_source(config)
+  source = sources.create_source(config)
   batch_size = config.batch_size
-  iterator = input_pipeline.create_train_dataset(
+  iterator = pipeline.create_train_dataset(
       config, source.train, rows=(0, batch_size)).as_numpy_iterator()
   batch = next(iterator)
   start_s = time.perf_counter() - start
   for _ in range(warmup):
     batch = next(iterator)
-  train_images = input_pipeline.num_images(source.train)
+  train_images = source.train.num_images
   print(f"{source.name}: {train_images} train images; timing {steps} batches of {batch_size} at "
         f"{config.image_size} px", flush=True)
   cpu_start = time.process_time()

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
-from colorgan.training import loop as train  # noqa: E402
+from colorgan.training import step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training config.")
 _SIZE = flags.DEFINE_integer("size", 64, "Image size (sets config.image_size).")
@@ -56,7 +56,7 @@ def main(argv) -> None:
             "compute_dtype": config.compute_dtype, "fast_layers": fast_layers,
             "devices": jax.device_count(), "platform": jax.devices()[0].platform}
   with jax.set_mesh(mesh):
-    state = train.init_train_state(config, generator, discriminator, mesh)
+    state = step_lib.init_train_state(config, generator, discriminator, mesh)
     result["g_params"] = sum(x.size for x in jax.tree.leaves(state.g_params))
     result["d_params"] = sum(x.size for x in jax.tree.leaves(state.d_params))
 

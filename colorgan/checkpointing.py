@@ -7,43 +7,27 @@ A checkpoint `workdir/checkpoints/<step>/` holds three items:
 Orbax writes each checkpoint into `<step>.orbax-checkpoint-tmp-*` and renames it once complete, so a
 process killed at any moment (also mid-save) leaves only committed steps behind; leftover tmp
 directories are deleted when the next run creates its manager.
+
+Evaluation and inference read checkpoints through here too, so it knows nothing of training: whether
+a run may resume with a changed config, and where its data stream goes on, is training/resume.py.
 """
 
-import functools
-import json
 import math
 import os
 from typing import Any, NamedTuple
 
-from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
-from colorgan import configuration
+from colorgan import errors
 from colorgan import models
-from colorgan.training import schedules
-from colorgan.training.state import GanState
+
+# The training state as a pytree (colorgan.training.state.GanState): this module, shared by
+# evaluation and inference, knows its structure only through the trees it is given.
+PyTree = Any
 
 ITEMS = ("state", "data", "config")
-
-# Keys that may change between a run and its resumption: they decide how long the run is and what it
-# writes, not what it learns. Any other key (model.*, optim.*, loss.*, data.*, seed, image_size,
-# batch_size, ...) changes the training itself; a resumed run refuses a change there unless
-# config.allow_config_change is set. A new bookkeeping key belongs here.
-FREE_KEYS = frozenset({
-    "total_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "num_samples", "nan_policy", "allow_config_change",
-    "best_checkpoint_metric", "best_checkpoint_mode", "data.num_parallel_calls", "data.prefetch",
-    "data.cache", "eval_every_steps", "eval_batch_size", "num_eval_images",
-    # Evaluation only.
-    "eval.inception_weights", "eval.lpips_weights", "eval.fid_reference", "eval.hint_counts",
-    # Only read when a run starts from scratch: a resumed run never looks at them again.
-    "init_generator_from", "model.init_from",
-    # The same parameters and function on both layer paths: a run moves between CPU and GPU/TPU.
-    "model.fast_layers",
-})
 
 
 class DataPosition(NamedTuple):
@@ -93,7 +77,7 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Check
   return ocp.CheckpointManager(_directory(workdir), item_names=ITEMS, options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: GanState,
+def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
          config: ml_collections.ConfigDict, *, data: DataPosition | None = None,
          metrics: dict[str, float] | None = None, force: bool = False) -> bool:
   """Saves (asynchronously) when the policies ask for this step, or always with force.
@@ -108,11 +92,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: GanState,
       config=ocp.args.JsonSave(config.to_dict())))
 
 
-class RestoreError(RuntimeError):
-  """The latest checkpoint cannot be read into this run's state; the message is one line."""
-
-
-def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState | None:
+def restore_latest(manager: ocp.CheckpointManager, state: PyTree) -> PyTree | None:
   """The latest committed checkpoint restored into `state`'s structure and shardings, or None.
 
   The shardings are `state`'s, so a run saved on one device count resumes on another.
@@ -132,9 +112,10 @@ def restore_latest(manager: ocp.CheckpointManager, state: GanState) -> GanState 
     earlier = [s for s in manager.all_steps() if s < step]
     fallback = (f"move it out of {manager.directory} to resume from step {max(earlier)}"
                 if earlier else "or train in another --workdir")
-    raise RestoreError(f"{manager.directory}/{step} cannot be restored into the state this config "
-                       f"builds ({_reason(e)}): if the config changed, train in another --workdir; "
-                       f"if the checkpoint is damaged, {fallback}") from e
+    raise errors.RestoreError(
+        f"{manager.directory}/{step} cannot be restored into the state this config builds "
+        f"({_reason(e)}): if the config changed, train in another --workdir; if the checkpoint is "
+        f"damaged, {fallback}") from e
 
 
 def _reason(error: Exception) -> str:
@@ -169,20 +150,6 @@ def restore_data_position(manager: ocp.CheckpointManager, step: int,
   return DataPosition(step * config.batch_size, config.batch_size, config.seed)
 
 
-def data_start_batch(position: DataPosition, batch_size: int) -> int:
-  """Global batches of `batch_size` to skip so the stream continues at `position`.
-
-  With an unchanged batch size this is exact; after a (permitted) batch size change the stream
-  resumes at the next whole batch, skipping fewer than batch_size examples.
-  """
-  start = -(-position.examples // batch_size)
-  if start * batch_size != position.examples:
-    logging.warning("The batch size changed from %d to %d: the data stream resumes at example %d, "
-                    "skipping %d", position.batch_size, batch_size, start * batch_size,
-                    start * batch_size - position.examples)
-  return start
-
-
 def saved_config(manager: ocp.CheckpointManager,
                  step: int | None = None) -> ml_collections.ConfigDict | None:
   """The config saved with `step` (default: the latest checkpoint), or None without checkpoints."""
@@ -191,84 +158,6 @@ def saved_config(manager: ocp.CheckpointManager,
     return None
   return ml_collections.ConfigDict(
       manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
-
-
-def _schedule_horizon_keys(*flat_configs: dict[str, Any]) -> set[str]:
-  """FREE_KEYS that stop being free: total_steps, where a decaying schedule is built from it.
-
-  linear_decay and cosine are functions of total_steps: resuming with another total_steps would
-  move the run along a new learning-rate curve (up it, when the run is lengthened). That is a change
-  of training, made only on request (allow_config_change): the schedule is then rebuilt over the new
-  total_steps from the resumed step on.
-  """
-  decaying = any(flat.get(f"optim.{net}_schedule", "constant") != "constant"
-                 for flat in flat_configs for net in ("g", "d"))
-  return {"total_steps"} if decaying else set()
-
-
-def config_changes(saved: ml_collections.ConfigDict | dict,
-                   config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
-  """(keys whose values differ outside the free keys, keys present on one side only).
-
-  The free keys are FREE_KEYS, less total_steps when either config decays a learning rate.
-  """
-  # Compared as JSON, as saved: a tuple in the config is a list in the checkpoint.
-  old = configuration.flatten(saved)
-  new = configuration.flatten(json.loads(config.to_json_best_effort()))
-  free = FREE_KEYS - _schedule_horizon_keys(old, new)
-  differing = sorted(k for k in old.keys() & new.keys()
-                     if k not in free and old[k] != new[k] and not _both_nan(old[k], new[k]))
-  one_sided = sorted((old.keys() ^ new.keys()) - free)
-  return differing, one_sided
-
-
-def _both_nan(a: Any, b: Any) -> bool:
-  return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
-
-
-def check_config_change(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:
-  """Refuses to resume a run whose latest checkpoint was trained with a different recipe.
-
-  Raises:
-    configuration.ConfigError: a key outside FREE_KEYS differs, and config.allow_config_change is
-      not set. The message lists the keys with both values.
-  """
-  saved = saved_config(manager)
-  if saved is None:
-    return
-  differing, one_sided = config_changes(saved, config)
-  if one_sided:  # a newer colorgan added keys (or an older one dropped them): their defaults apply
-    logging.warning("Config keys present only in the checkpoint or only now: %s",
-                    ", ".join(one_sided))
-  if not differing:
-    return
-  old = configuration.flatten(saved)
-  new = configuration.flatten(json.loads(config.to_json_best_effort()))
-  listing = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differing)
-  if "total_steps" in differing:
-    listing += f" ({_schedule_jump(old, new, manager.latest_step())})"
-  if config.allow_config_change:
-    logging.warning("Resuming with a changed config (allow_config_change): %s", listing)
-    return
-  raise configuration.ConfigError(
-      f"{manager.directory} was trained with a different config: {listing}; use another --workdir, "
-      "or pass --config.allow_config_change=True to continue with the new values")
-
-
-def _schedule_jump(old: dict[str, Any], new: dict[str, Any], step: int) -> str:
-  """What the new config does to the learning rates at the resumed step, in words (flat configs)."""
-  old = {**new, **old}  # a checkpoint from before a key existed: the new value stands in
-
-  def rate(flat, net):
-    return float(schedules.create_schedule(
-        flat[f"optim.{net}_schedule"], flat[f"optim.{net}_learning_rate"],
-        total_steps=flat["total_steps"], warmup_steps=flat["optim.warmup_steps"],
-        decay_steps=flat["optim.decay_steps"])(step))
-
-  rates = [f"the {name}'s learning rate at step {step} would go from {rate(old, net):.3g} to "
-           f"{rate(new, net):.3g}" for net, name in (("g", "generator"), ("d", "discriminator"))
-           if {old[f"optim.{net}_schedule"], new[f"optim.{net}_schedule"]} != {"constant"}]
-  return "; ".join(rates) + ": linear_decay and cosine schedules are built from total_steps"
 
 
 class InferenceModel(NamedTuple):
@@ -314,11 +203,7 @@ def restore_for_inference(workdir: str, step: int | None = None,
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
     config = saved_config(manager, step)
-    generator = models.create_generator(config)
-    size = config.image_size
-    abstract = jax.eval_shape(functools.partial(generator.init, train=False), jax.random.key(0),
-                              jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
-    g_variables = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    g_variables = models.abstract_variables(models.create_generator(config), config.image_size)
     use_ema = config.get("g_ema_decay", 0.0) > 0
     item = ({"g_ema": g_variables} if use_ema else
             {"g_params": g_variables["params"], "g_batch_stats": g_variables["batch_stats"]})
@@ -330,8 +215,8 @@ def restore_for_inference(workdir: str, step: int | None = None,
     earlier = [s for s in steps if s < step]
     fallback = (f"pass --step={max(earlier)} to use the step before it" if earlier
                 else "train again")
-    raise RestoreError(f"{directory}/{step} cannot be read ({_reason(e)}): the checkpoint is "
-                       f"damaged or incomplete; {fallback}") from e
+    raise errors.RestoreError(f"{directory}/{step} cannot be read ({_reason(e)}): the checkpoint "
+                              f"is damaged or incomplete; {fallback}") from e
   finally:
     manager.close()
   if use_ema:

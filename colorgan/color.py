@@ -1,16 +1,20 @@
-"""sRGB <-> CIE Lab (D65, 2 degree observer) in jax.numpy, and the model's scaling of L and ab.
+"""sRGB <-> CIE Lab (D65, 2 degree observer), the sRGB gamut, and the model's scaling of L and ab.
 
-The formulas and constants follow `skimage.color.rgb2lab` / `lab2rgb` (their tests are the reference).
+Written once for both array libraries: each conversion takes `xp`, jax.numpy (the default:
+training, evaluation and export, where it is traced) or numpy (colorize's full-resolution photos on
+the host). The formulas and constants follow `skimage.color.rgb2lab` / `lab2rgb` (their tests are
+the reference).
 Every piecewise branch is evaluated on a clamped input (the "double where" trick) so that gradients
 stay finite everywhere, including at black, where cbrt and the sRGB power have infinite slope.
 """
 
+from types import ModuleType
+
 import jax.numpy as jnp
 import numpy as np
 
-# The constants are numpy, not jax arrays: importing colorgan must not start a JAX backend (a program
-# has to be able to call jax.distributed.initialize() after importing it). They are the one
-# definition of the conversion: colorize.py's host fast path for full-resolution photos uses them too.
+# The constants are numpy, not jax arrays: importing colorgan must not start a JAX backend (a
+# program has to be able to call jax.distributed.initialize() after importing it).
 # skimage.color.colorconv.xyz_from_rgb (sRGB primaries, D65).
 XYZ_FROM_RGB = np.array(
     [[0.412453, 0.357580, 0.180423],
@@ -27,84 +31,160 @@ LAB_F_THRESHOLD = 0.2068966  # cbrt(LAB_EPSILON): where f(t) switches from linea
 L_SCALE, L_SHIFT = 50.0, 1.0  # L in [0, 100] -> [-1, 1]
 AB_SCALE = 110.0              # a, b in about [-110, 110] -> about [-1, 1]
 
+GAMUT_TOLERANCE = 1e-5  # linear RGB; gray (ab = 0) lands within float error of [0, 1]
+GAMUT_BISECTIONS = 10   # the chroma scale found to 1/1024
 
-def srgb_to_linear(c):
+
+def srgb_to_linear(c, xp: ModuleType = jnp):
   """sRGB in [0, 1] -> linear RGB (same shape)."""
   linear_part = c / 12.92
-  safe = jnp.maximum(c, 0.04045)
+  safe = xp.maximum(c, 0.04045)
   power_part = ((safe + 0.055) / 1.055) ** 2.4
-  return jnp.where(c > 0.04045, power_part, linear_part)
+  return xp.where(c > 0.04045, power_part, linear_part)
 
 
-def linear_to_srgb(c):
+def linear_to_srgb(c, xp: ModuleType = jnp):
   """Linear RGB -> sRGB (same shape); values outside [0, 1] are not clipped."""
   linear_part = c * 12.92
-  safe = jnp.maximum(c, 0.0031308)
+  safe = xp.maximum(c, 0.0031308)
   power_part = 1.055 * safe ** (1 / 2.4) - 0.055
-  return jnp.where(c > 0.0031308, power_part, linear_part)
+  return xp.where(c > 0.0031308, power_part, linear_part)
 
 
-def _channels(x):
+def _channels(x, xp: ModuleType):
   """[..., 3] -> its three [...] channels. Not x[..., i]: with a dynamic height and width (export),
   that indexing lowers to a gather which the TFLite converter cannot take."""
-  return jnp.unstack(x, axis=-1)
+  return xp.unstack(x, axis=-1)
 
 
-def rgb_to_lab(rgb):
+def lab_f(t, xp: ModuleType = jnp):
+  """Lab's f(t) of a tristimulus ratio t = X/Xn (Y/Yn, Z/Zn): a cube root, linear near black."""
+  safe = xp.maximum(t, LAB_EPSILON)
+  return xp.where(t > LAB_EPSILON, xp.cbrt(safe), LAB_KAPPA * t + 16.0 / 116.0)
+
+
+def rgb_to_lab(rgb, xp: ModuleType = jnp):
   """Converts sRGB to CIE Lab.
 
   Args:
     rgb: float array [..., 3] with values in [0, 1].
+    xp: jax.numpy or numpy.
 
   Returns:
     float32 array [..., 3]: L in [0, 100], a and b roughly in [-110, 110].
   """
-  rgb = jnp.asarray(rgb, jnp.float32)
-  xyz = srgb_to_linear(rgb) @ XYZ_FROM_RGB.T
-  t = xyz / D65_WHITE
-  safe = jnp.maximum(t, LAB_EPSILON)
-  f = jnp.where(t > LAB_EPSILON, jnp.cbrt(safe), LAB_KAPPA * t + 16.0 / 116.0)
-  fx, fy, fz = _channels(f)
-  return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+  rgb = xp.asarray(rgb, xp.float32)
+  xyz = srgb_to_linear(rgb, xp) @ XYZ_FROM_RGB.T
+  fx, fy, fz = _channels(lab_f(xyz / D65_WHITE, xp), xp)
+  return xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
-def _f_to_linear_rgb(f):
+def linear_to_lightness(linear_rgb, xp: ModuleType = jnp):
+  """Linear RGB [..., 3] -> CIE L [...] in [0, 100] alone (rgb_to_lab's first channel, from Y)."""
+  y = linear_rgb @ XYZ_FROM_RGB[1]  # Y / Y_white: the white's Y is 1
+  return 116.0 * lab_f(y, xp) - 16.0
+
+
+def _f_to_linear_rgb(f, xp: ModuleType):
   """Lab's f(X/Xn), f(Y/Yn), f(Z/Zn) [..., 3] -> linear RGB [..., 3], unclipped."""
-  cube_part = jnp.maximum(f, LAB_F_THRESHOLD) ** 3
+  safe = xp.maximum(f, LAB_F_THRESHOLD)
+  # numpy: ** 3 calls pow(), 6x slower than this product, which XLA computes for ** 3 anyway.
+  cube_part = safe * safe * safe if xp is np else safe ** 3
   linear_part = (f - 16.0 / 116.0) / LAB_KAPPA
-  xyz = jnp.where(f > LAB_F_THRESHOLD, cube_part, linear_part) * D65_WHITE
+  xyz = xp.where(f > LAB_F_THRESHOLD, cube_part, linear_part) * D65_WHITE
   return xyz @ RGB_FROM_XYZ.T
 
 
-def lab_to_linear_rgb(lab):
+def lab_channels_to_linear_rgb(l, a, b, xp: ModuleType = jnp):
+  """L, a, b [...] (Lab units, a and b unbounded) -> linear RGB [..., 3], unclipped."""
+  fy = (l + 16.0) / 116.0
+  return _f_to_linear_rgb(xp.stack([fy + a / 500.0, fy, fy - b / 200.0], axis=-1), xp)
+
+
+def lab_to_linear_rgb(lab, xp: ModuleType = jnp):
   """Converts CIE Lab to linear RGB, unclipped: a color outside the sRGB gamut has a component
   outside [0, 1] (what gamut mapping tests).
 
   Args:
     lab: float array [..., 3]: L in [0, 100], a, b unbounded.
+    xp: jax.numpy or numpy.
 
   Returns:
     float32 array [..., 3].
   """
-  l, a, b = _channels(jnp.asarray(lab, jnp.float32))
-  fy = (l + 16.0) / 116.0
-  return _f_to_linear_rgb(jnp.stack([fy + a / 500.0, fy, fy - b / 200.0], axis=-1))
+  return lab_channels_to_linear_rgb(*_channels(xp.asarray(lab, xp.float32), xp), xp)
 
 
-def lab_to_rgb(lab):
+def lab_to_rgb(lab, xp: ModuleType = jnp):
   """Converts CIE Lab to sRGB, clipped to [0, 1] like skimage (out-of-gamut colors are clamped).
 
   Args:
     lab: float array [..., 3]: L in [0, 100], a, b unbounded.
+    xp: jax.numpy or numpy.
 
   Returns:
     float32 array [..., 3] in [0, 1].
   """
-  l, a, b = _channels(jnp.asarray(lab, jnp.float32))
+  l, a, b = _channels(xp.asarray(lab, xp.float32), xp)
   fy = (l + 16.0) / 116.0
   # skimage clamps negative z (colors no light can produce) to 0 before the inverse.
-  f = jnp.stack([fy + a / 500.0, fy, jnp.maximum(fy - b / 200.0, 0.0)], axis=-1)
-  return jnp.clip(linear_to_srgb(_f_to_linear_rgb(f)), 0.0, 1.0)
+  f = xp.stack([fy + a / 500.0, fy, xp.maximum(fy - b / 200.0, 0.0)], axis=-1)
+  return xp.clip(linear_to_srgb(_f_to_linear_rgb(f, xp), xp), 0.0, 1.0)
+
+
+def in_gamut(linear_rgb, xp: ModuleType = jnp):
+  """Linear RGB [..., 3] -> bool [...]: inside the sRGB gamut, up to GAMUT_TOLERANCE.
+
+  Min and max, not all(): reductions the ONNX and TFLite exports translate.
+  """
+  return ((xp.min(linear_rgb, axis=-1) >= -GAMUT_TOLERANCE)
+          & (xp.max(linear_rgb, axis=-1) <= 1 + GAMUT_TOLERANCE))
+
+
+def chroma_scale(l, a, b, xp: ModuleType = jnp):
+  """The largest s in [0, 1] (to 2**-GAMUT_BISECTIONS, by bisection) with (L, s a, s b) in gamut.
+
+  s = 0 (gray) always fits, so the answer keeps L and hue and only reduces chroma.
+
+  Args:
+    l, a, b: [...] Lab units.
+    xp: jax.numpy or numpy.
+
+  Returns:
+    [...] the scale (float, as l).
+  """
+  lo, hi = xp.zeros_like(l), xp.ones_like(l)  # in gamut / out of gamut
+  for _ in range(GAMUT_BISECTIONS):
+    mid = 0.5 * (lo + hi)
+    fits = in_gamut(lab_channels_to_linear_rgb(l, a * mid, b * mid, xp), xp)
+    lo, hi = xp.where(fits, mid, lo), xp.where(fits, hi, mid)
+  return lo
+
+
+def lab_to_srgb_uint8(l, a, b, xp: ModuleType = jnp):
+  """L, a, b [...] (Lab units) -> uint8 sRGB [..., 3] keeping L and hue (colorize's output).
+
+  Where a color lies outside the sRGB gamut its chroma (not its L, not its hue) is reduced by
+  chroma_scale until it fits; clipping RGB instead would change the lightness.
+
+  Args:
+    l, a, b: float32 [...]; numpy arrays for xp=numpy.
+    xp: jax.numpy (every pixel runs the bisection: a traced program has no data-dependent subset)
+      or numpy (only the pixels outside the gamut do).
+  """
+  linear = lab_channels_to_linear_rgb(l, a, b, xp)
+  inside = in_gamut(linear, xp)
+  if xp is np:
+    outside = ~inside
+    if outside.any():
+      l, a, b = l[outside], a[outside], b[outside]
+      s = chroma_scale(l, a, b, xp)
+      linear[outside] = lab_channels_to_linear_rgb(l, a * s, b * s, xp)
+  else:
+    s = chroma_scale(l, a, b, xp)
+    linear = xp.where(inside[..., None], linear, lab_channels_to_linear_rgb(l, a * s, b * s, xp))
+  srgb = linear_to_srgb(xp.clip(linear, 0.0, 1.0), xp)
+  return xp.round(srgb * 255.0).astype(xp.uint8)
 
 
 def scale_l(l):

@@ -3,62 +3,25 @@
   python -m colorgan.convert_weights inception pt_inception-2015-12-05-6726825d.pth inception.npz
   python -m colorgan.convert_weights lpips alexnet-owt-7be5be79.pth alex.pth lpips_alex.npz
 
-`inception`: pytorch-fid's FID Inception weights (colorgan.evaluation.inception). `lpips`: torchvision's AlexNet
-weights and the `lpips` package's `weights/v0.1/alex.pth` linear heads (colorgan.evaluation.lpips). Conversion
-alone needs PyTorch (`pip install 'colorgan[convert]'`); the .pth files are read as plain tensors
-(`torch.load(weights_only=True)`: no pickled code runs). Nothing is downloaded: the .pth files are
-ones you already have. A missing torch, or a file that is not what it claims, is one line (exit 2).
+`inception`: pytorch-fid's FID Inception weights (colorgan.evaluation.inception). `lpips`:
+torchvision's AlexNet weights and the `lpips` package's `weights/v0.1/alex.pth` linear heads
+(colorgan.evaluation.lpips). Conversion alone needs PyTorch (`pip install 'colorgan[convert]'`); the
+.pth files are read as plain tensors (`torch.load(weights_only=True)`: no pickled code runs).
+Nothing is downloaded: the .pth files are ones you already have. A missing torch, or a file that is
+not what it claims, is one line (exit 2).
 
 A .npz holds one float32 array per leaf, named "<collection>/<module>/.../<leaf>"
-("params/Mixed_5b/branch1x1/kernel", "batch_stats/..."); `read_variables` checks it against the
-network it is for.
+("params/Mixed_5b/branch1x1/kernel", "batch_stats/..."); `fileio.read_variables` checks it against
+the network it is for.
 """
 
 import sys
-from typing import Any
 
-from flax import traverse_util
 import numpy as np
 
+from colorgan import cli
+from colorgan import errors
 from colorgan import fileio
-
-
-class WeightsError(ValueError):
-  """A weights file that cannot be used; the message (one line) says why."""
-
-
-def read_variables(path: str, expected: dict[str, Any], *, what: str) -> dict[str, Any]:
-  """The variables stored in a .npz, checked leaf by leaf against `expected`.
-
-  Args:
-    path: the .npz.
-    expected: the network's variables (arrays or shape structs), e.g. from jax.eval_shape(init).
-    what: the network's name for messages ("FID Inception").
-
-  Returns:
-    The same tree structure as `expected`, of numpy float32 arrays.
-
-  Raises:
-    WeightsError: unreadable, not a .npz, or an array missing, extra or of another shape.
-  """
-  try:
-    arrays = fileio.read_npz(path)
-  except ValueError as e:
-    raise WeightsError(str(e)) from None
-  want = traverse_util.flatten_dict(expected, sep="/")
-  missing = sorted(set(want) - set(arrays))
-  extra = sorted(set(arrays) - set(want))
-  if missing or extra:
-    detail = f"lacks {missing[0]!r}" if missing else f"has {extra[0]!r}"
-    raise WeightsError(f"{path} does not hold the {what} weights: it {detail} ({len(missing)} "
-                       f"missing, {len(extra)} unexpected of {len(want)} arrays); convert the "
-                       "reference .pth with `python -m colorgan.convert_weights`")
-  for key, spec in want.items():
-    if arrays[key].shape != tuple(spec.shape):
-      raise WeightsError(f"{path} does not hold the {what} weights: {key!r} has shape "
-                         f"{arrays[key].shape}, the network {tuple(spec.shape)}")
-  return traverse_util.unflatten_dict(
-      {tuple(k.split("/")): np.asarray(v, np.float32) for k, v in arrays.items()})
 
 
 def _load_torch(path: str, what: str) -> dict[str, np.ndarray]:
@@ -66,35 +29,27 @@ def _load_torch(path: str, what: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise WeightsError("converting .pth weights needs PyTorch: pip install 'colorgan[convert]' "
-                       "(or torch)") from None
+    raise errors.WeightsError("converting .pth weights needs PyTorch: pip install "
+                              "'colorgan[convert]' (or torch)") from None
   try:
     loaded = torch.load(path, map_location="cpu", weights_only=True)
   except FileNotFoundError:
-    raise WeightsError(f"{path}: no such file") from None
+    raise errors.WeightsError(f"{path}: no such file") from None
   except Exception as e:  # pylint: disable=broad-except  (pickle, zip and torch errors)
-    raise WeightsError(f"{path} is not a PyTorch weights file ({what}): {type(e).__name__}: "
-                       f"{' '.join(str(e).split())[:200]}") from None
+    raise errors.WeightsError(f"{path} is not a PyTorch weights file ({what}): "
+                              f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
   if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
     loaded = loaded["state_dict"]  # a checkpoint wrapping its state_dict
   if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
-    raise WeightsError(f"{path} is not a state_dict of tensors ({what})")
+    raise errors.WeightsError(f"{path} is not a state_dict of tensors ({what})")
   return {key: value.detach().cpu().numpy() for key, value in loaded.items()}
 
 
-def _checked(arrays: dict[str, np.ndarray], expected: dict[str, Any], source: str,
+def _checked(arrays: dict[str, np.ndarray], expected: dict, source: str,
              what: str) -> dict[str, np.ndarray]:
-  """The converted arrays, or WeightsError naming the first one that the network lacks or misfits."""
-  want = traverse_util.flatten_dict(expected, sep="/")
-  missing = sorted(set(want) - set(arrays))
-  if missing:
-    raise WeightsError(f"{source} is not {what}: no weights for {missing[0]!r} ({len(missing)} of "
-                       f"{len(want)} arrays missing)")
-  for key, spec in want.items():
-    if arrays[key].shape != tuple(spec.shape):
-      raise WeightsError(f"{source} is not {what}: {key!r} has shape {arrays[key].shape}, the "
-                         f"network needs {tuple(spec.shape)}")
-  return {key: arrays[key] for key in want}
+  """The converted arrays the network has (others are dropped); WeightsError for one it lacks."""
+  fileio.check_tree(arrays, expected, what=f"{source} is not {what}", allow_extra=True)
+  return {key: arrays[key] for key in fileio.flatten(expected)}
 
 
 def convert_inception(pth: str, out: str) -> int:
@@ -112,7 +67,7 @@ def convert_lpips(alexnet_pth: str, lin_pth: str, out: str) -> int:
   expected = lpips.abstract_variables()
   trunk = lpips.alexnet_from_torch(_load_torch(alexnet_pth, "torchvision AlexNet"))
   heads = lpips.heads_from_torch(_load_torch(lin_pth, "lpips v0.1 alex.pth"))
-  flat = traverse_util.flatten_dict(expected, sep="/")
+  flat = fileio.flatten(expected)
   arrays = _checked(trunk, {k: v for k, v in flat.items() if "/lin" not in k}, alexnet_pth,
                     "torchvision's AlexNet weights")
   arrays.update(_checked(heads, {k: v for k, v in flat.items() if "/lin" in k}, lin_pth,
@@ -130,19 +85,16 @@ USAGE = ("usage: python -m colorgan.convert_weights inception IN.pth OUT.npz | "
          "lpips ALEXNET.pth LIN.pth OUT.npz")
 
 
+@cli.exit_on_error
 def main(argv: list[str]) -> None:
-  from colorgan.main import usage_error  # pylint: disable=g-import-not-at-top
   args = argv[1:]
   if not (len(args) == 3 and args[0] == "inception" or len(args) == 4 and args[0] == "lpips"):
     print(USAGE, file=sys.stderr)
     sys.exit(2)
-  try:
-    if args[0] == "inception":
-      count = convert_inception(*args[1:])
-    else:
-      count = convert_lpips(*args[1:])
-  except WeightsError as e:
-    usage_error(str(e))
+  if args[0] == "inception":
+    count = convert_inception(*args[1:])
+  else:
+    count = convert_lpips(*args[1:])
   print(f"wrote {args[-1]} ({count} arrays)")
 
 

@@ -7,11 +7,11 @@ Each PATH is a folder of images, read recursively (.jpg .jpeg .png .webp .bmp .t
 a file that cannot be read is named on stderr and skipped), or a statistics .npz (pytorch-fid's `mu`,
 `sigma`; colorgan's add the features, for KID). The photos are read as pytorch-fid reads them
 (Pillow, converted to RGB), resized to 299x299 on the host (bilinear, no antialiasing: torch's
-interpolate) and embedded by pytorch-fid's FID Inception (colorgan.evaluation.inception) in batches of
---batch_size, rounded up to a multiple of the device count and split over every local device; any
-device count and batch size gives the same statistics. FID is pytorch-fid's Fréchet distance, KID
-torch-fidelity's (colorgan.evaluation.feature_stats). --save_stats writes PATH_A's statistics (pytorch-fid's
-format plus num_images and the features).
+interpolate) and embedded by pytorch-fid's FID Inception (colorgan.evaluation.inception) in batches
+of --batch_size, rounded up to a multiple of the device count and split over every local device;
+any device count and batch size gives the same statistics. FID is pytorch-fid's Fréchet distance,
+KID torch-fidelity's (colorgan.evaluation.feature_stats). --save_stats writes PATH_A's statistics
+(pytorch-fid's format plus num_images and the features).
 
 The last line of stdout is one JSON object: {"fid", "kid", "kid_std", "num_a", "num_b",
 "fid_backend"} (kid null when a side is a statistics file without features). A mistake (a missing
@@ -25,22 +25,20 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only imported for the file lister
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+from PIL import Image
+import tqdm
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-import tqdm  # noqa: E402
-
-from colorgan import convert_weights  # noqa: E402
-from colorgan.evaluation import feature_stats  # noqa: E402
-from colorgan.evaluation import inception  # noqa: E402
-from colorgan import parallel  # noqa: E402
-from colorgan import main as colorgan_main  # noqa: E402
-from colorgan.main import usage_error  # noqa: E402
+from colorgan import cli
+from colorgan import errors
+from colorgan import parallel
+from colorgan.data import sources
+from colorgan.evaluation import feature_stats
+from colorgan.evaluation import inception
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("inception_weights", None, "pytorch-fid's FID Inception weights as a .npz "
@@ -62,8 +60,7 @@ def load_photo(path: str) -> tuple[np.ndarray | None, str | None]:
 
 
 def image_files(folder: str) -> list[str]:
-  from colorgan.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  return [os.path.join(folder, p) for p in input_pipeline.list_image_files(folder)]
+  return [os.path.join(folder, p) for p in sources.list_image_files(folder)]
 
 
 @functools.cache
@@ -108,51 +105,54 @@ def folder_stats(files: list[str], variables, mesh: jax.sharding.Mesh, batch_siz
 
 
 def statistics_of(path: str, variables, mesh, batch_size: int) -> feature_stats.Stats:
-  """A folder's statistics (computed) or a statistics file's (read); usage_error when unusable."""
+  """A folder's statistics (computed) or a statistics file's (read).
+
+  Raises:
+    errors.StatsError: a statistics file that cannot be read.
+    errors.UsageError: a folder of fewer than two usable images.
+  """
   if os.path.isfile(path):
-    try:
-      return feature_stats.load(path)
-    except feature_stats.StatsError as e:
-      usage_error(str(e))
+    return feature_stats.load(path)
   files = image_files(path)
   stats = folder_stats(files, variables, mesh, batch_size, desc=os.path.basename(path))
   skipped = len(files) - stats.count
   logging.info("%s: %d images%s", path, stats.count, f" ({skipped} skipped)" if skipped else "")
   if stats.count < 2:
-    usage_error(f"{path} holds {stats.count} usable image{'s' * (stats.count != 1)} of "
-                f"{len(files)} image files: FID needs at least 2 (and is only meaningful for "
-                "thousands)")
+    raise errors.UsageError(f"{path} holds {stats.count} usable image"
+                            f"{'s' * (stats.count != 1)} of {len(files)} image files: FID needs at "
+                            "least 2 (and is only meaningful for thousands)")
   return stats.summary()
 
 
 def _check_paths(paths: list[str]) -> None:
   if len(paths) != 2:
-    usage_error(f"expected two paths (PATH_A PATH_B), got {len(paths)}: each a folder of images or "
-                "a statistics .npz")
+    raise errors.UsageError(f"expected two paths (PATH_A PATH_B), got {len(paths)}: each a folder "
+                            "of images or a statistics .npz")
   for path in paths:
     if not os.path.exists(path):
-      usage_error(f"{path}: no such folder or file")
+      raise errors.UsageError(f"{path}: no such folder or file")
     if os.path.isfile(path) and not path.endswith(".npz"):
-      usage_error(f"{path} is a file but not a statistics .npz: give a folder of images or a .npz")
+      raise errors.UsageError(f"{path} is a file but not a statistics .npz: give a folder of "
+                              "images or a .npz")
   if FLAGS.save_stats and not os.path.isdir(paths[0]):
-    usage_error(f"--save_stats writes the statistics of PATH_A's images, but {paths[0]} is not a "
-                "folder")
+    raise errors.UsageError(f"--save_stats writes the statistics of PATH_A's images, but "
+                            f"{paths[0]} is not a folder")
 
 
+@cli.exit_on_error
 def main(argv: list[str]) -> None:
-  # colorgan.main's filter: JAX's INFO lines (backends it did not find, ...) are noise here.
-  only_colorgan_info = colorgan_main._OnlyColorganInfo  # pylint: disable=protected-access
-  logging.get_absl_handler().addFilter(only_colorgan_info())
+  cli.keep_only_colorgan_info()  # JAX's INFO lines (backends it did not find, ...) are noise here
   paths = argv[1:]
   _check_paths(paths)
   if not FLAGS.inception_weights:
-    usage_error("--inception_weights is required: pytorch-fid's Inception converted with "
-                "`python -m colorgan.convert_weights inception pt_inception-2015-12-05-6726825d.pth "
-                "inception.npz` (README: Metrics)")
+    raise errors.UsageError(
+        "--inception_weights is required: pytorch-fid's Inception converted with `python -m "
+        "colorgan.convert_weights inception pt_inception-2015-12-05-6726825d.pth inception.npz` "
+        "(README: Metrics)")
   try:
     host_variables = inception.load_variables(FLAGS.inception_weights)
-  except convert_weights.WeightsError as e:
-    usage_error(f"--inception_weights: {e}")
+  except errors.WeightsError as e:
+    raise errors.WeightsError(f"--inception_weights: {e}") from None
 
   mesh = parallel.create_mesh()
   devices = mesh.shape[parallel.DATA_AXIS]
@@ -166,8 +166,8 @@ def main(argv: list[str]) -> None:
 
   try:
     fid = feature_stats.frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma)
-  except ValueError as e:
-    usage_error(str(e))
+  except ValueError as e:  # statistics of different sizes
+    raise errors.StatsError(str(e)) from None
   kid = kid_std = None
   if stats_a.features is not None and stats_b.features is not None:
     kid, kid_std = feature_stats.kid(stats_a.features, stats_b.features)
@@ -178,12 +178,12 @@ def main(argv: list[str]) -> None:
                     "num_b": stats_b.num_images, "fid_backend": inception.BACKEND}))
 
 
+@cli.exit_on_error
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    usage_error(f"{' '.join(str(e).split())} (see --helpfull)")
-  return []
+    raise errors.UsageError(f"{' '.join(str(e).split())} (see --helpfull)") from None
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from colorgan.configuration import ConfigError
+from colorgan import errors
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -27,25 +27,24 @@ MODEL_AXIS = "model"
 def mesh_shape(config: ml_collections.ConfigDict | None, num_devices: int) -> tuple[int, int]:
   """(data, model) axis sizes for `num_devices` from config.mesh (-1: whatever the other leaves).
 
+  Args:
+    config: a config that configuration.validate accepted (each axis a positive size or -1, not
+      both -1); None: all devices on the data axis.
+    num_devices: the devices the mesh spans.
+
   Raises:
-    ConfigError: the sizes are not positive or -1, or do not multiply to num_devices.
+    errors.ConfigError: the sizes do not multiply to num_devices.
   """
   data, model = (-1, 1) if config is None else (config.mesh.data, config.mesh.model)
-  for key, value in (("mesh.data", data), ("mesh.model", model)):
-    if not isinstance(value, int) or (value < 1 and value != -1):
-      raise ConfigError(f"config.{key}={value!r} must be a positive number of devices or -1 "
-                        "(all the devices the other axis leaves)")
-  if data == -1 and model == -1:
-    raise ConfigError("config.mesh.data and config.mesh.model are both -1: set at most one to -1")
   if data == -1 or model == -1:
     known = model if data == -1 else data
     if num_devices % known:
-      raise ConfigError(f"config.mesh.{'model' if data == -1 else 'data'}={known} does not divide "
-                        f"the {num_devices} devices: use a divisor of {num_devices}")
+      raise errors.ConfigError(f"config.mesh.{'model' if data == -1 else 'data'}={known} does not "
+                               f"divide the {num_devices} devices: use a divisor of {num_devices}")
     data, model = (num_devices // known, known) if data == -1 else (known, num_devices // known)
   if data * model != num_devices:
-    raise ConfigError(f"config.mesh.data={data} x config.mesh.model={model} != {num_devices} "
-                      "devices: set one of them to -1 to use all devices")
+    raise errors.ConfigError(f"config.mesh.data={data} x config.mesh.model={model} != "
+                             f"{num_devices} devices: set one of them to -1 to use all devices")
   return data, model
 
 
@@ -80,7 +79,7 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh, *, key: str = "
   if global_batch % n:
     lower, upper = global_batch // n * n, -(-global_batch // n) * n
     hint = f"{lower} or {upper}" if lower else f"{upper}"
-    raise ConfigError(
+    raise errors.ConfigError(
         f"config.{key}={global_batch} does not divide evenly over the {n} devices of the mesh's "
         f"data axis: use a multiple of {n}, e.g. {hint}")
 

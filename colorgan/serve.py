@@ -5,7 +5,7 @@
 Gradio (the `serve` extra: pip install -e '.[serve]'). Drop or pick a photo (the bundled photos are
 the examples): the page shows the gray input (the photo's own L) and the colorized result side by
 side at full resolution, and the result downloads as PNG. The colorization is --mode=colorize's
-(colorize.Colorizer, load_photo, compose). Its API name is `colorize`:
+(colorize.Colorizer, photo.load_photo, photo.compose). Its API name is `colorize`:
 
   gradio_client.Client(url).predict(handle_file(photo), api_name="/colorize")  # -> the PNG's path
 
@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 
 # Before gradio is imported: it reads these at import time.
@@ -42,9 +41,12 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 
+from colorgan import cli  # noqa: E402
+from colorgan import errors  # noqa: E402
 from colorgan.inference import colorize  # noqa: E402
-from colorgan import hints as hints_lib  # noqa: E402
-from colorgan.data import pipeline as input_pipeline  # noqa: E402
+from colorgan.inference import photo as photo_lib  # noqa: E402
+from colorgan.inference import user_hints  # noqa: E402
+from colorgan.data import sources  # noqa: E402
 
 EXTRA = "pip install -e '.[serve]'"
 API_NAME = "colorize"
@@ -90,14 +92,14 @@ class Page:
     photo = self._load(path)
     return self._colorized(photo, self._hints(photo, text))
 
-  def recolorize(self, photo: colorize.Photo | None, text: str | None):
+  def recolorize(self, photo: photo_lib.Photo | None, text: str | None):
     """The page's photo with the hints in the text box -> (colorized, gray with the hints drawn)."""
     if photo is None:
       return None, None
     points = self._hints(photo, text)
     return self._colorized(photo, points), _draw_hints(_gray(photo), text if points else None)
 
-  def add_hint(self, photo: colorize.Photo | None, text: str | None, rgb: str, size: float,
+  def add_hint(self, photo: photo_lib.Photo | None, text: str | None, rgb: str, size: float,
                evt):
     """A click at evt.index = (x, y) on the gray photo -> (colorized, gray with hints, new text)."""
     if photo is None:
@@ -108,16 +110,16 @@ class Page:
     text = json.dumps({"points": points})
     return (*self.recolorize(photo, text), text)
 
-  def _load(self, path: str) -> colorize.Photo:
+  def _load(self, path: str) -> photo_lib.Photo:
     import gradio as gr  # pylint: disable=g-import-not-at-top
     try:
-      return colorize.load_photo(path)
-    except colorize.BadPhoto as e:
+      return photo_lib.load_photo(path)
+    except photo_lib.BadPhoto as e:
       raise gr.Error(f"{os.path.basename(path)}: {e}", print_exception=False) from e
     finally:
       self._forget(path)
 
-  def _hints(self, photo: colorize.Photo, text: str | None) -> hints_lib.UserHints | None:
+  def _hints(self, photo: photo_lib.Photo, text: str | None) -> user_hints.UserHints | None:
     """The hints in `text` (JSON, as --hints files), None for none. Raises gradio.Error."""
     import gradio as gr  # pylint: disable=g-import-not-at-top
     if not (text or "").strip():
@@ -126,14 +128,14 @@ class Page:
       raise gr.Error("this run was trained without hints (config.hints.enabled=False): clear the "
                      "hints", print_exception=False)
     try:
-      return hints_lib.parse_points(json.loads(text), *photo.l.shape, what="the hints")
+      return user_hints.parse_points(json.loads(text), *photo.l.shape, what="the hints")
     except json.JSONDecodeError as e:
       raise gr.Error(f"the hints are not JSON ({e.msg} at line {e.lineno} column {e.colno})",
                      print_exception=False) from e
-    except hints_lib.HintError as e:
+    except errors.HintError as e:
       raise gr.Error(str(e), print_exception=False) from e
 
-  def _colorized(self, photo: colorize.Photo, points: hints_lib.UserHints | None) -> np.ndarray:
+  def _colorized(self, photo: photo_lib.Photo, points: user_hints.UserHints | None) -> np.ndarray:
     rgb = self.colorizer.colorize_photo(photo, points)
     if photo.alpha is not None:  # as colorize mode's PNG output
       rgb = np.dstack([rgb, photo.alpha])
@@ -161,10 +163,10 @@ def parse_color(text: str) -> list[int]:
   raise ValueError(f"{text!r} is not a color")
 
 
-def _gray(photo: colorize.Photo) -> np.ndarray:
+def _gray(photo: photo_lib.Photo) -> np.ndarray:
   """The photo's L as sRGB gray, uint8 [H, W] (ab = 0; the mean evens out the conversion's +-1
   between channels)."""
-  gray = colorize.compose(photo.l, np.zeros(photo.l.shape + (2,), np.float32))
+  gray = photo_lib.compose(photo.l, np.zeros(photo.l.shape + (2,), np.float32))
   return np.round(gray.mean(axis=-1)).astype(np.uint8)
 
 
@@ -242,7 +244,7 @@ def _copy_examples(folder: str) -> list[str]:
   """The bundled photos, copied into the page's folder: Gradio serves only from allowed places."""
   os.makedirs(os.path.join(folder, "examples"))
   paths = []
-  for source in input_pipeline.bundled_photo_paths():
+  for source in sources.bundled_photo_paths():
     paths.append(shutil.copy(source, os.path.join(folder, "examples", os.path.basename(source))))
   return paths
 
@@ -264,7 +266,8 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
   try:
     colorizer = colorize.Colorizer.from_checkpoint(workdir, step, batch_size=1)
     page = Page(colorizer, folder)
-    colorizer.colorize_photo(colorize.Photo(np.full((8, 8), 50.0, np.float32), None))  # compile now
+    # Compiled now, not at the first upload.
+    colorizer.colorize_photo(photo_lib.Photo(np.full((8, 8), 50.0, np.float32), None))
     demo = build(page, _copy_examples(folder))
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts fetched
@@ -293,24 +296,21 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
+@cli.exit_on_error
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _error(f"unexpected argument(s) {' '.join(argv[1:])}")
+    raise errors.UsageError(f"unexpected argument(s) {' '.join(argv[1:])}")
   if not FLAGS.workdir:
-    _error("--workdir is required: the training run to serve, e.g. --workdir=workdirs/quickstart")
+    raise errors.UsageError("--workdir is required: the training run to serve, e.g. "
+                            "--workdir=workdirs/quickstart")
   if importlib.util.find_spec("gradio") is None:  # not imported here: serve() sets its folder first
-    _error(f"the page needs Gradio, which is not installed: {EXTRA}")
+    raise errors.UsageError(f"the page needs Gradio, which is not installed: {EXTRA}")
   try:
     serve(FLAGS.workdir, step=FLAGS.step, host=FLAGS.host, port=FLAGS.port)
   except FileNotFoundError as e:
-    _error(f"--workdir={FLAGS.workdir}: {' '.join(str(e).split())}")
+    raise errors.UsageError(f"--workdir={FLAGS.workdir}: {cli.one_line(e)}") from None
   except OSError as e:  # the port is taken, the address cannot be bound
-    _error(f"--host={FLAGS.host} --port={FLAGS.port}: {' '.join(str(e).split())}")
-
-
-def _error(message: str) -> None:
-  print(f"colorgan: error: {message}", file=sys.stderr)
-  sys.exit(2)
+    raise errors.UsageError(f"--host={FLAGS.host} --port={FLAGS.port}: {cli.one_line(e)}") from None
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-# Training scalars shown when a run has no evaluation file (all are logged by colorgan/train.py).
+# Training scalars shown when a run has no evaluation file (all logged by colorgan/training/step.py).
 TRAIN_COLUMNS = ("ab_l1_lab", "g_recon", "g_adv", "d_loss", "d_real_logit", "d_fake_logit")
 
 
@@ -138,6 +138,7 @@ def _set(config, key: str, value: str, where: str) -> None:
 def check_points(config_arg: str, runs: list[dict], extra: list[str]) -> None:
   """Builds and validates every point's config: a mistake surfaces before the first run."""
   from colorgan import configuration  # pylint: disable=g-import-not-at-top
+  from colorgan import errors  # pylint: disable=g-import-not-at-top
 
   fixed = {}
   for arg in extra:
@@ -153,7 +154,7 @@ def check_points(config_arg: str, runs: list[dict], extra: list[str]) -> None:
       _set(config, key, value, f"--sweep {key}")
     try:
       configuration.validate(config)
-    except configuration.ConfigError as e:
+    except errors.ConfigError as e:
       raise SweepError(f"sweep point {run['name']}: {e}") from None
 
 

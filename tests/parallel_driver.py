@@ -7,7 +7,7 @@ backend, and pytest's process already has one device):
 
 Each mesh argument is DATA or DATAxMODEL devices (the first DATA*MODEL devices). Every mesh trains
 from the same initial state on the same global batches of the real input pipeline; OUT.npz gets, per
-mesh M, "M|metrics" ([steps, len(train.METRIC_NAMES)]) and "M|<key path>" for each leaf of the final
+mesh M, "M|metrics" ([steps, len(METRIC_NAMES)]) and "M|<key path>" for each leaf of the final
 GanState (PRNG keys as their key data).
 """
 
@@ -27,10 +27,11 @@ if __name__ == "__main__":  # not when the test imports state_leaves: its proces
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from colorgan.data import pipeline as input_pipeline  # noqa: E402
+from colorgan.data import pipeline  # noqa: E402
+from colorgan.data import sources  # noqa: E402
 from colorgan import models  # noqa: E402
 from colorgan import parallel  # noqa: E402
-from colorgan.training import loop as train  # noqa: E402
+from colorgan.training import step as step_lib  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402  (also disables most XLA optimizations)
 
 
@@ -46,15 +47,15 @@ def state_leaves(state) -> dict[str, np.ndarray]:
 
 def main(out: str, overrides: dict, meshes: list[str]) -> None:
   config = tiny_config(**overrides)
-  source = input_pipeline.create_source(config)
-  dataset = input_pipeline.create_train_dataset(config, source.train,
-                                                rows=(0, config.batch_size))
+  source = sources.create_source(config)
+  dataset = pipeline.create_train_dataset(config, source.train,
+                                          rows=(0, config.batch_size))
   batches = list(itertools.islice(dataset.as_numpy_iterator(), config.total_steps))
   generator = models.create_generator(config)
   discriminator = models.create_discriminator(config)
 
   # One initial state for all meshes (init_train_state compiles for as long as a step does).
-  initial = train.init_train_state(config, generator, discriminator,
+  initial = step_lib.init_train_state(config, generator, discriminator,
                                    parallel.create_mesh(config, devices=jax.devices()[:1]))
   results = {}
   for name in meshes:
@@ -66,12 +67,12 @@ def main(out: str, overrides: dict, meshes: list[str]) -> None:
     # on another mesh.
     state = jax.device_put(jax.tree.map(jnp.copy, initial), parallel.replicated(mesh))
     with jax.set_mesh(mesh):
-      step_fn = train.make_train_step(config, generator, discriminator, mesh)
+      step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
       metrics = []
       for batch in batches:
         state, step_metrics = step_fn(state, parallel.global_batch(mesh, batch))
         computed = step_metrics.compute()
-        metrics.append([float(computed[k]) for k in train.METRIC_NAMES])
+        metrics.append([float(computed[k]) for k in step_lib.METRIC_NAMES])
     results[f"{name}|metrics"] = np.array(metrics)
     results.update({f"{name}|{k}": v for k, v in state_leaves(state).items()})
     print(f"mesh {name}: {dict(mesh.shape)} done", flush=True)

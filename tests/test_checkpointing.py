@@ -24,13 +24,14 @@ import orbax.checkpoint as ocp
 import pytest
 
 from colorgan import checkpointing
-from colorgan import configuration
-from colorgan.training import divergence
+from colorgan import errors
 from colorgan import main
 from colorgan import models
 from colorgan import parallel
+from colorgan.training import loop
 from colorgan.training import preemption
-from colorgan.training import loop as train
+from colorgan.training import resume
+from colorgan.training import step as step_lib
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,9 +78,9 @@ def runs(tmp_path_factory):
   """2N steps in one go (workdir a) and N steps, then a rerun to 2N (workdir b)."""
   root = tmp_path_factory.mktemp("resume")
   a, b = str(root / "a"), str(root / "b")
-  uninterrupted = train.train_and_evaluate(_config(total_steps=2 * N), a)
-  first = train.train_and_evaluate(_config(total_steps=N), b)
-  resumed = train.train_and_evaluate(_config(total_steps=2 * N), b)
+  uninterrupted = loop.train_and_evaluate(_config(total_steps=2 * N), a)
+  first = loop.train_and_evaluate(_config(total_steps=N), b)
+  resumed = loop.train_and_evaluate(_config(total_steps=2 * N), b)
   return a, b, uninterrupted, first, resumed
 
 
@@ -123,8 +124,8 @@ def test_a_changed_model_or_optimizer_is_refused_with_the_keys(runs, capsys, mon
   config = _config(total_steps=3 * N, log_every_steps=1, keep_checkpoints=5)  # free to change
   config.model.g_base_features = 16
   config.optim.b1 = 0.9
-  with pytest.raises(configuration.ConfigError) as e:
-    train.train_and_evaluate(config, b)
+  with pytest.raises(errors.ConfigError) as e:
+    loop.train_and_evaluate(config, b)
   message = str(e.value)
   assert "\n" not in message
   assert "model.g_base_features (8 -> 16), optim.b1 (0.5 -> 0.9)" in message
@@ -143,10 +144,10 @@ def test_a_changed_model_or_optimizer_is_refused_with_the_keys(runs, capsys, mon
     main.FLAGS.unparse_flags()
   assert e.value.code == 2
   stderr = capsys.readouterr().err
-  errors = [line for line in stderr.splitlines() if line.startswith("colorgan: error: ")]
-  assert len(errors) == 1 and "model.d_layers (3 -> 2)" in errors[0], stderr
+  error_lines = [line for line in stderr.splitlines() if line.startswith("colorgan: error: ")]
+  assert len(error_lines) == 1 and "model.d_layers (3 -> 2)" in error_lines[0], stderr
   assert "Traceback" not in stderr
-  assert checkpointing.config_changes(_config(), _config(total_steps=99, nan_policy="skip")) == (
+  assert resume.config_changes(_config(), _config(total_steps=99, nan_policy="skip")) == (
       [], [])
 
 
@@ -163,8 +164,8 @@ def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(tmp
   checkpointing.save(manager, 6, {"x": jnp.zeros(2)}, saved, force=True)  # only the config is read
   manager.wait_until_finished()
   longer = _config(total_steps=16, **{"optim.d_schedule": schedule})
-  with pytest.raises(configuration.ConfigError) as e:
-    checkpointing.check_config_change(manager, longer)
+  with pytest.raises(errors.ConfigError) as e:
+    resume.check_config_change(manager, longer)
   message = str(e.value)
   assert "\n" not in message and "total_steps (8 -> 16)" in message
   assert (f"the discriminator's learning rate at step 6 would go from {before:.3g} to {after:.3g}"
@@ -172,12 +173,12 @@ def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(tmp
   assert "generator's" not in message.replace("discriminator's", "")  # G's schedule is constant
   assert "allow_config_change=True" in message
   longer.allow_config_change = True  # asked for: the schedule is rebuilt over 16 steps
-  checkpointing.check_config_change(manager, longer)
+  resume.check_config_change(manager, longer)
   # A constant schedule does not depend on total_steps: free to change, as before.
   constant = _config(total_steps=8)
   checkpointing.save(manager, 7, {"x": jnp.zeros(2)}, constant, force=True)
   manager.wait_until_finished()
-  checkpointing.check_config_change(manager, _config(total_steps=16))
+  resume.check_config_change(manager, _config(total_steps=16))
   manager.close()
 
 
@@ -203,7 +204,7 @@ def test_a_checkpoint_with_the_discriminators_old_batchnorm_statistics_resumes(r
   checkpointing.save(manager, 1, {k: v for k, v in fields.items() if k != "d_opt_state"}, config,
                      force=True)
   manager.wait_until_finished()
-  with pytest.raises(checkpointing.RestoreError, match="cannot be restored"):
+  with pytest.raises(errors.RestoreError, match="cannot be restored"):
     checkpointing.restore_latest(manager, resumed)
   manager.close()
 
@@ -218,14 +219,14 @@ def test_a_run_moves_between_the_layer_paths_without_allow_config_change(runs, t
   shutil.copytree(b, fast_dir)
   # No evaluation or sample grid at the end: only the step matters here (both keys are free too).
   quiet = dict(eval_every_steps=0, num_samples=0)
-  restored = train.train_and_evaluate(
+  restored = loop.train_and_evaluate(
       _config(total_steps=2 * N, **quiet, **{"model.fast_layers": False}), flax_dir)
   assert int(restored.step) == 2 * N
   for name in ("g_params", "g_batch_stats", "d_params", "g_opt_state"):
     assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(restored, name)),
                                                     _leaves(getattr(saved, name)))), name
 
-  one_step = {fast: train.train_and_evaluate(
+  one_step = {fast: loop.train_and_evaluate(
       _config(total_steps=2 * N + 1, **quiet, **{"model.fast_layers": fast}), workdir)
               for fast, workdir in ((False, flax_dir), (True, fast_dir))}
   lr = _config().optim.g_learning_rate
@@ -237,7 +238,7 @@ def test_a_run_moves_between_the_layer_paths_without_allow_config_change(runs, t
     assert np.abs(np.concatenate([np.ravel(m) for m in flax_moves])).mean() > 0.1 * lr, name
     assert np.abs(diff).mean() < 1e-3 * lr, name  # the same step, up to float rounding
   # And back: the flax run's checkpoint continues on the matrix products.
-  back = train.train_and_evaluate(_config(total_steps=2 * N + 2, **quiet), flax_dir)
+  back = loop.train_and_evaluate(_config(total_steps=2 * N + 2, **quiet), flax_dir)
   assert int(back.step) == 2 * N + 2 and _steps(flax_dir)[-1] == 2 * N + 2
 
 
@@ -249,8 +250,8 @@ def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, 
   for name in os.listdir(state_dir):  # the array data, not the metadata
     if name == "d" or name.startswith("ocdbt.process"):
       shutil.rmtree(os.path.join(state_dir, name))
-  with pytest.raises(checkpointing.RestoreError) as e:
-    train.train_and_evaluate(_config(total_steps=3 * N), workdir)
+  with pytest.raises(errors.RestoreError) as e:
+    loop.train_and_evaluate(_config(total_steps=3 * N), workdir)
   message = str(e.value)
   assert "\n" not in message and message.startswith(f"{workdir}/checkpoints/{2 * N} cannot be")
   assert f"move it out of {workdir}/checkpoints to resume from step {N}" in message
@@ -261,10 +262,11 @@ def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, 
     result = _main(f"--mode={mode}", f"--workdir={workdir}", f"--input={REPO}/README.md",
                    f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 1, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
-    assert len(errors) == 1, result.stderr
-    assert f"{workdir}/checkpoints/{2 * N} cannot be read" in errors[0]
-    assert f"pass --step={N} to use the step before it" in errors[0]
+    error_lines = [line for line in result.stderr.splitlines()
+                   if line.startswith("colorgan: error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert f"{workdir}/checkpoints/{2 * N} cannot be read" in error_lines[0]
+    assert f"pass --step={N} to use the step before it" in error_lines[0]
     assert "Traceback" not in result.stderr
   assert _main("--mode=evaluate", f"--workdir={workdir}", f"--step={N}").returncode == 0
 
@@ -278,8 +280,10 @@ def test_a_change_the_state_cannot_follow_exits_in_one_line(runs, tmp_path):
                  "--config.model.g_base_features=16", "--config.allow_config_change=True",
                  f"--config.total_steps={3 * N}")
   assert result.returncode == 1, result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
-  assert len(errors) == 1 and "cannot be restored into the state this config builds" in errors[0]
+  error_lines = [line for line in result.stderr.splitlines()
+                 if line.startswith("colorgan: error:")]
+  assert (len(error_lines) == 1
+          and "cannot be restored into the state this config builds" in error_lines[0])
   assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr, (
       result.stderr)
 
@@ -299,8 +303,8 @@ def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_
   config = _config(total_steps=3 * N, checkpoint_every_steps=1, log_every_steps=100,
                    allow_config_change=True)
   config.loss.l1_weight = float("nan")
-  with pytest.raises(divergence.Diverged) as e:
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(errors.Diverged) as e:
+    loop.train_and_evaluate(config, workdir)
   message = str(e.value)
   assert "\n" not in message
   assert f"non-finite loss or gradient at step {2 * N + 1}:" in message
@@ -315,7 +319,7 @@ def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_
 
   # nan_policy=skip: every update is skipped (each step is non-finite), the step still advances.
   config.nan_policy = "skip"
-  skipped = train.train_and_evaluate(config, workdir)
+  skipped = loop.train_and_evaluate(config, workdir)
   assert int(skipped.step) == 3 * N
   for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_opt_state"):
     assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(skipped, name)),
@@ -426,8 +430,8 @@ def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigter
   # directory, and the last committed step restores.
   config, mesh = _config(), parallel.create_mesh()
   with jax.set_mesh(mesh):
-    fresh = train.init_train_state(config, models.create_generator(config),
-                                   models.create_discriminator(config), mesh)
+    fresh = step_lib.init_train_state(config, models.create_generator(config),
+                                      models.create_discriminator(config), mesh)
     manager = checkpointing.create_manager(workdir, config)
     # ... until the next run's manager deletes it: in a background thread (orbax awaits it before
     # its first save), so wait for it here.
@@ -514,11 +518,34 @@ def test_best_checkpoint_is_kept_besides_the_latest(tmp_path):
   manager.close()
 
 
+# 2 steps of tiny_config with 2 filters per network, no samples or evaluation, written by the flat
+# package before the subpackages (commit 360412f): checkpoints/2/ and the run's config.json.
+PRE_LAYOUT_RUN = os.path.join(REPO, "tests", "data", "pre_layout_run")
+PRE_LAYOUT_CONFIG = {"model.g_base_features": 2, "model.d_base_features": 2, "num_samples": 0,
+                     "eval_every_steps": 0, "checkpoint_every_steps": 2, "log_every_steps": 2,
+                     "sample_every_steps": 2}
+
+
+def test_a_checkpoint_written_before_the_layout_change_resumes_and_colorizes(tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(PRE_LAYOUT_RUN, workdir)
+  model = checkpointing.restore_for_inference(workdir)
+  assert model.step == 2 and model.config.model.g_base_features == 2
+  # The same command with a larger budget: it resumes at step 2, and trains on.
+  resumed = loop.train_and_evaluate(tiny_config(**PRE_LAYOUT_CONFIG, total_steps=4), workdir)
+  assert int(resumed.step) == 4 and _steps(workdir)[-1] == 4
+  assert [r["start_step"] for r in _runs(workdir)] == [2]  # resumed, not started over
+  before, after = _leaves(model.g_variables["params"]), _leaves(resumed.g_params)
+  assert len(before) == len(after) > 0
+  assert not any(np.array_equal(u, v) for u, v in zip(before, after))
+  assert checkpointing.restore_for_inference(workdir).step == 4
+
+
 def test_data_position_survives_a_batch_size_change():
   position = checkpointing.DataPosition(examples=40, batch_size=4, seed=0)
-  assert checkpointing.data_start_batch(position, 4) == 10
-  assert checkpointing.data_start_batch(position, 8) == 5
-  assert checkpointing.data_start_batch(position, 6) == 7  # 42: two examples skipped, none repeated
+  assert resume.data_start_batch(position, 4) == 10
+  assert resume.data_start_batch(position, 8) == 5
+  assert resume.data_start_batch(position, 6) == 7  # 42: two examples skipped, none repeated
 
 
 def test_stop_request_flag_is_set_by_the_signal_and_handlers_restored():

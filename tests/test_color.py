@@ -9,14 +9,14 @@ import skimage.io
 import skimage.transform
 
 from colorgan import color
-from colorgan.data import pipeline as input_pipeline
+from colorgan.data import sources
 
 
 @pytest.fixture(scope="module")
 def photos():
   """The bundled photos, downscaled 4x (float64 RGB in [0, 1])."""
   images = []
-  for path in input_pipeline.bundled_photo_paths():
+  for path in sources.bundled_photo_paths():
     image = skimage.io.imread(path)[..., :3]
     images.append(skimage.transform.rescale(image, 0.25, channel_axis=-1, anti_aliasing=True))
   return images
@@ -91,15 +91,15 @@ def test_gradients_are_finite_everywhere():
 
 
 def test_device_and_host_paths_share_constants_and_match_skimage(photos):
-  """color.py (jax, training) and colorize.py (numpy, full-resolution photos) against skimage."""
-  from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
+  """color.py with jax (training) and numpy (photo.py: full-resolution photos) against skimage."""
+  from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
   for rgb in photos[:3]:
     lab = skimage.color.rgb2lab(rgb)
     np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb))[..., 0], lab[..., 0], atol=1e-3)
-    np.testing.assert_allclose(colorize.lightness(rgb), lab[..., 0], atol=1e-3)
+    np.testing.assert_allclose(photo.lightness(rgb), lab[..., 0], atol=1e-3)
     # In gamut (a real photo's own Lab), the host composition is the plain conversion, like the
     # device's lab_to_rgb, up to uint8 rounding.
-    host = colorize.compose(lab[..., 0], lab[..., 1:])
+    host = photo.compose(lab[..., 0], lab[..., 1:])
     np.testing.assert_allclose(host / 255.0, skimage.color.lab2rgb(lab), atol=0.5 / 255 + 1e-3)
     device = np.asarray(color.lab_to_rgb(lab))
     np.testing.assert_allclose(device, skimage.color.lab2rgb(lab), atol=1e-3)

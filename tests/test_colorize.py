@@ -12,8 +12,10 @@ import skimage.data
 from PIL import Image
 from PIL import ImageOps
 
+from colorgan import errors
 from colorgan.inference import colorize
-from colorgan.training import loop as train
+from colorgan.inference import photo
+from colorgan.training import loop
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -33,7 +35,7 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("colorize") / "run")
-  train.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
+  loop.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
   return path
 
 
@@ -121,7 +123,7 @@ def colorizer(workdir):
 
 
 def test_jpg_output_and_a_glob(colorizer, photos, tmp_path):
-  work = colorize.plan([str(photos / "sub" / "*.png"), str(photos / "gray.png")],
+  work = photo.plan([str(photos / "sub" / "*.png"), str(photos / "gray.png")],
                        str(tmp_path / "jpg"), "jpg")
   assert colorizer.run(work) == 0
   rgba = Image.open(tmp_path / "jpg" / "rgba.jpg")
@@ -137,25 +139,25 @@ def test_rerunning_into_the_input_folder_does_not_colorize_earlier_outputs(color
   Image.fromarray(skimage.data.chelsea()[::4, ::4]).save(folder / "cat.jpg")
   Image.fromarray(skimage.data.coffee()[::4, ::4]).save(folder / "cup.jpg")
   for _ in range(3):  # JPEG inputs, PNG outputs beside them: every rerun finds the same work
-    work = colorize.plan([str(folder)], str(folder))
+    work = photo.plan([str(folder)], str(folder))
     assert [os.path.basename(job.output) for job in work.jobs] == ["cat.png", "cup.png"]
     assert colorizer.run(work) == 0
   assert sorted(os.listdir(folder)) == ["cat.jpg", "cat.png", "cup.jpg", "cup.png"]
   assert work.earlier_outputs == 2
-  assert colorize.is_colorgan_output(str(folder / "cat.png"))
-  assert not colorize.is_colorgan_output(str(folder / "cat.jpg"))
-  elsewhere = colorize.plan([str(folder)], str(tmp_path / "jpg"), "jpg")
+  assert photo.is_colorgan_output(str(folder / "cat.png"))
+  assert not photo.is_colorgan_output(str(folder / "cat.jpg"))
+  elsewhere = photo.plan([str(folder)], str(tmp_path / "jpg"), "jpg")
   assert colorizer.run(elsewhere) == 0
-  assert colorize.is_colorgan_output(str(tmp_path / "jpg" / "cat.jpg"))  # the EXIF Software tag
-  with pytest.raises(colorize.PlanError, match="no file found but 1 colorgan output"):
-    colorize.plan([str(folder / "cat.png")], str(tmp_path / "again"))
+  assert photo.is_colorgan_output(str(tmp_path / "jpg" / "cat.jpg"))  # the EXIF Software tag
+  with pytest.raises(errors.PlanError, match="no file found but 1 colorgan output"):
+    photo.plan([str(folder / "cat.png")], str(tmp_path / "again"))
 
 
 def test_an_animation_is_colorized_from_its_first_frame_with_a_note(colorizer, tmp_path, capsys):
   frames = [Image.fromarray(skimage.data.chelsea()[::4, ::4]),
             Image.fromarray(skimage.data.coffee()[::4, ::4]).resize((113, 75))]
   frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
-  assert colorizer.run(colorize.plan([str(tmp_path / "anim.gif")], str(tmp_path / "out"))) == 0
+  assert colorizer.run(photo.plan([str(tmp_path / "anim.gif")], str(tmp_path / "out"))) == 0
   err = capsys.readouterr().err
   assert f"colorgan: {tmp_path / 'anim.gif'}: 2 frames (an animation or several pages): only the " \
          "first one is colorized" in err
@@ -176,8 +178,8 @@ def test_colorize_size_must_suit_the_unet(workdir):
 def test_lightness_matches_skimage():
   rgb = skimage.data.coffee()[::4, ::4]
   expected = skimage.color.rgb2lab(rgb / 255.0)[..., 0]
-  np.testing.assert_allclose(colorize.lightness(rgb), expected, atol=2e-3)  # uint8: a lookup table
-  np.testing.assert_allclose(colorize.lightness(rgb / 255.0), expected, atol=2e-3)
+  np.testing.assert_allclose(photo.lightness(rgb), expected, atol=2e-3)  # uint8: a lookup table
+  np.testing.assert_allclose(photo.lightness(rgb / 255.0), expected, atol=2e-3)
 
 
 @pytest.mark.filterwarnings("ignore:Conversion from CIE-LAB:UserWarning")  # skimage's clipping note
@@ -185,7 +187,7 @@ def test_compose_keeps_lightness_and_hue_where_clipping_would_not():
   rng = np.random.default_rng(0)
   l = rng.uniform(3, 97, (64, 64)).astype(np.float32)
   ab = rng.uniform(-100, 100, (64, 64, 2)).astype(np.float32)  # mostly outside the sRGB gamut
-  rgb = colorize.compose(l, ab)
+  rgb = photo.compose(l, ab)
   lab = skimage.color.rgb2lab(rgb / 255.0)
   error = np.abs(lab[..., 0] - l)
   assert error.mean() <= 0.3 and np.percentile(error, 99) <= 1, (error.mean(), error.max())
@@ -200,23 +202,23 @@ def test_compose_keeps_lightness_and_hue_where_clipping_would_not():
   # In gamut, compose is the plain Lab -> sRGB conversion.
   inside = np.dstack([np.full((8, 8), 60.0), rng.uniform(-20, 20, (8, 8, 2))]).astype(np.float32)
   expected = np.round(skimage.color.lab2rgb(inside) * 255)
-  assert np.abs(colorize.compose(inside[..., 0], inside[..., 1:]) - expected).max() <= 1
+  assert np.abs(photo.compose(inside[..., 0], inside[..., 1:]) - expected).max() <= 1
 
 
 def test_whole_photo_geometry():
-  assert colorize.content_size(600, 400, 64, squash=False) == (64, 43)
-  assert colorize.content_size(400, 600, 64, squash=False) == (43, 64)
-  assert colorize.content_size(5000, 10, 64, squash=False) == (64, 1)
-  assert colorize.content_size(400, 600, 64, squash=True) == (64, 64)
+  assert photo.content_size(600, 400, 64, squash=False) == (64, 43)
+  assert photo.content_size(400, 600, 64, squash=False) == (43, 64)
+  assert photo.content_size(5000, 10, 64, squash=False) == (64, 1)
+  assert photo.content_size(400, 600, 64, squash=True) == (64, 64)
   l = np.tile(np.linspace(0, 100, 600, dtype=np.float32), (400, 1))  # a horizontal ramp
-  model_l = colorize.model_input(l, 64, squash=False)[..., 0]
+  model_l = photo.model_input(l, 64, squash=False)[..., 0]
   assert model_l.shape == (64, 64)
   np.testing.assert_array_equal(model_l[43:], model_l[42:42 - 21:-1])  # mirror padding below
   np.testing.assert_allclose(model_l[0, [0, -1]], [-1, 1], atol=0.05)  # the whole width is there
   # The padding's prediction is dropped: only the photo's area is upsampled.
   ab = np.full((64, 64, 2), 0.9, np.float32)
   ab[:43] = [0.1, -0.2]
-  np.testing.assert_allclose(colorize.upsample_ab(ab, 400, 600, squash=False),
+  np.testing.assert_allclose(photo.upsample_ab(ab, 400, 600, squash=False),
                              np.broadcast_to([11.0, -22.0], (400, 600, 2)), rtol=1e-5)
 
 
@@ -227,16 +229,16 @@ def test_plan_keeps_relative_paths_and_never_overwrites(tmp_path):
   for name in ("x.jpg", "x.png", "a/y.jpg", "a/b/z.tif", ".hidden.jpg", "out/old.png"):
     os.makedirs(os.path.dirname(src / name), exist_ok=True)
     (src / name).write_bytes(b"")
-  work = colorize.plan([str(src)], str(src / "out"))
+  work = photo.plan([str(src)], str(src / "out"))
   names = sorted(os.path.relpath(job.output, src / "out") for job in work.jobs)
   # x.jpg and x.png would both be x.png: each keeps its extension; the output folder is skipped.
   assert names == ["a/b/z.png", "a/y.png", "x.jpg.png", "x.png.png"]
-  work = colorize.plan([str(src / "a" / "**" / "*.*")], str(tmp_path / "o"), "jpg")
+  work = photo.plan([str(src / "a" / "**" / "*.*")], str(tmp_path / "o"), "jpg")
   assert sorted(os.path.relpath(j.output, tmp_path / "o") for j in work.jobs) == [
       "b/z.jpg", "y.jpg"]
-  with pytest.raises(colorize.PlanError, match="would overwrite the input"):
-    colorize.plan([str(src / "x.png")], str(src))
-  with pytest.raises(colorize.PlanError, match="no such file or folder"):
-    colorize.plan([str(tmp_path / "missing")], str(tmp_path / "o"))
-  with pytest.raises(colorize.PlanError, match="matches no file"):
-    colorize.plan([str(tmp_path / "*.webp")], str(tmp_path / "o"))
+  with pytest.raises(errors.PlanError, match="would overwrite the input"):
+    photo.plan([str(src / "x.png")], str(src))
+  with pytest.raises(errors.PlanError, match="no such file or folder"):
+    photo.plan([str(tmp_path / "missing")], str(tmp_path / "o"))
+  with pytest.raises(errors.PlanError, match="matches no file"):
+    photo.plan([str(tmp_path / "*.webp")], str(tmp_path / "o"))

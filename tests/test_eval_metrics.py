@@ -6,6 +6,7 @@ its KID and LPIPS are recomputed with the references: pytorch-fid's InceptionV3 
 32 to 299 px) and torch-fidelity's KID, and the lpips package.
 """
 
+import functools
 import importlib.util
 import json
 import logging
@@ -20,12 +21,14 @@ import torch
 from colorgan import color
 from colorgan import configuration
 from colorgan import convert_weights
-from colorgan.evaluation import evaluator as evaluate
-from colorgan.evaluation import inception
-from colorgan.data import pipeline as input_pipeline
+from colorgan import errors
 from colorgan import models
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.data import pipeline
+from colorgan.data import sources
+from colorgan.evaluation import evaluator
+from colorgan.evaluation import inception
+from colorgan.training import loop
 from tests import torch_reference
 from tests.conftest import REPO
 from tests.conftest import tiny_config
@@ -41,8 +44,8 @@ NUM_IMAGES = 6
 def weights(tmp_path_factory):
   root = tmp_path_factory.mktemp("weights")
   config = tiny_config()
-  paths = input_pipeline.create_source(config).eval[:NUM_IMAGES]
-  crops = input_pipeline.load_eval_images(config, paths, NUM_IMAGES)
+  paths = sources.create_source(config).eval.first(NUM_IMAGES)
+  crops = pipeline.load_eval_images(config, paths, NUM_IMAGES)
   pth, npz = str(root / "inception.pth"), str(root / "inception.npz")
   torch_reference.save_random_fid_inception(
       pth, seed=1, calibration=inception.preprocess(crops).transpose(0, 3, 1, 2))
@@ -64,7 +67,7 @@ def run(weights, tmp_path_factory):
   config.eval.inception_weights = weights["inception"]
   config.eval.lpips_weights = weights["lpips"]
   configuration.validate(config)
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "eval", "step_2.json")) as f:
     return config, workdir, json.load(f)
 
@@ -93,7 +96,7 @@ def test_baseline_kid_and_lpips_match_the_references(run, weights):
   _, _, result = run
   crops = weights["crops"]
   l, _ = color.rgb_uint8_to_model_lab(jnp.asarray(crops))
-  gray = np.asarray(evaluate.to_uint8(color.model_lab_to_rgb(l, jnp.zeros(l.shape[:3] + (2,)))))
+  gray = np.asarray(evaluator.to_uint8(color.model_lab_to_rgb(l, jnp.zeros(l.shape[:3] + (2,)))))
   model = torch_reference.pytorch_fid_model(weights["inception_pth"])
   with torch.no_grad():
     gray_features, truth_features = (
@@ -108,27 +111,30 @@ def test_baseline_kid_and_lpips_match_the_references(run, weights):
   np.testing.assert_allclose(result["baseline"]["lpips"], float(lpips_values.mean()), rtol=1e-4)
 
 
+def _predict(config):
+  return functools.partial(models.predict_ab, models.create_generator(config))
+
+
 def test_evaluator_names_the_keys_that_turn_the_metrics_on(caplog):
   config = tiny_config()
   mesh = parallel.create_mesh()
-  source = input_pipeline.create_source(config)
+  source = sources.create_source(config)
   with caplog.at_level(logging.INFO, logger="absl"):  # colorgan logs through absl's logger
-    evaluator = evaluate.Evaluator(config, models.create_generator(config), mesh, source.eval)
+    scorer = evaluator.Evaluator(config, _predict(config), mesh, source.eval)
   lines = [r.getMessage() for r in caplog.records if "config.eval." in r.getMessage()]
   assert len(lines) == 1 and "config.eval.inception_weights" in lines[0]
-  assert "config.eval.lpips_weights" in lines[0] and evaluator.features is None
+  assert "config.eval.lpips_weights" in lines[0] and scorer.features is None
 
 
 def test_eval_weights_that_are_not_what_they_claim_are_one_line_config_errors(weights, tmp_path):
   config = tiny_config()
   config.eval.inception_weights = weights["lpips"]  # the LPIPS file given as Inception weights
   mesh = parallel.create_mesh()
-  with pytest.raises(configuration.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match="config.eval.inception_weights: .* does not hold the FID Inception"):
-    evaluate.Evaluator(config, models.create_generator(config), mesh,
-                       input_pipeline.create_source(config).eval)
+    evaluator.Evaluator(config, _predict(config), mesh, sources.create_source(config).eval)
   config.eval.inception_weights = str(tmp_path / "none.npz")
-  with pytest.raises(configuration.ConfigError, match="inception_weights=.*is not a .npz file"):
+  with pytest.raises(errors.ConfigError, match="inception_weights=.*is not a .npz file"):
     configuration.validate(config)
 
 
@@ -143,7 +149,7 @@ def test_eval_weights_that_are_not_what_they_claim_are_one_line_config_errors(we
 ])
 def test_eval_config_mistakes(overrides, message):
   config = tiny_config(**overrides)
-  with pytest.raises(configuration.ConfigError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     configuration.validate(config)
 
 
@@ -156,7 +162,7 @@ def test_best_checkpoint_by_an_evaluation_metric(tmp_path):
                        best_checkpoint_mode="max")
   configuration.validate(config)  # log_every_steps needs not divide checkpoint_every_steps here
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   evaluations = {}
   for step in (2, 4, 6):
     with open(os.path.join(workdir, "eval", f"step_{step}.json")) as f:
@@ -169,9 +175,9 @@ def test_best_checkpoint_by_an_evaluation_metric(tmp_path):
 
 def test_ranking_metrics_come_from_the_evaluation_at_the_step():
   result = {"model": {"psnr": 20.0, "fid": 31.5, "kid": None, "lpips": float("nan")}}
-  assert train.checkpoint_ranking({"ab_l1_lab": 3.0}, result) == {
+  assert loop.checkpoint_ranking({"ab_l1_lab": 3.0}, result) == {
       "ab_l1_lab": 3.0, "eval/psnr": 20.0, "eval/fid": 31.5}
-  assert train.checkpoint_ranking(None, None) is None
+  assert loop.checkpoint_ranking(None, None) is None
 
 
 @pytest.mark.parametrize("protocol, name, split", [("imagenet_val", "imagenet2012", "validation"),
@@ -183,7 +189,7 @@ def test_protocol_configs(protocol, name, split, weights, monkeypatch, tmp_path)
   assert config.image_size == 256 and config.data.resize_mode == "resize"
   assert config.num_eval_images == 0  # every photo of the split
   monkeypatch.chdir(tmp_path)
-  with pytest.raises(configuration.ConfigError, match="inception_weights=weights/.*is not a .npz"):
+  with pytest.raises(errors.ConfigError, match="inception_weights=weights/.*is not a .npz"):
     configuration.validate(config)  # not converted yet: one line saying how
   os.makedirs(tmp_path / "weights")
   for key in ("inception_weights", "lpips_weights"):

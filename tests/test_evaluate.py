@@ -13,9 +13,11 @@ import skimage.metrics
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from colorgan.evaluation import evaluator as evaluate
-from colorgan.data import pipeline as input_pipeline
-from colorgan.training import loop as train
+from colorgan import fileio
+from colorgan.data import pipeline
+from colorgan.data import sources
+from colorgan.evaluation import evaluator
+from colorgan.training import loop
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -36,7 +38,7 @@ def run(tmp_path_factory):
   (the second batch has 2 padding rows)."""
   workdir = str(tmp_path_factory.mktemp("eval") / "run")
   config = tiny_config(total_steps=2, eval_every_steps=2, eval_batch_size=4, num_eval_images=6)
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "eval", "step_2.json")) as f:
     return config, workdir, json.load(f)
 
@@ -64,8 +66,8 @@ def test_training_writes_the_eval_json_and_tensorboard_scalars(run):
 def test_gray_baseline_matches_skimage(run):
   # The baseline, recomputed with skimage alone: the same center crops, ab set to 0 in skimage's Lab.
   config, _, result = run
-  paths = input_pipeline.create_source(config).eval[:6]
-  crops = input_pipeline.load_eval_images(config, paths, 6) / 255.0
+  paths = sources.create_source(config).eval.first(6)
+  crops = pipeline.load_eval_images(config, paths, 6) / 255.0
   psnrs, l1s = [], []
   for crop in crops:
     lab = skimage.color.rgb2lab(crop)
@@ -110,7 +112,7 @@ def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
                           "data.eval_split": "validation", "eval_batch_size": 4,
                           "num_eval_images": 6})
   with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
-    result = evaluate.evaluate_checkpoint(config, workdir)
+    result = evaluator.evaluate_checkpoint(config, workdir)
   assert result["step"] == 2 and result["num_images"] == 6
   assert 5 < result["model"]["psnr"] < 60 and 0 < result["baseline"]["ssim"] <= 1
   with open(os.path.join(workdir, "eval", "step_2.json")) as f:
@@ -120,18 +122,17 @@ def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
 def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypatch, caplog):
   workdir = str(tmp_path / "run")
   shutil.copytree(run[1], workdir, ignore=shutil.ignore_patterns("eval", "events.*"))
-  from colorgan.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   def read_only(*args, **kwargs):
     raise OSError(30, "Read-only file system")
-  monkeypatch.setattr(workdir_lib, "open", read_only, raising=False)
+  monkeypatch.setattr(fileio, "open", read_only, raising=False)
   config = tiny_config(eval_batch_size=4, num_eval_images=6)
-  result = evaluate.evaluate_checkpoint(config, workdir)
+  result = evaluator.evaluate_checkpoint(config, workdir)
   assert result["num_images"] == 6 and result["model"]["psnr"] > 5
   assert not os.path.exists(os.path.join(workdir, "eval"))
   assert "cannot be written: Read-only file system" in caplog.text
 
 
 def test_json_has_no_infinities():
-  line = evaluate.to_json({"step": 1, "model": {"psnr": float("inf")}})
+  line = evaluator.to_json({"step": 1, "model": {"psnr": float("inf")}})
   assert json.loads(line) == {"step": 1, "model": {"psnr": None}}

@@ -13,11 +13,13 @@ from PIL import Image
 
 import colorgan
 from colorgan import checkpointing
+from colorgan import errors
 from colorgan.inference import colorize
 from colorgan.inference import export
-from colorgan.data import pipeline as input_pipeline
+from colorgan.inference import photo
+from colorgan.data import sources
 from colorgan import models
-from colorgan.training import loop as train
+from colorgan.training import loop
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -28,7 +30,7 @@ SIZES = ((48, 64), (64, 40), (37, 23))
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("export") / "run")
-  train.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
+  loop.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
   return path
 
 
@@ -46,7 +48,7 @@ def vivid(workdir):
 def photos():
   """The bundled photos at SIZES (small, to keep the runtimes fast), as uint8 RGB."""
   return [np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
-          for path in input_pipeline.bundled_photo_paths() for h, w in SIZES]
+          for path in sources.bundled_photo_paths() for h, w in SIZES]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def references(vivid, photos):
   """--mode=colorize's pixels: the host path (load_photo's L, Pillow resizes, numpy compose)."""
   config, variables = vivid
   colorizer = colorize.Colorizer(config, variables, step=1, batch_size=1)
-  return [colorizer.colorize_photo(colorize.Photo(colorize.lightness(rgb), None)) for rgb in photos]
+  return [colorizer.colorize_photo(photo.Photo(photo.lightness(rgb), None)) for rgb in photos]
 
 
 def _agreement(outputs, references):
@@ -128,22 +130,22 @@ def test_resnet_unet_exports_too(tmp_path):
   config = tiny_config(**{"model.generator": "resnet_unet", "image_size": 64})
   variables = jax.device_get(models.create_generator(config).init(
       jax.random.key(0), np.zeros((1, 64, 64, 1), np.float32), train=False))
-  rgb = np.asarray(Image.open(input_pipeline.bundled_photo_paths()[3]).convert("RGB").resize((51, 40)))
+  rgb = np.asarray(Image.open(sources.bundled_photo_paths()[3]).convert("RGB").resize((51, 40)))
   colorizer = colorize.Colorizer(config, variables, step=0, batch_size=1)
-  reference = colorizer.colorize_photo(colorize.Photo(colorize.lightness(rgb), None))
+  reference = colorizer.colorize_photo(photo.Photo(photo.lightness(rgb), None))
   export.export(config, variables, step=0, fmt="onnx", output=str(tmp_path / "m.onnx"))
   worst, within = _agreement([export.runner("onnx", str(tmp_path / "m.onnx"))(rgb)], [reference])
   assert within >= 0.999, (worst, within)
 
 
 def test_traced_geometry_is_colorize_modes():
-  """content_size and the Pillow-bilinear weight matrices against colorize.py and Pillow itself."""
+  """content_size and the Pillow-bilinear weight matrices against photo.py and Pillow itself."""
   rng = np.random.default_rng(0)
   for _ in range(300):
     h, w = (int(v) for v in rng.integers(1, 700, 2))
     for size, squash in ((32, False), (256, False), (64, True)):
       got = export.content_size(np.int32(h), np.int32(w), size, squash)
-      assert tuple(int(v) for v in got) == colorize.content_size(h, w, size, squash), (h, w, size)
+      assert tuple(int(v) for v in got) == photo.content_size(h, w, size, squash), (h, w, size)
   for height, out in ((50, 17), (17, 50), (33, 33), (7, 64)):
     image = rng.uniform(0, 100, (height, 5)).astype(np.float32)
     weights = export.bilinear_weights(np.arange(out, dtype=np.int32), np.int32(out),
@@ -151,21 +153,21 @@ def test_traced_geometry_is_colorize_modes():
     expected = np.asarray(Image.fromarray(image).resize((5, out), Image.Resampling.BILINEAR))
     np.testing.assert_allclose(np.asarray(weights) @ image, expected, atol=2e-4)
   l = rng.uniform(0, 100, (40, 23)).astype(np.float32)  # model_input's mirror padding
-  h, w = colorize.content_size(40, 23, 32, False)
+  h, w = photo.content_size(40, 23, 32, False)
   rows = export.bilinear_weights(export.mirror(np.arange(32, dtype=np.int32), np.int32(h)),
                                  np.int32(h), np.int32(40), 40)
   cols = export.bilinear_weights(export.mirror(np.arange(32, dtype=np.int32), np.int32(w)),
                                  np.int32(w), np.int32(23), 23)
   np.testing.assert_allclose(np.asarray(rows) @ l @ np.asarray(cols).T / 50 - 1,
-                             colorize.model_input(l, 32, False)[..., 0], atol=1e-5)
+                             photo.model_input(l, 32, False)[..., 0], atol=1e-5)
 
 
 def test_a_missing_onnx_package_is_one_line(vivid, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
   monkeypatch.delitem(sys.modules, "colorgan.inference.onnx_export", raising=False)
-  monkeypatch.delattr(colorgan, "onnx_export", raising=False)
+  monkeypatch.delattr(colorgan.inference, "onnx_export", raising=False)
   config, variables = vivid
-  with pytest.raises(export.ExportError,
+  with pytest.raises(errors.ExportError,
                      match=r"needs the onnx package .*pip install -e '\.\[export\]'"):
     export.export(config, variables, step=1, fmt="onnx", output=str(tmp_path / "m.onnx"))
   assert not os.listdir(tmp_path)  # nothing half-written
@@ -187,8 +189,8 @@ def test_cli_exports_the_checkpoint(workdir, tmp_path):
   assert info["step"] == 1 and info["opset"] == 18
   # The checkpoint's own (near-gray) generator, through the host path and onnxruntime.
   colorizer = colorize.Colorizer.from_checkpoint(workdir, batch_size=1)
-  rgb = np.asarray(Image.open(input_pipeline.bundled_photo_paths()[1]).convert("RGB").resize((45, 31)))
-  reference = colorizer.colorize_photo(colorize.Photo(colorize.lightness(rgb), None))
+  rgb = np.asarray(Image.open(sources.bundled_photo_paths()[1]).convert("RGB").resize((45, 31)))
+  reference = colorizer.colorize_photo(photo.Photo(photo.lightness(rgb), None))
   worst, within = _agreement([export.runner("onnx", str(output))(rgb)], [reference])
   assert within >= 0.999, (worst, within)
 
@@ -214,11 +216,11 @@ def test_outputs_and_sizes_it_cannot_take(vivid, tmp_path):
       ({"fmt": "onnx", "output": str(tmp_path / "m.onnx"), "size": 48},
        "--colorize_size=48 must be a multiple of 32"),
       ({"fmt": "coreml", "output": str(tmp_path / "m")}, "--format=coreml is not known")):
-    with pytest.raises(export.ExportError, match=message):
+    with pytest.raises(errors.ExportError, match=message):
       export.export(config, variables, step=1, **kwargs)
   assert sorted(os.listdir(tmp_path)) == ["file"]
   for text, expected in (("64", (64, 64)), ("768x1024", (768, 1024)), (None, None)):
     assert export.parse_export_size(text) == expected
   for text in ("0", "12x", "axb", "1x2x3"):
-    with pytest.raises(export.ExportError, match="is not a size"):
+    with pytest.raises(errors.ExportError, match="is not a size"):
       export.parse_export_size(text)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from colorgan import configuration
+from colorgan import errors
 from colorgan import models
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.training import step as step_lib
 from colorgan.models import layers
 from tests.conftest import tiny_config
 
@@ -287,7 +288,7 @@ def test_auto_is_the_matrix_products_on_cpu_and_flax_convolutions_on_gpu_and_tpu
 @pytest.mark.parametrize("value", ["yes", "true", 1, 0, None, ""])
 def test_other_fast_layers_values_are_one_line_errors(value):
   config = _config(value)
-  with pytest.raises(configuration.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     configuration.validate(config)
   assert str(e.value) == (f"config.model.fast_layers={value!r} is not known: choose auto (matrix "
                           "products on CPU, flax's convolutions on GPU/TPU), True or False")
@@ -396,10 +397,10 @@ def test_train_step_matches_the_flax_path():
   results = {}
   with jax.set_mesh(mesh):
     g, d = models.create_generator(config), models.create_discriminator(config)
-    initial = jax.device_get(train.init_train_state(config, g, d, mesh))
+    initial = jax.device_get(step_lib.init_train_state(config, g, d, mesh))
     batch = parallel.global_batch(mesh, {"image": images})
     for fast, c in configs.items():
-      step = train.make_train_step(c, models.create_generator(c), models.create_discriminator(c),
+      step = step_lib.make_train_step(c, models.create_generator(c), models.create_discriminator(c),
                                    mesh)
       # A fresh copy each time: the step donates its state (the rng key stays a jax.Array).
       fresh = jax.device_put(jax.tree.map(lambda x: x.copy(), initial), parallel.replicated(mesh))
@@ -407,7 +408,7 @@ def test_train_step_matches_the_flax_path():
       results[fast] = jax.device_get(state), {k: float(v) for k, v in metrics.compute().items()}
   (fast_state, fast_metrics), (ref_state, ref_metrics) = results[True], results[False]
   assert int(fast_state.step) == int(ref_state.step) == 1
-  assert set(fast_metrics) == set(train.METRIC_NAMES)
+  assert set(fast_metrics) == set(step_lib.METRIC_NAMES)
   for name, value in ref_metrics.items():
     np.testing.assert_allclose(fast_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
   _assert_trees_close(fast_state.g_batch_stats, ref_state.g_batch_stats)

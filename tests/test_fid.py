@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from colorgan import convert_weights
+from colorgan import errors
 from colorgan.evaluation import feature_stats
 from colorgan import fid
 from colorgan.evaluation import inception
-from colorgan.data import pipeline as input_pipeline
 from colorgan import parallel
+from colorgan.data import sources
 from tests import torch_reference
 from tests.conftest import REPO
 
@@ -41,7 +42,7 @@ def _cli(module: str, *args, devices: int = 1) -> subprocess.CompletedProcess:
 
 def _write_photos(folder, indices) -> list[str]:
   """Bundled photos at SIZES (JPEG and PNG), one in a subfolder: the command reads recursively."""
-  photos = input_pipeline.bundled_photo_paths()
+  photos = sources.bundled_photo_paths()
   paths = []
   for n, i in enumerate(indices):
     image = Image.open(photos[i]).convert("RGB").resize(SIZES[n % len(SIZES)], Image.BILINEAR)
@@ -204,13 +205,14 @@ def test_statistics_files_in_pytorch_fids_format(tmp_path):
     np.testing.assert_array_equal(npz["sigma"][:], sigma)
   np.testing.assert_array_equal(feature_stats.load(ours).features, features)
   np.savez(str(tmp_path / "bad.npz"), mu=mu, sigma=sigma[:4])
-  with pytest.raises(feature_stats.StatsError, match="needs arrays mu .d. and sigma .d, d."):
+  with pytest.raises(errors.StatsError, match="needs arrays mu .d. and sigma .d, d."):
     feature_stats.load(str(tmp_path / "bad.npz"))
 
 
 _DEVICES_PROGRAM = """
 import sys, jax, numpy as np
-from colorgan import fid, inception, parallel
+from colorgan import fid, parallel
+from colorgan.evaluation import inception
 files, npz, out = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
 mesh = parallel.create_mesh()
 assert mesh.shape["data"] == 8, mesh.shape

@@ -19,10 +19,14 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import splits as splits_lib
 
 from colorgan import configuration
-from colorgan.data import pipeline as input_pipeline
+from colorgan import errors
+from colorgan.data import decode
+from colorgan.data import pipeline
+from colorgan.data import sources
+from colorgan.data import tfds_source
 from colorgan import models
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.training import step as step_lib
 from tests.conftest import tiny_config
 
 # ----------------------------------------------------------------------------- test images
@@ -134,7 +138,7 @@ def _folder_config(path, **overrides):
 
 
 def _batches(config, images, n, **kwargs):
-  iterator = input_pipeline.create_train_dataset(config, images, **kwargs).as_numpy_iterator()
+  iterator = pipeline.create_train_dataset(config, images, **kwargs).as_numpy_iterator()
   return [next(iterator)["image"] for _ in range(n)]
 
 
@@ -145,8 +149,8 @@ def step_fn():
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   with jax.set_mesh(mesh):
-    step = train.make_train_step(config, generator, discriminator, mesh)
-    state = train.init_train_state(config, generator, discriminator, mesh)
+    step = step_lib.make_train_step(config, generator, discriminator, mesh)
+    state = step_lib.init_train_state(config, generator, discriminator, mesh)
 
   def run(batches):
     nonlocal state
@@ -163,7 +167,7 @@ def step_fn():
 def test_folder_reports_bad_files_and_uses_convertible_ones(messy_folder, caplog):
   root = messy_folder["root"]
   with caplog.at_level(logging.INFO):
-    source = input_pipeline.create_source(_folder_config(root, **{"data.eval_fraction": 0.0}))
+    source = sources.create_source(_folder_config(root, **{"data.eval_fraction": 0.0}))
   rel = lambda p: os.path.relpath(p, root)  # noqa: E731
   skipped = {rel(path): reason for path, reason in source.skipped}
   assert set(skipped) == set(messy_folder["bad"])
@@ -183,47 +187,47 @@ def test_folder_reports_bad_files_and_uses_convertible_ones(messy_folder, caplog
 def test_convertible_modes_decode_to_their_rgb(messy_folder):
   root, reference = messy_folder["root"], messy_folder["reference"]
 
-  def decode(name):
+  def decode_file(name):
     with open(os.path.join(root, name), "rb") as f:
-      image, problem = input_pipeline.decode_image(f.read(), image_size=32, load_size=32,
-                                                   resize_mode="resize")
+      image, problem = decode.decode_image(f.read(), image_size=32, load_size=32,
+                                           resize_mode="resize")
     assert problem is None, (name, problem)
     return image.astype(int)
 
-  np.testing.assert_array_equal(decode("convert/rgb16.png"), reference)  # 16 bits -> top 8
-  np.testing.assert_array_equal(decode("convert/rgba.png"), reference)  # alpha dropped
+  np.testing.assert_array_equal(decode_file("convert/rgb16.png"), reference)  # 16 bits -> top 8
+  np.testing.assert_array_equal(decode_file("convert/rgba.png"), reference)  # alpha dropped
   quantized = np.asarray(Image.fromarray(reference).quantize(64).convert("RGB"))
-  np.testing.assert_array_equal(decode("convert/palette.png"), quantized)
+  np.testing.assert_array_equal(decode_file("convert/palette.png"), quantized)
   # CMYK JPEG (lossy, through CMYK): close to the photo it was made from, in color.
-  cmyk = decode("convert/cmyk.jpg")
+  cmyk = decode_file("convert/cmyk.jpg")
   assert np.abs(cmyk - reference).mean() < 4, np.abs(cmyk - reference).mean()
   # EXIF orientation 6 (shown turned 90 degrees clockwise): the stored left half is shown on top.
   halves = np.concatenate([_solid((255, 0, 0), (16, 32)), _solid((0, 0, 255), (16, 32))], axis=1)
   exif = Image.Exif()
   exif[0x0112] = 6
-  turned, _ = input_pipeline.decode_image(_encode(halves, "JPEG", quality=95, exif=exif),
-                                          image_size=32, load_size=32, resize_mode="resize")
+  turned, _ = decode.decode_image(_encode(halves, "JPEG", quality=95, exif=exif),
+                                  image_size=32, load_size=32, resize_mode="resize")
   assert turned[:12, :, 0].min() > 200 and turned[20:, :, 2].min() > 200
   # The RGB file holding a black-and-white photo passes the start-up check but is skipped decoding.
   with open(os.path.join(root, messy_folder["decode_time_bad"]), "rb") as f:
-    image, problem = input_pipeline.decode_image(f.read(), image_size=32, load_size=32,
-                                                 resize_mode="resize")
+    image, problem = decode.decode_image(f.read(), image_size=32, load_size=32,
+                                         resize_mode="resize")
   assert image is None and problem.startswith("grayscale")
 
 
 def test_folder_with_bad_files_trains_two_steps(messy_folder, step_fn):
   config = _folder_config(messy_folder["root"], **{"data.eval_fraction": 0.3})
-  source = input_pipeline.create_source(config)
+  source = sources.create_source(config)
   assert len(source.skipped) == 6 and source.eval
   losses = step_fn(_batches(config, source.train, 2, rows=(0, 4)))
   assert len(losses) == 2 and np.isfinite(losses).all()
-  samples = input_pipeline.load_eval_images(config, source.eval, 2)
+  samples = pipeline.load_eval_images(config, source.eval, 2)
   assert samples.shape == (2, 32, 32, 3)
 
 
 def test_decode_time_skips_are_logged_filled_and_keep_the_stream_exact(messy_folder, caplog):
   config = _folder_config(messy_folder["root"], **{"data.eval_fraction": 0.0})
-  source = input_pipeline.create_source(config)
+  source = sources.create_source(config)
   num_steps = 2 * len(source.train) // config.batch_size + 1  # two epochs: the bw photo is met
   with caplog.at_level(logging.INFO):
     batches = _batches(config, source.train, num_steps, rows=(0, 4))
@@ -247,7 +251,7 @@ def test_decode_time_skips_are_logged_filled_and_keep_the_stream_exact(messy_fol
 
 def test_two_hosts_split_every_epoch_without_overlap(colors_folder):
   config = _folder_config(colors_folder, **{"data.eval_fraction": 0.0, "data.random_flip": False})
-  source = input_pipeline.create_source(config)
+  source = sources.create_source(config)
   assert len(source.train) == 12
   steps = 2 * 12 // config.batch_size  # two epochs
   hosts = [_batches(config, source.train, steps, rows=rows) for rows in ((0, 2), (2, 4))]
@@ -263,10 +267,10 @@ def test_two_hosts_split_every_epoch_without_overlap(colors_folder):
     assert sorted(seen[0] + seen[1]) == list(range(12))
 
   # Evaluation: each host its rows of every padded global batch; together every image once.
-  source = input_pipeline.Source("colors", source.train, source.train[:10])
+  source = sources.Source("colors", source.train, source.train.first(10))
   masks, found = [], []
   for rows in ((0, 2), (2, 4)):
-    batches = list(input_pipeline.create_eval_dataset(config, source.eval, rows=rows)
+    batches = list(pipeline.create_eval_dataset(config, source.eval, rows=rows)
                    .as_numpy_iterator())
     assert len(batches) == 3  # ceil(10 / 4) on every host
     masks.append(np.concatenate([b["mask"] for b in batches]))
@@ -280,38 +284,38 @@ def test_folder_subfolders_and_hash_split(tmp_path):
   for split, count in (("train", 5), ("val", 2)):
     for i in range(count):
       _write(tmp_path / "ds" / split / f"{i}.png", _encode(_solid(_solid_color(i)), "PNG"))
-  source = input_pipeline.create_source(_folder_config(str(tmp_path / "ds")))
+  source = sources.create_source(_folder_config(str(tmp_path / "ds")))
   assert [os.path.basename(os.path.dirname(p)) for p in source.train] == ["train"] * 5
   assert [os.path.basename(os.path.dirname(p)) for p in source.eval] == ["val"] * 2
 
   for i in range(40):
     _write(tmp_path / "flat" / f"sub{i % 3}" / f"{i}.png", _encode(_solid(_solid_color(i)), "PNG"))
   config = _folder_config(str(tmp_path / "flat"), **{"data.eval_fraction": 0.25})
-  source = input_pipeline.create_source(config)
+  source = sources.create_source(config)
   assert not set(source.train) & set(source.eval) and len(source.train) + len(source.eval) == 40
   assert 3 <= len(source.eval) <= 18  # ~10 of 40
   # The split follows the relative path: adding files moves none of the others.
   _write(tmp_path / "flat" / "new.png", _encode(_solid(_solid_color(45)), "PNG"))
-  grown = input_pipeline.create_source(config)
+  grown = sources.create_source(config)
   assert set(source.eval) <= set(grown.eval) and set(source.train) <= set(grown.train)
 
 
 def test_unusable_sources_fail_with_one_line(tmp_path):
   _write(tmp_path / "bad" / "a.jpg", b"")
   _write(tmp_path / "bad" / "b.png", _encode(_photo(0)[..., 0], "PNG"))
-  with pytest.raises(input_pipeline.DataError) as e:
-    input_pipeline.create_source(_folder_config(str(tmp_path / "bad")))
+  with pytest.raises(errors.DataError) as e:
+    sources.create_source(_folder_config(str(tmp_path / "bad")))
   message = str(e.value)
   assert "\n" not in message and "none of its 2 image files is usable" in message
   assert "1 empty file" in message and "1 grayscale" in message
   os.makedirs(tmp_path / "empty")
-  with pytest.raises(input_pipeline.DataError, match="holds no image files"):
-    input_pipeline.create_source(_folder_config(str(tmp_path / "empty")))
-  with pytest.raises(input_pipeline.DataError, match="is not a directory"):
-    input_pipeline.create_source(_folder_config(str(tmp_path / "missing")))
-  with pytest.raises(configuration.ConfigError, match="needs config.data.path"):
+  with pytest.raises(errors.DataError, match="holds no image files"):
+    sources.create_source(_folder_config(str(tmp_path / "empty")))
+  with pytest.raises(errors.DataError, match="is not a directory"):
+    sources.create_source(_folder_config(str(tmp_path / "missing")))
+  with pytest.raises(errors.ConfigError, match="needs config.data.path"):
     configuration.validate(tiny_config(**{"data.source": "folder"}))
-  with pytest.raises(configuration.ConfigError, match="data.eval_fraction"):
+  with pytest.raises(errors.ConfigError, match="data.eval_fraction"):
     configuration.validate(_folder_config("x", **{"data.eval_fraction": 1.0}))
 
 
@@ -324,13 +328,13 @@ def _tfds_config(**overrides):
 def test_tfds_dataset_trains_two_steps(step_fn):
   config = _tfds_config(**{"data.eval_split": "validation"})
   with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
-    source = input_pipeline.create_source(config)
+    source = sources.create_source(config)
     assert source.train.num_examples == 10 and source.eval.num_examples == 10
     batches = _batches(config, source.train, 2, rows=(0, 4))
-    evals = list(input_pipeline.create_eval_dataset(config, source.eval, rows=(0, 4))
+    evals = list(pipeline.create_eval_dataset(config, source.eval, rows=(0, 4))
                  .as_numpy_iterator())
-    samples = input_pipeline.load_eval_images(config, source.eval, 2)
-    host_masks = [[b["mask"].tolist() for b in input_pipeline.create_eval_dataset(
+    samples = pipeline.load_eval_images(config, source.eval, 2)
+    host_masks = [[b["mask"].tolist() for b in pipeline.create_eval_dataset(
         config, source.eval, rows=rows).as_numpy_iterator()] for rows in ((0, 2), (2, 4))]
   assert host_masks == [[[True, True]] * 3, [[True, True]] * 2 + [[False, False]]]
   for batch in batches:  # random-size mock images, all cropped to 32 px
@@ -340,10 +344,10 @@ def test_tfds_dataset_trains_two_steps(step_fn):
   np.testing.assert_array_equal(samples, evals[0]["image"][:2])
 
   with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
-    with pytest.raises(input_pipeline.DataError, match="image_key='photo' is not an image"):
-      input_pipeline.create_source(_tfds_config(**{"data.image_key": "photo"}))
-    with pytest.raises(input_pipeline.DataError, match="is not a TFDS dataset"):
-      input_pipeline.create_source(_tfds_config(**{"data.tfds_name": "no_such_dataset_xyz"}))
+    with pytest.raises(errors.DataError, match="image_key='photo' is not an image"):
+      sources.create_source(_tfds_config(**{"data.image_key": "photo"}))
+    with pytest.raises(errors.DataError, match="is not a TFDS dataset"):
+      sources.create_source(_tfds_config(**{"data.tfds_name": "no_such_dataset_xyz"}))
 
 
 _NUM_EXAMPLES = 40
@@ -370,7 +374,7 @@ def test_tfds_stream_shards_hosts_reshuffles_epochs_and_resumes_exactly():
   steps = 2 * per_host // 2  # two epochs of a host's shard, 2 rows per host
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                               as_dataset_fn=_colors_as_dataset):
-    source = input_pipeline.create_source(config)
+    source = sources.create_source(config)
     assert source.train.num_examples == _NUM_EXAMPLES
     hosts = [_batches(config, source.train, steps, rows=rows) for rows in ((0, 2), (2, 4))]
     seen = [[_index_of(b) for b in host] for host in hosts]
@@ -397,7 +401,7 @@ def test_tfds_chunks_cover_each_host_shard_once():
                                                       num_bytes=0)])
   covered = []
   for shard in range(3):
-    chunks = input_pipeline.tfds_chunk_splits("train", shard=shard, num_shards=3, num_chunks=16)
+    chunks = tfds_source.tfds_chunk_splits("train", shard=shard, num_shards=3, num_chunks=16)
     indices = []
     for chunk in chunks:
       for a in splits_lib.AbstractSplit.from_spec(chunk).to_absolute(splits):
@@ -414,11 +418,11 @@ def test_a_crash_with_a_live_pipeline_exits(colors_folder):
       import sys
       sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
       from tests.conftest import tiny_config
-      from colorgan.data import pipeline as input_pipeline
+      from colorgan.data import pipeline, sources
       def train():
         config = tiny_config(**{{"data.source": "folder", "data.path": {colors_folder!r}}})
-        source = input_pipeline.create_source(config)
-        iterator = input_pipeline.create_train_dataset(
+        source = sources.create_source(config)
+        iterator = pipeline.create_train_dataset(
             config, source.train, rows=(0, 4)).as_numpy_iterator()
         next(iterator)
         raise RuntimeError("the step diverged")

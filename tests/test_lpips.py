@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from colorgan import convert_weights
-from colorgan.data import pipeline as input_pipeline
+from colorgan import errors
+from colorgan.data import sources
 from colorgan.evaluation import lpips
 from tests import torch_reference
 
@@ -31,7 +32,7 @@ def models(tmp_path_factory):
 def _photos(size) -> np.ndarray:
   """The 8 bundled photos as uint8 [8, size, size, 3] (center crops, resized)."""
   photos = []
-  for path in input_pipeline.bundled_photo_paths():
+  for path in sources.bundled_photo_paths():
     image = Image.open(path).convert("RGB")
     side = min(image.size)
     left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
@@ -70,5 +71,5 @@ def test_converted_heads_are_the_packages_real_weights(models, tmp_path):
   # A file of another network is one line naming the missing array.
   wrong = str(tmp_path / "wrong.npz")
   np.savez(wrong, **{"params/net/features_0/kernel": np.zeros((11, 11, 3, 64), np.float32)})
-  with pytest.raises(convert_weights.WeightsError, match="lacks 'params/lin0/kernel'"):
+  with pytest.raises(errors.WeightsError, match="lacks 'params/lin0/kernel'"):
     lpips.load_variables(wrong)

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from colorgan import cli
+from colorgan import errors
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -79,3 +82,22 @@ def test_workdir_that_is_a_file(tmp_path):
   result = _run("--config=configs/default.py:smoke", f"--workdir={path}")
   assert result.returncode == 2
   assert "is not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("error, status", [
+    (errors.ConfigError("config.x=1 must be 2"), 2),
+    (errors.UsageError("--input is required"), 2),
+    (errors.RestoreError("checkpoints/7 is damaged"), 1),
+])
+def test_an_entry_point_ends_an_error_in_one_line_with_its_exit_status(error, status, capsys,
+                                                                        monkeypatch):
+  monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # exit 1 quiets it: restored
+
+  @cli.exit_on_error
+  def command():
+    raise error
+
+  with pytest.raises(SystemExit) as exit_:
+    command()
+  assert exit_.value.code == status
+  assert capsys.readouterr().err == f"colorgan: error: {error}\n"

@@ -24,10 +24,12 @@ import pytest
 
 from colorgan import checkpointing
 from colorgan import configuration
-from colorgan.data import pipeline as input_pipeline
+from colorgan import errors
+from colorgan.data import pipeline
+from colorgan.data import sources
 from colorgan import models
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.training import step as step_lib
 from tests import parallel_driver
 from tests.conftest import REPO, tiny_config
 
@@ -138,10 +140,10 @@ def one_device():
   config = tiny_config(**RUN)
   mesh = parallel.create_mesh(config)
   with jax.set_mesh(mesh):
-    state = train.init_train_state(config, models.create_generator(config),
+    state = step_lib.init_train_state(config, models.create_generator(config),
                                    models.create_discriminator(config), mesh)
-  source = input_pipeline.create_source(config)
-  batches = list(itertools.islice(input_pipeline.create_train_dataset(
+  source = sources.create_source(config)
+  batches = list(itertools.islice(pipeline.create_train_dataset(
       config, source.train, rows=(0, config.batch_size)).as_numpy_iterator(),
                                   RUN["total_steps"]))
   return mesh, state, batches
@@ -179,7 +181,7 @@ def test_8_devices_train_like_1_device(launched):
   """Sync-BN: BatchNorm statistics over the global batch, so splitting it changes nothing."""
   meshes = _meshes(launched)
   one, eight = meshes["1"], meshes["8"]
-  assert one["metrics"].shape == (RUN["total_steps"], len(train.METRIC_NAMES))
+  assert one["metrics"].shape == (RUN["total_steps"], len(step_lib.METRIC_NAMES))
   np.testing.assert_allclose(eight["metrics"], one["metrics"], rtol=1e-5)
   _assert_same_state(eight, one, rtol=1e-5)
   # Three real updates: the losses moved, and BatchNorm's running means left their initial zeros.
@@ -243,14 +245,14 @@ def test_bfloat16_activations_with_float32_state_and_losses(one_device):
     gen, disc = models.create_generator(config), models.create_discriminator(config)
     with jax.set_mesh(mesh):
       state = jax.tree.map(jnp.copy, initial)  # the step donates it
-      step_fn = train.make_train_step(config, gen, disc, mesh)
+      step_fn = step_lib.make_train_step(config, gen, disc, mesh)
       hlo[dtype] = step_fn.lower(state, parallel.global_batch(mesh, batches[0])).as_text()
       metrics[dtype] = []
       for batch in batches:
         state, step_metrics = step_fn(state, parallel.global_batch(mesh, batch))
         computed = step_metrics.compute()
         assert {str(v.dtype) for v in computed.values()} == {"float32"}
-        metrics[dtype].append([float(computed[k]) for k in train.METRIC_NAMES])
+        metrics[dtype].append([float(computed[k]) for k in step_lib.METRIC_NAMES])
     leaves = parallel_driver.state_leaves(state)
     dtypes = {k: str(v.dtype) for k, v in leaves.items() if k not in (".step", ".rng")}
     floats = [k for k, d in dtypes.items() if d == "float32"]
@@ -303,8 +305,9 @@ def test_mesh_shape(data, model, devices, expected):
   if isinstance(expected, tuple):
     assert parallel.mesh_shape(config, devices) == expected
   else:
-    with pytest.raises(configuration.ConfigError, match=re.escape(expected)):
-      parallel.mesh_shape(config, devices)
+    with pytest.raises(errors.ConfigError, match=re.escape(expected)):
+      configuration.validate(config)  # the axes' values alone (a run checks them first)
+      parallel.mesh_shape(config, devices)  # and then against the devices
 
 
 @pytest.mark.parametrize("environ, expected", [

@@ -11,14 +11,18 @@ import pytest
 
 from colorgan import checkpointing
 from colorgan import configuration
-from colorgan.evaluation import evaluator as evaluate
-from colorgan.data import pipeline as input_pipeline
+from colorgan import errors
+from colorgan.evaluation import evaluator
+from colorgan.data import pipeline
+from colorgan.data import sources
 from colorgan.training import losses
 from colorgan.evaluation import metrics
 from colorgan import models
 from colorgan import parallel
 from colorgan.training import schedules
-from colorgan.training import loop as train
+from colorgan.training import loop
+from colorgan.training import samples
+from colorgan.training import step as step_lib
 from colorgan.training import warm_start
 from tests.conftest import tiny_config
 
@@ -82,7 +86,7 @@ def test_gradient_clipping_scales_the_gradient_adam_sees():
   grad = {"w": jnp.array([3.0, 4.0, 0.0])}  # global norm 5
   for clip, seen in ((0.0, [3.0, 4.0, 0.0]), (0.5, [0.3, 0.4, 0.0])):
     config = tiny_config(**{"optim.clip_grad_norm": clip})
-    g_tx, _ = train.create_optimizers(config)
+    g_tx, _ = step_lib.create_optimizers(config)
     _, opt_state = g_tx.update(grad, g_tx.init({"w": jnp.zeros(3)}), {"w": jnp.zeros(3)})
     # Adam's first moment after one update: (1 - b1) * gradient, b1 = 0.5.
     np.testing.assert_allclose(optax.tree.get(opt_state, "mu")["w"], 0.5 * np.array(seen),
@@ -109,7 +113,7 @@ def recipe():
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   # The state's structure is the same for every objective: one compiled initializer serves them all.
-  init = jax.jit(functools.partial(train.create_train_state, config, generator, discriminator),
+  init = jax.jit(functools.partial(step_lib.create_train_state, config, generator, discriminator),
                  out_shardings=parallel.replicated(mesh))
   return mesh, generator, discriminator, init
 
@@ -120,7 +124,7 @@ def test_every_adversarial_loss_trains_with_schedules_ttur_and_ema(recipe, gan):
   config = _recipe_config(gan)
   configuration.validate(config)
   with jax.set_mesh(mesh):
-    step_fn = train.make_train_step(config, generator, discriminator, mesh)
+    step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
     batch = parallel.global_batch(mesh, {"image": BATCH})
     states = [init(jax.random.key(0))]
     history = [_host(states[0])]
@@ -135,7 +139,7 @@ def test_every_adversarial_loss_trains_with_schedules_ttur_and_ema(recipe, gan):
   # Adam's first update moves each weight by lr * g / (|g| + eps): at most, and for the weights with
   # a non-tiny gradient exactly, the scheduled rate: cosine / linear_decay at step 0, after warm-up
   # factor 1/4. G and D get their own rate (TTUR).
-  assert train.learning_rates(config, 1) == pytest.approx(
+  assert step_lib.learning_rates(config, 1) == pytest.approx(
       {"g_learning_rate": 2e-3 / 4, "d_learning_rate": 8e-3 / 4})
   for name, lr in (("g_params", 2e-3 / 4), ("d_params", 8e-3 / 4)):
     moved = max(np.max(np.abs(a - b)) for a, b in zip(
@@ -154,8 +158,9 @@ def test_every_adversarial_loss_trains_with_schedules_ttur_and_ema(recipe, gan):
                          jax.tree.leaves(expected)):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
   # Samples and inference use the EMA.
-  params, stats = train.inference_variables(states[-1])
-  _assert_equal((params, stats), (states[-1].g_ema["params"], states[-1].g_ema["batch_stats"]))
+  variables = loop.inference_variables(states[-1])
+  _assert_equal((variables["params"], variables["batch_stats"]),
+                (states[-1].g_ema["params"], states[-1].g_ema["batch_stats"]))
 
 
 def test_a_new_loss_is_one_function_one_registry_line_and_a_config_name(recipe, monkeypatch):
@@ -176,7 +181,7 @@ def test_a_new_loss_is_one_function_one_registry_line_and_a_config_name(recipe, 
   config.loss.reconstruction = "charbonnier"
   configuration.validate(config)
   with jax.set_mesh(mesh):
-    step_fn = train.make_train_step(config, generator, discriminator, mesh)
+    step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
     state, metrics = step_fn(init(jax.random.key(0)), parallel.global_batch(mesh, {"image": BATCH}))
   scalars = {k: float(v) for k, v in metrics.compute().items()}
   assert all(np.isfinite(v) for v in scalars.values()), scalars
@@ -206,19 +211,21 @@ def test_a_short_runs_ema_generator_scores_close_to_the_raw_one(recipe):
   (without the warm-up, 0.999**25 = 98% of it would still be the initialization)."""
   mesh, generator, discriminator, init = recipe
   config = tiny_config(**{"g_ema_decay": 0.999, "optim.g_learning_rate": 2e-3})
-  photos = input_pipeline.load_eval_images(config, input_pipeline.bundled_photo_paths()[:4], 4)
+  photos = pipeline.load_eval_images(
+      config, sources.FileImages(sources.bundled_photo_paths()[:4]), 4)
   with jax.set_mesh(mesh):
-    step_fn = train.make_train_step(config, generator, discriminator, mesh)
+    step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
     batch = parallel.global_batch(mesh, {"image": photos})
     state = init(jax.random.key(0))
     initial = _host(state)
     for _ in range(25):
       state, _ = step_fn(state, batch)
     state = _host(state)
-    colorize = jax.jit(functools.partial(train.colorize_batch, generator))
+    colorize = jax.jit(functools.partial(samples.colorize_batch, generator))
 
     def score(params, batch_stats):
-      generated = evaluate.to_uint8(colorize(params, batch_stats, photos)[1])
+      variables = {"params": params, "batch_stats": batch_stats}
+      generated = evaluator.to_uint8(colorize(variables, photos)[1])
       return {k: float(v) for k, v in metrics.EvalMetrics.from_images(generated, photos)
               .compute().items()}
 
@@ -242,10 +249,11 @@ def test_pretrain_then_gan_hands_over_the_generator_bit_exact(tmp_path):
                             "optim.g_learning_rate": 1e-4, "total_steps": 2})
   configuration.validate(pretrain)
   mesh = parallel.create_mesh()
-  generator, discriminator = models.create_generator(pretrain), models.create_discriminator(pretrain)
+  generator = models.create_generator(pretrain)
+  discriminator = models.create_discriminator(pretrain)
   with jax.set_mesh(mesh):
-    fresh = _host(train.init_train_state(pretrain, generator, discriminator, mesh))
-  pretrained = _host(train.train_and_evaluate(pretrain, pre_dir))
+    fresh = _host(step_lib.init_train_state(pretrain, generator, discriminator, mesh))
+  pretrained = _host(loop.train_and_evaluate(pretrain, pre_dir))
   assert int(pretrained.step) == 2
   assert _differ(pretrained.g_params, fresh.g_params)
   _assert_equal(pretrained.d_params, fresh.d_params)  # no discriminator step in pretraining
@@ -255,7 +263,7 @@ def test_pretrain_then_gan_hands_over_the_generator_bit_exact(tmp_path):
   gan = tiny_config(**{"init_generator_from": pre_dir, "seed": 1})
   configuration.validate(gan)
   with jax.set_mesh(mesh):
-    initial = train.init_train_state(gan, generator, discriminator, mesh)
+    initial = step_lib.init_train_state(gan, generator, discriminator, mesh)
     fresh_gan = _host(initial)
     handed_over = _host(warm_start.apply(gan, initial, mesh))
   _assert_equal(handed_over.g_params, pretrained.g_params)
@@ -269,7 +277,7 @@ def test_pretrain_then_gan_hands_over_the_generator_bit_exact(tmp_path):
   # frozen, weights and statistics.
   gan.total_steps, gan.d_warmup_steps, gan.optim.d_steps = 1, 1, 2
   configuration.validate(gan)
-  warmed = _host(train.train_and_evaluate(gan, gan_dir))
+  warmed = _host(loop.train_and_evaluate(gan, gan_dir))
   assert int(warmed.step) == 1
   _assert_equal((warmed.g_params, warmed.g_batch_stats, warmed.g_opt_state),
                 (pretrained.g_params, pretrained.g_batch_stats, fresh_gan.g_opt_state))
@@ -283,7 +291,7 @@ def test_pretrain_then_gan_hands_over_the_generator_bit_exact(tmp_path):
   wider_generator = models.create_generator(wider)
   expected = jax.eval_shape(functools.partial(wider_generator.init, train=False),
                             jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32))
-  with pytest.raises(configuration.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match=re.escape(f"config.init_generator_from={pre_dir} does not fit")):
     warm_start.load_generator(pre_dir, dict(expected))
 
@@ -323,5 +331,5 @@ def test_pretrain_configs_match_their_gan_configs(arg):
     ({"model.ab_bound": 0.0}, "must be in (0, 1]"),
 ])
 def test_recipe_config_mistakes(overrides, message):
-  with pytest.raises(configuration.ConfigError, match=re.escape(message)):
+  with pytest.raises(errors.ConfigError, match=re.escape(message)):
     configuration.validate(tiny_config(**overrides))

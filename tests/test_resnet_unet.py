@@ -10,10 +10,11 @@ import pytest
 
 from colorgan import checkpointing
 from colorgan import configuration
+from colorgan import errors
 from colorgan import main
 from colorgan import models
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.training import step as step_lib
 from colorgan.training import warm_start
 from colorgan.models import resnet_unet
 from tests.conftest import tiny_config
@@ -25,17 +26,12 @@ def _count(tree) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(tree))
 
 
-def _abstract_variables(module, size):
-  return jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
-                        jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
-
-
 @pytest.mark.parametrize("depth, torchvision_params", [(18, 11_689_512), (34, 21_797_672)])
 def test_encoder_has_torchvision_resnet_parameter_count(depth, torchvision_params):
   # torchvision's published counts, minus the 512 * 1000 + 1000 fc layer and 2 of the stem's 3 input
   # channels (64 * 2 * 7 * 7).
   expected = torchvision_params - 513_000 - 64 * 2 * 49
-  variables = _abstract_variables(resnet_unet.ResNetUNet(depth=depth), 64)
+  variables = models.abstract_variables(resnet_unet.ResNetUNet(depth=depth), 64)
   assert _count(variables["params"]["encoder"]) == expected
 
 
@@ -62,7 +58,7 @@ def test_feature_map_and_output_shapes():
   assert [f.shape for f in features] == [(2, 32, 32, W), (2, 16, 16, W), (2, 8, 8, 2 * W),
                                          (2, 4, 4, 4 * W), (2, 2, 2, 8 * W)]
   generator = resnet_unet.ResNetUNet(width=W)
-  variables = _abstract_variables(generator, 64)
+  variables = models.abstract_variables(generator, 64)
   ab = jax.eval_shape(functools.partial(generator.apply, train=False), variables, l)
   assert ab.shape == (2, 64, 64, 2) and ab.dtype == jnp.float32
   with pytest.raises(ValueError, match="multiples of 32"):
@@ -77,7 +73,7 @@ def resnet_setup():
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   # One compiled initializer for every test here (they differ only in what warm_start reads).
-  init = jax.jit(functools.partial(train.create_train_state, config, generator, discriminator),
+  init = jax.jit(functools.partial(step_lib.create_train_state, config, generator, discriminator),
                  out_shardings=parallel.replicated(mesh))
   with jax.set_mesh(mesh):
     initial = jax.device_get(init(jax.random.key(config.seed)))
@@ -101,7 +97,7 @@ def test_train_step_updates_every_generator_weight(resnet_setup):
   config, mesh, generator, discriminator, init, initial = resnet_setup
   batch = {"image": np.random.RandomState(0).randint(0, 256, (4, 32, 32, 3)).astype(np.uint8)}
   with jax.set_mesh(mesh):
-    step_fn = train.make_train_step(config, generator, discriminator, mesh)
+    step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
     state, metrics = step_fn(init(jax.random.key(config.seed)),
                              parallel.global_batch(mesh, batch))
   scalars = {k: float(v) for k, v in metrics.compute().items()}
@@ -221,14 +217,14 @@ def test_init_from_mistakes_are_one_line_config_errors(resnet_setup, tmp_path):
   for path, message in cases:
     warm_config = config.copy_and_resolve_references()
     warm_config.model.init_from = path
-    with pytest.raises(configuration.ConfigError, match=message):
+    with pytest.raises(errors.ConfigError, match=message):
       _warm(warm_config, mesh, init)
   unet = tiny_config(**{"model.init_from": str(tmp_path / "wide.npz")})
-  with pytest.raises(configuration.ConfigError, match="has none: use resnet_unet"):
+  with pytest.raises(errors.ConfigError, match="has none: use resnet_unet"):
     configuration.validate(unet)
   missing = config.copy_and_resolve_references()
   missing.model.init_from = str(tmp_path / "nope.npz")
-  with pytest.raises(configuration.ConfigError, match="neither a .npz file nor a directory"):
+  with pytest.raises(errors.ConfigError, match="neither a .npz file nor a directory"):
     configuration.validate(missing)
 
 
@@ -240,7 +236,7 @@ def test_init_from_an_rgb_stem_fills_the_l_channel_of_a_hints_stem(tmp_path):
   np.savez(path, **sd)
   config = tiny_config(**{"model.generator": "resnet_unet", "model.g_base_features": W,
                           "hints.enabled": True})
-  variables = _abstract_variables(models.create_generator(config), 32)
+  variables = models.abstract_variables(models.create_generator(config), 32)
   expected = {c: tree["encoder"] for c, tree in variables.items()}
   assert expected["params"]["stem_conv"]["kernel"].shape == (7, 7, 4, W)
   loaded = warm_start.load_encoder(path, expected)

@@ -16,8 +16,9 @@ import skimage.color
 from PIL import Image
 
 from colorgan.inference import colorize
-from colorgan import hints
-from colorgan.data import pipeline as input_pipeline
+from colorgan.inference import photo as photo_lib
+from colorgan.inference import user_hints
+from colorgan.data import sources
 from tests.conftest import REPO
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads nothing
@@ -76,9 +77,9 @@ def expected(workdir):
   colorizer = colorize.Colorizer.from_checkpoint(workdir, batch_size=1)
 
   def colorized(path, hints_text=None):
-    photo = colorize.load_photo(path)
+    photo = photo_lib.load_photo(path)
     points = (None if hints_text is None else
-              hints.parse_points(json.loads(hints_text), *photo.l.shape, what="hints"))
+              user_hints.parse_points(json.loads(hints_text), *photo.l.shape, what="hints"))
     return colorizer.colorize_photo(photo, points)
   return colorized
 
@@ -94,7 +95,7 @@ def test_api_returns_the_colorized_png(server, expected):
   from gradio_client import Client  # pylint: disable=g-import-not-at-top
   from gradio_client import handle_file  # pylint: disable=g-import-not-at-top
   url, _, _ = server
-  photo = input_pipeline.bundled_photo_paths()[6]  # china.jpg, 427 x 640
+  photo = sources.bundled_photo_paths()[6]  # china.jpg, 427 x 640
   result = Client(url, verbose=False).predict(handle_file(photo), api_name="/colorize")
   with Image.open(result) as image:
     assert image.format == "PNG" and image.size == Image.open(photo).size
@@ -105,7 +106,7 @@ def test_api_colorizes_with_hints(server, expected):
   from gradio_client import Client  # pylint: disable=g-import-not-at-top
   from gradio_client import handle_file  # pylint: disable=g-import-not-at-top
   url, _, _ = server
-  photo = input_pipeline.bundled_photo_paths()[6]  # china.jpg, 427 x 640
+  photo = sources.bundled_photo_paths()[6]  # china.jpg, 427 x 640
   text = json.dumps({"points": [{"x": 200, "y": 150, "rgb": [30, 60, 220], "size": 60}]})
   client = Client(url, verbose=False)
   result = client.predict(handle_file(photo), text, api_name="/colorize_with_hints")
@@ -154,7 +155,7 @@ def test_hints_clicked_on_the_page_pull_the_colors(server, expected, tmp_path):
   playwright = _playwright()
   url, _, _ = server
   photo = str(tmp_path / "hint_me.png")
-  Image.open(input_pipeline.bundled_photo_paths()[1]).resize((301, 207)).save(photo)
+  Image.open(sources.bundled_photo_paths()[1]).resize((301, 207)).save(photo)
   picks = [("#1e3cdc", (1 / 3, 1 / 3)), ("#dc2818", (2 / 3, 2 / 3))]  # blue, then red
   with playwright.sync_playwright() as p:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -204,7 +205,7 @@ def test_the_page_in_a_browser(server, expected, tmp_path):
   playwright = _playwright()
   url, server_tmp, process = server
   photo = str(tmp_path / "upload_me.png")  # a name and pixels no example has; an odd size
-  Image.open(input_pipeline.bundled_photo_paths()[1]).resize((301, 207)).save(photo)
+  Image.open(sources.bundled_photo_paths()[1]).resize((301, 207)).save(photo)
   notes = tmp_path / "notes.txt"
   notes.write_text("not a photo\n")
   with playwright.sync_playwright() as p:
@@ -243,7 +244,7 @@ def test_the_page_in_a_browser(server, expected, tmp_path):
     page.get_by_text("notes.txt: not an image").first.wait_for(timeout=TIMEOUT_MS)
     page.locator("#photo button[aria-label='Clear']").first.click()
     other = str(tmp_path / "other.jpg")
-    Image.open(input_pipeline.bundled_photo_paths()[2]).convert("RGB").save(other, quality=90)
+    Image.open(sources.bundled_photo_paths()[2]).convert("RGB").save(other, quality=90)
     page.locator("#photo input[type=file]").set_input_files(other)
     page.wait_for_function(
         "src => { const img = document.querySelector('#colorized img');"

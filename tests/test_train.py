@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorgan.data import pipeline as input_pipeline
+from colorgan.data import pipeline
+from colorgan.data import sources
 from colorgan import models
 from colorgan import parallel
-from colorgan.training import loop as train
+from colorgan.training import loop
+from colorgan.training import step as step_lib
 from tests.conftest import tiny_config
 
 
@@ -22,10 +24,10 @@ def setup():
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   with jax.set_mesh(mesh):
-    step_fn = train.make_train_step(config, generator, discriminator, mesh)
-    init = lambda: train.init_train_state(config, generator, discriminator, mesh)  # noqa: E731
-    source = input_pipeline.create_source(config)
-    ds = input_pipeline.create_train_dataset(config, source.train, rows=(0, 4))
+    step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
+    init = lambda: step_lib.init_train_state(config, generator, discriminator, mesh)  # noqa: E731
+    source = sources.create_source(config)
+    ds = pipeline.create_train_dataset(config, source.train, rows=(0, 4))
     batch = parallel.global_batch(mesh, next(iter(ds.as_numpy_iterator())))
   return config, mesh, step_fn, init, batch
 
@@ -48,7 +50,7 @@ def test_one_step_updates_both_networks_and_reports_finite_losses(setup):
                for a, b in zip(_leaves(getattr(before, name)), _leaves(getattr(after, name)))]
     assert all(changed), f"{name}: {sum(changed)}/{len(changed)} leaves changed"
   scalars = {k: float(v) for k, v in metrics.compute().items()}
-  assert set(scalars) == set(train.METRIC_NAMES)
+  assert set(scalars) == set(step_lib.METRIC_NAMES)
   assert all(np.isfinite(v) for v in scalars.values())
   # 100 * L1 weighting as configured, and the vanilla losses start near log(2) for D and G.
   np.testing.assert_allclose(scalars["g_recon_weighted"], 100 * scalars["g_recon"], rtol=1e-5)
@@ -81,7 +83,7 @@ def test_step_is_deterministic(setup):
 def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny_config(total_steps=4)
-  state = train.train_and_evaluate(config, workdir)
+  state = loop.train_and_evaluate(config, workdir)
   assert int(state.step) == 4
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
@@ -97,6 +99,6 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
 
   # Rerunning with a larger budget resumes at step 4 instead of starting over.
   config.total_steps = 6
-  resumed = train.train_and_evaluate(config, workdir)
+  resumed = loop.train_and_evaluate(config, workdir)
   assert int(resumed.step) == 6
   assert "6" in os.listdir(os.path.join(workdir, "checkpoints"))

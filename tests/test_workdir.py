@@ -4,7 +4,6 @@ import errno
 import json
 import logging as logging_std
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +11,11 @@ import time
 
 import pytest
 
-from colorgan.training import heartbeat
+from colorgan import cli
+from colorgan import errors
+from colorgan import fileio
 from colorgan import main
+from colorgan.training import heartbeat
 from colorgan.training import workdir as workdir_lib
 from tests.conftest import REPO
 
@@ -44,13 +46,13 @@ def test_a_second_run_on_a_live_runs_workdir_is_refused_naming_the_holder(tmp_pa
          f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
-    assert len(errors) == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
+    assert len(lines) == 1, result.stderr
     assert (f"--workdir={workdir} is in use by another colorgan run (host {record['host']}, pid "
-            f"{holder.pid}, started {record['started']})") in errors[0]
+            f"{holder.pid}, started {record['started']})") in lines[0]
     assert "Traceback" not in result.stderr
     assert sorted(os.listdir(workdir)) == [workdir_lib.LOCK_NAME]  # the refused run wrote nothing
-    with pytest.raises(workdir_lib.WorkdirError, match=f"pid {holder.pid}"):
+    with pytest.raises(errors.WorkdirError, match=f"pid {holder.pid}"):
       with workdir_lib.claim(str(workdir)):
         pass
   finally:
@@ -84,8 +86,8 @@ def test_an_empty_data_folder_is_one_line_and_leaves_no_workdir(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode == 2, result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
-  assert len(errors) == 1 and str(tmp_path / "photos") in errors[0], result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
+  assert len(lines) == 1 and str(tmp_path / "photos") in lines[0], result.stderr
   assert not (tmp_path / "run").exists()
 
 
@@ -96,17 +98,17 @@ def _read_only(*args, **kwargs):
 def test_a_workdir_that_cannot_be_written_is_one_line_before_any_work(tmp_path, monkeypatch,
                                                                         capsys):
   # Cannot be created (a read-only mount; root ignores permission bits, so the failure is made).
-  monkeypatch.setattr(workdir_lib.os, "makedirs", _read_only)
-  with pytest.raises(workdir_lib.WorkdirError) as e:
-    workdir_lib.ensure_writable(str(tmp_path / "new"))
+  monkeypatch.setattr(fileio.os, "makedirs", _read_only)
+  with pytest.raises(errors.WorkdirError) as e:
+    fileio.ensure_writable(str(tmp_path / "new"))
   assert str(e.value) == (f"--workdir={tmp_path / 'new'} cannot be created: Read-only file system "
                           "(a read-only file system or a missing permission: choose another "
                           "--workdir)")
   monkeypatch.undo()
   # Exists, but nothing can be written in it.
-  monkeypatch.setattr(workdir_lib, "open", _read_only, raising=False)
-  with pytest.raises(workdir_lib.WorkdirError, match="cannot be written: Read-only file system"):
-    workdir_lib.ensure_writable(str(tmp_path))
+  monkeypatch.setattr(fileio, "open", _read_only, raising=False)
+  with pytest.raises(errors.WorkdirError, match="cannot be written: Read-only file system"):
+    fileio.ensure_writable(str(tmp_path))
   # The command line: one line, exit 2, nothing trained.
   argv = ["colorgan", f"--config={REPO}/configs/default.py:smoke", f"--workdir={tmp_path}"]
   monkeypatch.setattr(sys, "argv", argv)
@@ -123,8 +125,8 @@ def test_a_workdir_that_cannot_be_written_is_one_line_before_any_work(tmp_path, 
 
 
 def test_only_colorgans_own_info_lines_pass_the_log_filter(tmp_path):
-  keep = main._OnlyColorganInfo()  # pylint: disable=protected-access
-  package = os.path.dirname(main.__file__)
+  keep = cli.OnlyColorganInfo()
+  package = os.path.dirname(cli.__file__)
 
   def record(path, level=logging_std.INFO):
     return logging_std.LogRecord("absl", level, path, 1, "message", (), None)

@@ -1,1 +1,2 @@
-"""Data: decoding (Pillow), the sources (files, TFDS) and the tf.data pipelines."""
+"""Data: decoding with Pillow (`decode`), the sources (`sources`: files; `tfds_source`: TFDS) and the
+tf.data pipeline (`pipeline`). Importing the package imports none of them."""

@@ -1,8 +1,9 @@
 """Evaluation: the generator (inference mode) and the gray baseline (ab = 0) on the eval split.
 
-Every eval photo is center-cropped as in training's eval path (input_pipeline.create_eval_dataset),
-its L goes through the generator, and the result, rounded to uint8 RGB like a saved picture, is scored
-against the photo with colorgan.evaluation.metrics; the gray baseline is the same L with ab = 0. The jitted step
+Every eval photo is center-cropped as in training's eval path (pipeline.create_eval_dataset), its L
+goes through the predict function the caller gives (the generator in inference mode:
+models.predict_ab), and the result, rounded to uint8 RGB like a saved picture, is scored against the
+photo with colorgan.evaluation.metrics; the gray baseline is the same L with ab = 0. The jitted step
 runs over the mesh with the batch sharded; metrics accumulate across batches and devices (padding
 masked out). The result is one JSON-ready dict:
 
@@ -12,22 +13,21 @@ masked out). The result is one JSON-ready dict:
 
 written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
 With config.eval.inception_weights / lpips_weights set, "model" and "baseline" also hold "fid",
-"kid" / "lpips" (colorgan.evaluation.features), and the result names "fid_backend" and "fid_reference".
+"kid" / "lpips" (colorgan.evaluation.features), and the result names "fid_backend" and
+"fid_reference".
 A generator trained with hints is also scored with each of config.eval.hint_counts points drawn
 from the ground truth (hints.ground_truth_hints: the same points for every run): "by_hints":
 {"<n>": {the keys of "model"}} in the JSON, eval/hints_<n>/<name> in TensorBoard, and a
 PSNR-by-hints plot, WORKDIR/eval/psnr_by_hints_step_<N>.png.
 """
 
-import dataclasses
 import functools
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -36,17 +36,23 @@ import tqdm
 
 from colorgan import checkpointing
 from colorgan import color
-from colorgan.evaluation import features as feature_metrics
+from colorgan import errors
 from colorgan import fileio
 from colorgan import hints as hints_lib
-from colorgan.data import pipeline as input_pipeline
-from colorgan.evaluation import metrics
 from colorgan import models
 from colorgan import parallel
+from colorgan.data import pipeline
+from colorgan.data import sources
+from colorgan.evaluation import features
+from colorgan.evaluation import metrics
 from colorgan.evaluation import plot
 
 EVAL_DIR = "eval"
 METRIC_NAMES = metrics.METRIC_NAMES
+
+# predict(variables, l, hints) -> ab: the generator in inference mode, e.g.
+# functools.partial(models.predict_ab, generator); hints is None for a run without them.
+Predict = Callable[[dict[str, Any], jax.Array, jax.Array | None], jax.Array]
 
 
 def to_uint8(rgb: jax.Array) -> jax.Array:
@@ -54,49 +60,44 @@ def to_uint8(rgb: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-def eval_step(generator: nn.Module, g_variables: dict[str, Any], batch: dict[str, jax.Array], *,
+def eval_step(predict: Predict, g_variables: dict[str, Any], batch: dict[str, jax.Array], *,
               with_images: bool = False):
   """The metrics of one batch for the model and for the gray baseline.
 
   Args:
-    generator: the generator module.
+    predict: the generator in inference mode (Predict).
     g_variables: {"params": ..., "batch_stats": ...}, replicated.
     batch: {"image": uint8 [B, S, S, 3], "mask": bool [B]}, sharded over the data axis.
-    with_images: also return the generated and gray images (for feature_metrics).
+    with_images: also return the generated and gray images (for features.FeatureMetrics).
 
   Returns:
     (model, baseline) EvalMetrics of the unmasked rows; with_images: (model, baseline, generated,
     gray), the images uint8 RGB [B, S, S, 3].
   """
   rgb = batch["image"]
-  generated, gray = eval_images_of(generator, g_variables, rgb)
+  generated, gray = eval_images_of(predict, g_variables, rgb)
   scores = (metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]),
             metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
   return scores + (generated, gray) if with_images else scores
 
 
-def eval_images_of(generator: nn.Module, g_variables: dict[str, Any],
+def eval_images_of(predict: Predict, g_variables: dict[str, Any],
                    rgb: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(generated, gray baseline) uint8 RGB [B, S, S, 3] of uint8 RGB photos [B, S, S, 3]."""
   l, _ = color.rgb_uint8_to_model_lab(rgb)
-  # Inference mode: BatchNorm running statistics, no dropout (what colorize uses too).
-  fake_ab = generator.apply(g_variables, l, train=False)
+  fake_ab = predict(g_variables, l, None)
   generated = to_uint8(color.model_lab_to_rgb(l, fake_ab))
   gray = to_uint8(color.model_lab_to_rgb(l, jnp.zeros_like(fake_ab)))
   return generated, gray
 
 
-def eval_images(config: ml_collections.ConfigDict,
-                images: input_pipeline.Images) -> input_pipeline.Images:
+def eval_images(config: ml_collections.ConfigDict, images: pipeline.Images) -> pipeline.Images:
   """The first config.num_eval_images of the eval images, files or a TFDS split (all when 0)."""
   n = config.num_eval_images
-  if isinstance(images, input_pipeline.TfdsSplit):
-    return dataclasses.replace(images, num_examples=min(n, images.num_examples) if n
-                               else images.num_examples)
-  return tuple(images[:n] if n else images)
+  return images.first(n) if n else images
 
 
-def accumulate_step(generator: nn.Module, g_variables: dict[str, Any], batch: dict[str, jax.Array],
+def accumulate_step(predict: Predict, g_variables: dict[str, Any], batch: dict[str, jax.Array],
                     totals: tuple[metrics.EvalMetrics, metrics.EvalMetrics], *,
                     with_images: bool = False):
   """eval_step's metrics merged into the running (model, baseline) totals, in the same program.
@@ -105,12 +106,12 @@ def accumulate_step(generator: nn.Module, g_variables: dict[str, Any], batch: di
   CPU run those merges were where both processes stood when XLA:CPU's gloo collectives deadlocked.
   with_images: returns (totals, generated, gray), the images as eval_step gives them.
   """
-  model, baseline, *images = eval_step(generator, g_variables, batch, with_images=with_images)
+  model, baseline, *images = eval_step(predict, g_variables, batch, with_images=with_images)
   totals = totals[0].merge(model), totals[1].merge(baseline)
   return (totals, *images) if with_images else totals
 
 
-def accumulate_hint_step(generator: nn.Module, g_variables: dict[str, Any],
+def accumulate_hint_step(predict: Predict, g_variables: dict[str, Any],
                          batch: dict[str, jax.Array], batch_index: jax.Array, count: jax.Array,
                          total: metrics.EvalMetrics, *, max_count: int) -> metrics.EvalMetrics:
   """The model's metrics of one batch with `count` ground-truth points per photo, merged into total.
@@ -124,32 +125,51 @@ def accumulate_hint_step(generator: nn.Module, g_variables: dict[str, Any],
   l, real_ab = color.rgb_uint8_to_model_lab(rgb)
   index = batch_index * rgb.shape[0] + jnp.arange(rgb.shape[0])
   hints = hints_lib.ground_truth_hints(real_ab, index, count, max_count)
-  fake_ab = generator.apply(g_variables, l, hints, train=False)
+  fake_ab = predict(g_variables, l, hints)
   generated = to_uint8(color.model_lab_to_rgb(l, fake_ab))
   return total.merge(metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]))
 
 
-def hint_counts(config: ml_collections.ConfigDict, generator: nn.Module) -> tuple[int, ...]:
-  """config.eval.hint_counts, sorted and once each; ValueError for a generator without hints."""
+def hint_counts(config: ml_collections.ConfigDict, use_hints: bool) -> tuple[int, ...]:
+  """config.eval.hint_counts, sorted and once each; ConfigError for a generator without hints."""
   counts = tuple(sorted(set(config.get("eval", {}).get("hint_counts", ()))))
-  if counts and not getattr(generator, "use_hints", False):
-    raise ValueError(f"config.eval.hint_counts={counts} needs a generator trained with hints "
-                     "(config.hints.enabled=True); this run's generator takes none")
+  if counts and not use_hints:
+    raise errors.ConfigError(
+        f"config.eval.hint_counts={counts} needs a generator trained with hints "
+        "(config.hints.enabled=True); this run's generator takes none")
   return counts
 
 
 class Evaluator:
-  """The eval step compiled once for a run; call it with generator variables, as often as needed."""
+  """The eval step compiled once for a run; call it with generator variables, as often as needed.
 
-  def __init__(self, config: ml_collections.ConfigDict, generator: nn.Module,
-               mesh: jax.sharding.Mesh, images: input_pipeline.Images):
-    """Args: the run config, its generator, the mesh, and the eval images (Source.eval: files or a
-    TFDS split), of which the first config.num_eval_images are scored."""
+  It knows the generator only through `predict` (Predict): built by the caller, e.g.
+  functools.partial(models.predict_ab, generator), so that evaluation needs no training code.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, predict: Predict,
+               mesh: jax.sharding.Mesh, images: pipeline.Images, *,
+               use_hints: bool | None = None):
+    """Compiles the eval step (and the step with hints, for config.eval.hint_counts).
+
+    Args:
+      config: the run config.
+      predict: the generator in inference mode (Predict).
+      mesh: the device mesh.
+      images: the eval images (Source.eval: files or a TFDS split), of which the first
+        config.num_eval_images are scored.
+      use_hints: whether the generator takes hints; None: hints.enabled(config), true of a
+        generator built from this config.
+
+    Raises:
+      errors.ConfigError: an eval batch the devices cannot split, an empty eval split, or
+        config.eval.hint_counts for a generator without hints.
+    """
     parallel.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
     self.images = eval_images(config, images)
-    self.num_images = input_pipeline.num_images(self.images)
+    self.num_images = self.images.num_images
     if not self.num_images:
-      raise ValueError("the eval split holds no photo: check config.data")
+      raise errors.ConfigError("the eval split holds no photo: check config.data")
     self.mesh = mesh
     self.image_size = config.image_size
     # create_eval_dataset batches by config.batch_size: give it the eval batch size.
@@ -157,22 +177,24 @@ class Evaluator:
     self._data_config.batch_size = config.eval_batch_size
     self._rows = parallel.process_batch_rows(mesh, config.eval_batch_size)
     # FID, KID and LPIPS (config.eval.*): the step hands its images on to them, on the devices.
-    self.features = (feature_metrics.FeatureMetrics(config, mesh)
-                     if feature_metrics.enabled(config) else None)
-    if feature_metrics.off_message(config):
-      logging.info("%s", feature_metrics.off_message(config))
+    self.features = (features.FeatureMetrics(config, mesh) if features.enabled(config)
+                     else None)
+    if features.off_message(config):
+      logging.info("%s", features.off_message(config))
     with_images = self.features is not None
     totals_out = parallel.replicated(mesh)
     self._step = jax.jit(
-        functools.partial(accumulate_step, generator, with_images=with_images),
+        functools.partial(accumulate_step, predict, with_images=with_images),
         in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
                       parallel.replicated(mesh)),
         out_shardings=((totals_out, parallel.batch_sharding(mesh), parallel.batch_sharding(mesh))
                        if with_images else totals_out), donate_argnums=2)
-    self.hint_counts = hint_counts(config, generator)
+    if use_hints is None:
+      use_hints = hints_lib.enabled(config)
+    self.hint_counts = hint_counts(config, use_hints)
     if self.hint_counts:
       self._hint_step = jax.jit(
-          functools.partial(accumulate_hint_step, generator, max_count=max(self.hint_counts)),
+          functools.partial(accumulate_hint_step, predict, max_count=max(self.hint_counts)),
           in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
                         parallel.replicated(mesh), parallel.replicated(mesh),
                         parallel.replicated(mesh)),
@@ -185,7 +207,7 @@ class Evaluator:
   def __call__(self, g_variables: dict[str, Any], step: int, *,
                progress: bool = False) -> dict[str, Any]:
     """Scores the generator `g_variables` (replicated over the mesh) at training step `step`."""
-    dataset = input_pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
+    dataset = pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
     empty = metrics.EvalMetrics.empty()
     totals = jax.tree.map(lambda x: parallel.replicate(self.mesh, np.asarray(x)), (empty, empty))
     feature_totals = self.features.start() if self.features else None
@@ -222,7 +244,7 @@ class Evaluator:
   def by_hints(self, g_variables: dict[str, Any], *,
                progress: bool = False) -> dict[str, dict[str, float]]:
     """{"<n>": the model's metrics with n ground-truth points per photo} for each of hint_counts."""
-    dataset = input_pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
+    dataset = pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
     replicate = lambda x: parallel.replicate(self.mesh, np.asarray(x))  # noqa: E731
     totals = [jax.tree.map(replicate, metrics.EvalMetrics.empty()) for _ in self.hint_counts]
     counts = [replicate(np.int32(n)) for n in self.hint_counts]
@@ -303,7 +325,7 @@ def summary_line(result: dict[str, Any]) -> str:
 
 
 def ranking_metrics(result: dict[str, Any]) -> dict[str, float]:
-  """The model's metrics of an evaluation as best_checkpoint_metric names them: {"eval/fid": ...}."""
+  """The model's metrics as best_checkpoint_metric names them: {"eval/fid": ...}."""
   return {f"eval/{k}": float(v) for k, v in result["model"].items()
           if v is not None and math.isfinite(v)}
 
@@ -329,25 +351,25 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in workdir.
-    checkpointing.RestoreError: the checkpoint is damaged.
-    ValueError: an eval batch size the devices cannot split, or an empty eval split.
+    errors.RestoreError: the checkpoint is damaged.
+    errors.ConfigError: an eval batch size the devices cannot split, or an empty eval split.
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  from colorgan.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   writable = jax.process_index() == 0 and os.path.isdir(workdir)  # else restoring says why
   if writable:
     try:
-      workdir_lib.ensure_writable(workdir)
-    except workdir_lib.WorkdirError as e:
+      fileio.ensure_writable(workdir)
+    except errors.WorkdirError as e:
       logging.warning("%s: the result is printed, not saved in the workdir", e)
       writable = False
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, step,
                                                   sharding=parallel.replicated(mesh))
   generator = models.create_generator(inference.config)
-  source = input_pipeline.create_source(config)
-  evaluator = Evaluator(config, generator, mesh, source.eval)
+  source = sources.create_source(config)
+  evaluator = Evaluator(config, functools.partial(models.predict_ab, generator), mesh, source.eval,
+                        use_hints=generator.use_hints)
   logging.info("Evaluating step %d of %s on %d %s photos", inference.step, workdir,
                evaluator.num_images, source.name)
   result = evaluator(inference.g_variables, inference.step, progress=True)

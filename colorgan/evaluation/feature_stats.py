@@ -25,6 +25,7 @@ from absl import logging
 import numpy as np
 from scipy import linalg
 
+from colorgan import errors
 from colorgan import fileio
 
 # torch-fidelity's defaults (torch_fidelity/defaults.py).
@@ -33,10 +34,6 @@ KID_SUBSET_SIZE = 1000
 KID_DEGREE = 3
 KID_COEF0 = 1.0
 KID_SEED = 2020
-
-
-class StatsError(ValueError):
-  """A statistics file that cannot be used; the message (one line) names it."""
 
 
 class FeatureStats:
@@ -111,16 +108,17 @@ def load(path: str) -> Stats:
   """A statistics .npz: pytorch-fid's (mu, sigma) or colorgan's (with num_images, features).
 
   Raises:
-    StatsError: no such file, not a .npz, or no mu [d] and sigma [d, d] inside.
+    errors.StatsError: no such file, not a .npz, or no mu [d] and sigma [d, d] inside.
   """
   try:
     arrays = fileio.read_npz(path)
   except ValueError as e:
-    raise StatsError(str(e)) from None
+    raise errors.StatsError(str(e)) from None
   mu, sigma = arrays.get("mu"), arrays.get("sigma")
   if mu is None or sigma is None or mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
-    raise StatsError(f"{path} is not a statistics file: it needs arrays mu [d] and sigma [d, d] "
-                     f"(pytorch-fid's format), it has {', '.join(sorted(arrays)) or 'none'}")
+    raise errors.StatsError(
+        f"{path} is not a statistics file: it needs arrays mu [d] and sigma [d, d] "
+        f"(pytorch-fid's format), it has {', '.join(sorted(arrays)) or 'none'}")
   features = arrays.get("features")
   if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
     features = None

@@ -2,12 +2,13 @@
 
 With config.eval.inception_weights set, every eval batch's generated and gray photos (and, for the
 eval split's own reference, the ground truth) are embedded by pytorch-fid's FID Inception
-(colorgan.evaluation.inception: resized from the crop size to 299 on the device, as pytorch-fid resizes), and
-`fid` and `kid` compare them with the reference: the eval split's ground truth, or
+(colorgan.evaluation.inception: resized from the crop size to 299 on the device, as pytorch-fid
+resizes), and `fid` and `kid` compare them with the reference: the eval split's ground truth, or
 config.eval.fid_reference (a statistics .npz, e.g. of ImageNet val; KID needs one with features, as
 `python -m colorgan.fid --save_stats` writes). With config.eval.lpips_weights set, `lpips` is the mean
 LPIPS (AlexNet, v0.1) of each result against its ground truth. Features and distances come off the
-devices replicated; statistics accumulate in float64 on the host (colorgan.evaluation.feature_stats).
+devices replicated; statistics accumulate in float64 on the host
+(colorgan.evaluation.feature_stats).
 
 The gray baseline and the ground truth depend on the photos alone, so they are embedded at the first
 evaluation only and their results reused by every later one.
@@ -22,8 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from colorgan import configuration
-from colorgan import convert_weights
+from colorgan import errors
 from colorgan.evaluation import feature_stats
 from colorgan.evaluation import inception
 from colorgan.evaluation import lpips
@@ -51,8 +51,8 @@ def off_message(config: ml_collections.ConfigDict) -> str | None:
 def _load(key: str, path: str, loader):
   try:
     return loader(path)
-  except (convert_weights.WeightsError, feature_stats.StatsError) as e:
-    raise configuration.ConfigError(f"config.eval.{key}: {e}") from None
+  except (errors.WeightsError, errors.StatsError) as e:
+    raise errors.ConfigError(f"config.eval.{key}: {e}") from None
 
 
 def _batch_outputs(variables: dict[str, Any], truth: jax.Array, generated: jax.Array,
@@ -98,7 +98,7 @@ class FeatureMetrics:
     self._reference = (_load("fid_reference", cfg.fid_reference, feature_stats.load)
                        if cfg.fid_reference and "inception" in host else None)
     if self._reference is not None and self._reference.mu.shape != (inception.FEATURES,):
-      raise configuration.ConfigError(
+      raise errors.ConfigError(
           f"config.eval.fid_reference: {cfg.fid_reference} holds statistics of "
           f"{self._reference.mu.size} features, not of the {inception.FEATURES} Inception pool "
           "features")

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorgan import convert_weights
+from colorgan import fileio
 
 INPUT_SIZE = 299
 FEATURES = 2048
@@ -228,9 +228,9 @@ def load_variables(path: str) -> dict[str, Any]:
   """The variables in a .npz written by `convert_weights inception` (numpy float32 arrays).
 
   Raises:
-    convert_weights.WeightsError: not a readable .npz of this network's arrays (one line).
+    errors.WeightsError: not a readable .npz of this network's arrays (one line).
   """
-  return convert_weights.read_variables(path, abstract_variables(), what="FID Inception")
+  return fileio.read_variables(path, abstract_variables(), what="FID Inception")
 
 
 def from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

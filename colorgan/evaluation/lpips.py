@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorgan import convert_weights
+from colorgan import fileio
 
 # The lpips package's ScalingLayer (v0.1): ImageNet's mean and std in [-1, 1] units.
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
@@ -77,9 +77,9 @@ def load_variables(path: str) -> dict[str, Any]:
   """The variables in a .npz written by `convert_weights lpips` (numpy float32 arrays).
 
   Raises:
-    convert_weights.WeightsError: not a readable .npz of these arrays (one line).
+    errors.WeightsError: not a readable .npz of these arrays (one line).
   """
-  return convert_weights.read_variables(path, abstract_variables(), what="LPIPS AlexNet")
+  return fileio.read_variables(path, abstract_variables(), what="LPIPS AlexNet")
 
 
 def distance_of_uint8(variables: dict[str, Any], a_uint8: jax.Array, b_uint8: jax.Array):

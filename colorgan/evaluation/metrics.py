@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from colorgan import color
 
 AUC_MAX_THRESHOLD = 150  # Lab units: Zhang et al.'s sweep, t = 0..150
-# What evaluation reports for the model and the gray baseline (colorgan.evaluation.evaluator); with the reference
-# networks of config.eval.* also FEATURE_METRIC_NAMES (colorgan.evaluation.features).
+# What evaluation reports for the model and the gray baseline (colorgan.evaluation.evaluator); with
+# the reference networks of config.eval.* also FEATURE_METRIC_NAMES (colorgan.evaluation.features).
 METRIC_NAMES = ("psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1")
 FEATURE_METRIC_NAMES = ("fid", "kid", "lpips")
 

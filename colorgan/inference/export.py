@@ -1,19 +1,21 @@
 """Export the whole colorize function, photo in, photo out (`--mode=export`).
 
-What is exported is `--mode=colorize`'s computation (colorize.py) for one photo, written in jax.numpy
-so that it traces with a dynamic height and width:
+What is exported is `--mode=colorize`'s computation (colorize.py, photo.py) for one photo, written
+in jax.numpy so that it traces with a dynamic height and width:
   uint8 [H, W, 3] (gray replicated, or RGB whose color is discarded) -> uint8 RGB [H, W, 3].
 Each Pillow BILINEAR resize (antialiased when shrinking) is two matrix products whose weights are
 built from iotas and the traced sizes, the mirror padding is index arithmetic, the generator runs in
 inference mode (running BatchNorm statistics, no dropout; the EMA when the run kept one), and the
 photo's own full-resolution L is joined with the upsampled ab, out-of-gamut chroma reduced by
-bisection, as colorize.compose does.
+bisection (color.lab_to_srgb_uint8, as photo.compose).
 
-Formats (`FORMATS`): savedmodel (jax2tf, serving signature), tflite (converted from that SavedModel),
-onnx (colorgan/onnx_export.py, from the jaxpr) and stablehlo (jax.export, serialized). Each export
-writes `<output>.json` beside it: the config, checkpoint step, format and input/output contract.
+Formats (`FORMATS`): savedmodel (jax2tf, serving signature), tflite (converted from that
+SavedModel), onnx (onnx_export.py, from the jaxpr) and stablehlo (jax.export, serialized). Each
+export writes `<output>.json` beside it: the config, checkpoint step, format and input/output
+contract.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -26,8 +28,8 @@ import ml_collections
 import numpy as np
 
 from colorgan import color
-from colorgan.inference import colorize
 from colorgan import configuration
+from colorgan import errors
 from colorgan import fileio
 from colorgan import models
 
@@ -38,13 +40,9 @@ INPUT_NAME, OUTPUT_NAME = "image", "colorized"
 ONNX_OPSET = 18
 
 
-class ExportError(Exception):
-  """A format or output that cannot be exported; the message names it and the fix."""
-
-
 # ----------------------------------------------------------------------------- the function
 def content_size(height, width, size: int, squash: bool):
-  """colorize.content_size on traced int32 sizes: (h, w) of the photo inside size x size.
+  """photo.content_size on traced int32 sizes: (h, w) of the photo inside size x size.
 
   round(n * size / long) with Python's round-half-to-even, in exact integer arithmetic.
   """
@@ -92,30 +90,6 @@ def bilinear_weights(out_index, out_count, in_count, in_extent: int):
   return weights / jnp.sum(weights, axis=1, keepdims=True)
 
 
-def _in_gamut(linear_rgb):
-  tolerance = colorize._GAMUT_TOLERANCE  # pylint: disable=protected-access  (one definition)
-  return ((jnp.min(linear_rgb, axis=-1) >= -tolerance)
-          & (jnp.max(linear_rgb, axis=-1) <= 1 + tolerance))
-
-
-def compose(l, a, b):
-  """colorize.compose: L, a, b [H, W] (Lab units) -> uint8 sRGB [H, W, 3] keeping L and hue.
-
-  Every pixel runs the chroma bisection (a traced program has no data-dependent subset); in-gamut
-  pixels keep their color.
-  """
-  lab = lambda s: jnp.stack([l, a * s, b * s], axis=-1)  # noqa: E731
-  linear = color.lab_to_linear_rgb(lab(1.0))
-  lo, hi = jnp.zeros_like(l), jnp.ones_like(l)  # in gamut / out of gamut
-  for _ in range(colorize._GAMUT_BISECTIONS):  # pylint: disable=protected-access
-    mid = 0.5 * (lo + hi)
-    fits = _in_gamut(color.lab_to_linear_rgb(lab(mid)))
-    lo, hi = jnp.where(fits, mid, lo), jnp.where(fits, hi, mid)
-  linear = jnp.where(_in_gamut(linear)[..., None], linear, color.lab_to_linear_rgb(lab(lo)))
-  srgb = color.linear_to_srgb(jnp.clip(linear, 0.0, 1.0))
-  return jnp.round(srgb * 255.0).astype(jnp.uint8)
-
-
 def colorize_image(apply_generator: Callable, rgb, *, size: int, squash: bool):
   """--mode=colorize's result for one photo, traceable with a dynamic height and width.
 
@@ -132,17 +106,17 @@ def colorize_image(apply_generator: Callable, rgb, *, size: int, squash: bool):
   h_in, w_in = jnp.asarray(height, jnp.int32), jnp.asarray(width, jnp.int32)
   l = jnp.unstack(color.rgb_to_lab(rgb.astype(jnp.float32) / 255.0), axis=-1)[0]  # [H, W]
   h, w = content_size(h_in, w_in, size, squash)
-  # colorize.model_input: resize to (h, w), then mirror-pad to size x size (Pillow: rows first).
+  # photo.model_input: resize to (h, w), then mirror-pad to size x size (Pillow: rows first).
   positions = jnp.arange(size, dtype=jnp.int32)
   down_x = bilinear_weights(mirror(positions, w), w, w_in, width)  # [size, W]
   down_y = bilinear_weights(mirror(positions, h), h, h_in, height)  # [size, H]
   small = down_y @ (l @ down_x.T)  # [size, size]
   ab = apply_generator(color.scale_l(small)[None, :, :, None])[0]  # [size, size, 2]
-  # colorize.upsample_ab: the photo's (h, w) corner of ab, resized to (H, W).
+  # photo.upsample_ab: the photo's (h, w) corner of ab, resized to (H, W).
   up_x = bilinear_weights(jnp.arange(width, dtype=jnp.int32), w_in, w, size)  # [W, size]
   up_y = bilinear_weights(jnp.arange(height, dtype=jnp.int32), h_in, h, size)  # [H, size]
   a, b = (up_y @ (channel @ up_x.T) for channel in jnp.unstack(color.unscale_ab(ab), axis=-1))
-  return compose(l, a, b)
+  return color.lab_to_srgb_uint8(l, a, b)  # photo.compose, every pixel through the bisection
 
 
 def inference_generator(config: ml_collections.ConfigDict):
@@ -157,7 +131,7 @@ def colorize_function(config: ml_collections.ConfigDict, g_variables: dict,
   size = size or config.image_size
   generator = inference_generator(config)
   g_variables = jax.device_get(g_variables)
-  apply = lambda l: generator.apply(g_variables, l, train=False)  # noqa: E731
+  apply = functools.partial(models.predict_ab, generator, g_variables)
   squash = config.data.resize_mode == "resize"
   return lambda rgb: colorize_image(apply, rgb, size=size, squash=squash)
 
@@ -167,7 +141,7 @@ def parse_export_size(text: str | None) -> tuple[int, int] | None:
   """--export_size: None (dynamic), "N" (N x N) or "HxW" -> (height, width).
 
   Raises:
-    ExportError: not of that form, or a side < 1.
+    errors.ExportError: not of that form, or a side < 1.
   """
   if not text:
     return None
@@ -177,8 +151,8 @@ def parse_export_size(text: str | None) -> tuple[int, int] | None:
   except ValueError:
     height = width = 0
   if len(parts) > 2 or height < 1 or width < 1:
-    raise ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, "
-                      "e.g. 768x1024")
+    raise errors.ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, "
+                             "e.g. 768x1024")
   return height, width
 
 
@@ -224,8 +198,8 @@ def _export_tflite(fn: Callable, shape: str, path: str) -> None:
     except Exception as e:  # pylint: disable=broad-except  (the converter raises many kinds)
       lines = [line for line in str(e).splitlines() if "error" in line.lower()] or [str(e)]
       hint = " (or try a fixed --export_size=HxW)" if "height" in shape else ""
-      raise ExportError(f"--format=tflite: the TFLite converter cannot take this model: "
-                        f"{' '.join(lines[0].split())[:300]}{hint}") from e
+      raise errors.ExportError(f"--format=tflite: the TFLite converter cannot take this model: "
+                               f"{' '.join(lines[0].split())[:300]}{hint}") from e
     finally:
       shutil.rmtree(tmp + ".savedmodel", ignore_errors=True)
     with open(tmp, "wb") as f:
@@ -236,7 +210,8 @@ def _export_onnx(fn: Callable, shape: str, path: str) -> None:
   try:
     from colorgan.inference import onnx_export  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ExportError(f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}") from e
+    raise errors.ExportError(
+        f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}") from e
   model = onnx_export.to_onnx(fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
                               opset=ONNX_OPSET)
   with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -288,20 +263,22 @@ def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, f
     The JSON written beside the export.
 
   Raises:
-    ExportError: an unknown format, a size the U-Net cannot take, a missing extra, or an output
-      that is in the way; the message names the fix.
+    errors.ExportError: an unknown format, a size the U-Net cannot take, a missing extra, or an
+      output that is in the way; the message names the fix.
   """
   if fmt not in FORMATS:
-    raise ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
+    raise errors.ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
   size = size or config.image_size
   multiple = 2 ** configuration.generator_depth(config)
   if size < multiple or size % multiple:
-    raise ExportError(f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net depth "
-                      f"of this run): use {max(multiple, size // multiple * multiple)}")
+    use = max(multiple, size // multiple * multiple)
+    raise errors.ExportError(f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net "
+                             f"depth of this run): use {use}")
   if fmt == "savedmodel" and os.path.exists(output) and not os.path.isdir(output):
-    raise ExportError(f"--output={output} is a file: a SavedModel is a folder, name another path")
+    raise errors.ExportError(f"--output={output} is a file: a SavedModel is a folder, name another "
+                             "path")
   if fmt != "savedmodel" and os.path.isdir(output):
-    raise ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
+    raise errors.ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
   fn = colorize_function(config, g_variables, size)
   _WRITERS[fmt](fn, input_shape(fixed), output)
   info = {"format": fmt, "step": step, "contract": contract(fmt, size, config.data.resize_mode
@@ -350,7 +327,8 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
     try:
       import onnxruntime  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ExportError("running an ONNX export needs onnxruntime: pip install onnxruntime") from e
+      raise errors.ExportError(
+          "running an ONNX export needs onnxruntime: pip install onnxruntime") from e
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -360,4 +338,4 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
     with open(path, "rb") as f:
       exported = jax_export.deserialize(bytearray(f.read()))
     return lambda rgb: np.asarray(exported.call(rgb))
-  raise ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
+  raise errors.ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")

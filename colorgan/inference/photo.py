@@ -1,48 +1,38 @@
-"""Colorize photos at full resolution with a trained generator (`--mode=colorize`).
+"""Photos for colorize: what to colorize and where it goes, decoding and writing, and the geometry
+between a photo and the generator's square input (colorgan.inference.colorize runs the generator).
 
-For each photo:
-  1. Decode it in any mode (grayscale, RGB - its color is discarded -, RGBA/LA/transparent palette - the
-     alpha is kept -, palette, 16-bit, CMYK), EXIF orientation applied, and compute its own full-
-     resolution lightness L (CIE Lab, as colorgan.color; 16-bit photos keep their precision).
-  2. The generator works at `size` (the run's image_size or --colorize_size) on the WHOLE photo: L is
-     resized so that its long side is `size` (aspect kept) and mirror-padded to size x size, so photos
-     of any shape batch together and nothing is distorted or cropped. A run trained with
-     data.resize_mode="resize" (photos squashed to a square) gets the squashed photo instead, as it saw
-     in training.
-  3. The predicted ab of the photo's area is upsampled (bilinear) to the original size and joined with
-     the original L. Where that Lab color lies outside the sRGB gamut, its chroma (not its L, not its
-     hue) is reduced until it fits; clipping RGB instead would change the lightness. So the output's L
-     equals the input's up to uint8 rounding.
-Outputs keep each photo's path relative to its --input (a file: its name; a folder: the path below it;
-a glob: the path below its fixed leading folders) with the format's extension, written atomically; no
-output may land on an input. Photos are decoded and written by a thread pool and run through the
-generator in batches. A bad file (corrupt, not an image, larger than MAX_PIXELS) is reported in one
-line and the others go on; `Colorizer.run` returns the failure count.
+  plan          the --input files (a file; a folder, recursively; a glob) and their outputs: each
+                keeps its path relative to its --input (a file: its name; a folder: the path below
+                it; a glob: the path below its fixed leading folders) with the format's extension;
+                no output may land on an input, and colorgan's own earlier outputs are skipped.
+  load_photo    any mode (grayscale, RGB - its color is discarded -, RGBA/LA/transparent palette -
+                the alpha is kept -, palette, 16-bit, CMYK), EXIF orientation applied -> the photo's
+                own full-resolution lightness L (CIE Lab, as colorgan.color; 16-bit photos keep
+                their precision). A bad file (corrupt, not an image, over MAX_PIXELS) is BadPhoto.
+  model_input   L resized so that its long side is `size` (aspect kept) and mirror-padded to
+                size x size, so photos of any shape batch together and nothing is distorted or
+                cropped; with `squash` (a run trained with data.resize_mode="resize") the photo is
+                squashed to the square, as it saw in training.
+  upsample_ab   the predicted ab of the photo's area, upsampled (bilinear) to the original size.
+  compose       the original L joined with that ab; where the Lab color lies outside the sRGB
+                gamut, its chroma (not its L, not its hue) is reduced until it fits, so the output's
+                L equals the input's up to uint8 rounding.
+  save          written atomically, marked as colorgan's.
 """
 
-import concurrent.futures
 import glob
 import os
-import sys
 from typing import NamedTuple, Sequence
-import warnings
 
-from absl import logging
-import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
 from PIL import PngImagePlugin
-import tqdm
 
-from colorgan import checkpointing
 from colorgan import color
-from colorgan import configuration
+from colorgan import errors
 from colorgan import fileio
-from colorgan import hints as hints_lib
-from colorgan import models
-from colorgan import parallel
+from colorgan.inference import user_hints
 
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 JPEG_QUALITY = 95
@@ -54,15 +44,9 @@ _EXIF_SOFTWARE = 0x0131
 # decoding. Colorizing needs about 40 bytes a pixel at the peak, so this caps one photo near 3.6 GB.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
-_GAMUT_TOLERANCE = 1e-5  # linear RGB; gray (ab = 0) lands within float error of [0, 1]
-_GAMUT_BISECTIONS = 10  # chroma found to 1/1024 of the predicted one
 # Per-pixel work runs over blocks of this many pixels: their temporaries stay in cache, 3x faster
 # than whole-photo arrays, and memory stays near the photo's own size.
 _BLOCK_PIXELS = 1 << 14
-
-
-class PlanError(ValueError):
-  """An --input or --output_dir the command cannot use; the message names it and the fix."""
 
 
 class BadPhoto(Exception):
@@ -135,9 +119,9 @@ def _sources(spec: str, skip: str) -> list[tuple[str, str]]:
             and not below_output(match)):
         found.append((match, os.path.relpath(match, base)))
     if not found:
-      raise PlanError(f"--input={spec}: the pattern matches no file")
+      raise errors.PlanError(f"--input={spec}: the pattern matches no file")
     return found
-  raise PlanError(f"--input={spec}: no such file or folder")
+  raise errors.PlanError(f"--input={spec}: no such file or folder")
 
 
 def _output_names(relatives: list[str], ext: str) -> list[str]:
@@ -168,13 +152,13 @@ def plan(inputs: Sequence[str], output_dir: str, output_format: str = "png") -> 
     output_format: "png" or "jpg".
 
   Raises:
-    PlanError: an input that does not exist or matches nothing, no file at all, or an output that
-      would overwrite an input.
+    errors.PlanError: an input that does not exist or matches nothing, no file at all, or an output
+      that would overwrite an input.
   """
   if output_format not in OUTPUT_FORMATS:
-    raise PlanError(f"--output_format={output_format} is not known: use png or jpg")
+    raise errors.PlanError(f"--output_format={output_format} is not known: use png or jpg")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise PlanError(f"--output_dir={output_dir} exists and is not a folder")
+    raise errors.PlanError(f"--output_dir={output_dir} exists and is not a folder")
   skip = os.path.realpath(output_dir)
   sources, seen, earlier_outputs = [], set(), 0
   for spec in inputs:
@@ -189,13 +173,13 @@ def plan(inputs: Sequence[str], output_dir: str, output_format: str = "png") -> 
       sources.append((path, rel))
   if not sources:
     found = f" but {earlier_outputs} colorgan output(s)" if earlier_outputs else ""
-    raise PlanError(f"--input={','.join(inputs)}: no file found{found}")
+    raise errors.PlanError(f"--input={','.join(inputs)}: no file found{found}")
   names = _output_names([rel for _, rel in sources], output_format)
   jobs = [Job(path, os.path.join(output_dir, name)) for (path, _), name in zip(sources, names)]
   for job in jobs:
     if os.path.realpath(job.output) in seen:
-      raise PlanError(f"--output_dir={output_dir} would overwrite the input {job.output}: choose "
-                      "an output folder that is not an input's folder")
+      raise errors.PlanError(f"--output_dir={output_dir} would overwrite the input {job.output}: "
+                             "choose an output folder that is not an input's folder")
   return Plan(jobs, output_dir, output_format, earlier_outputs)
 
 
@@ -210,15 +194,7 @@ def is_colorgan_output(path: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- pixels
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-  return np.where(c > 0.04045, ((np.maximum(c, 0.04045) + 0.055) / 1.055) ** 2.4, c / 12.92)
-
-
-def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
-  return np.where(c > 0.0031308, 1.055 * np.maximum(c, 0.0031308) ** (1 / 2.4) - 0.055, c * 12.92)
-
-
-_LINEAR_OF_UINT8 = _srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+_LINEAR_OF_UINT8 = color.srgb_to_linear(np.arange(256) / 255.0, np).astype(np.float32)
 
 
 def lightness(rgb: np.ndarray) -> np.ndarray:
@@ -228,42 +204,9 @@ def lightness(rgb: np.ndarray) -> np.ndarray:
   for start in range(0, len(flat), _BLOCK_PIXELS):
     block = flat[start:start + _BLOCK_PIXELS]
     linear = (_LINEAR_OF_UINT8[block] if block.dtype == np.uint8
-              else _srgb_to_linear(block.astype(np.float32)))
-    y = linear @ color.XYZ_FROM_RGB[1]  # Y / Y_white (Y_white = 1)
-    f = np.where(y > color.LAB_EPSILON, np.cbrt(np.maximum(y, color.LAB_EPSILON)),
-                 color.LAB_KAPPA * y + 16.0 / 116.0)
-    l[start:start + len(block)] = 116.0 * f - 16.0
+              else color.srgb_to_linear(block.astype(np.float32), np))
+    l[start:start + len(block)] = color.linear_to_lightness(linear, np)
   return l.reshape(rgb.shape[:2])
-
-
-def _lab_to_linear_rgb(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
-  """[...] L and [..., 2] ab -> linear RGB [..., 3], unclipped (out of gamut stays visible)."""
-  fy = (l + 16.0) / 116.0
-  f = np.stack([fy + ab[..., 0] / 500.0, fy, fy - ab[..., 1] / 200.0], axis=-1)
-  xyz = np.where(f > color.LAB_F_THRESHOLD, f * f * f,  # f*f*f: 6x faster than f**3
-                 (f - 16.0 / 116.0) / color.LAB_KAPPA) * color.D65_WHITE
-  return xyz @ color.RGB_FROM_XYZ.T
-
-
-def _in_gamut(linear_rgb: np.ndarray) -> np.ndarray:
-  return np.all((linear_rgb >= -_GAMUT_TOLERANCE) & (linear_rgb <= 1 + _GAMUT_TOLERANCE), axis=-1)
-
-
-def _compose_pixels(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
-  """L [N] and ab [N, 2] -> uint8 sRGB [N, 3] (see compose)."""
-  linear = _lab_to_linear_rgb(l, ab)
-  outside = ~_in_gamut(linear)
-  if outside.any():
-    l_out, ab_out = l[outside], ab[outside]
-    lo = np.zeros(l_out.shape, np.float32)  # in gamut
-    hi = np.ones(l_out.shape, np.float32)   # out of gamut
-    for _ in range(_GAMUT_BISECTIONS):
-      mid = 0.5 * (lo + hi)
-      fits = _in_gamut(_lab_to_linear_rgb(l_out, ab_out * mid[:, None]))
-      lo, hi = np.where(fits, mid, lo), np.where(fits, hi, mid)
-    linear[outside] = _lab_to_linear_rgb(l_out, ab_out * lo[:, None])
-  srgb = _linear_to_srgb(np.clip(linear, 0.0, 1.0))
-  return np.round(srgb * 255.0).astype(np.uint8)
 
 
 def compose(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -279,7 +222,7 @@ def compose(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
   # In blocks that stay in cache: 3x faster than whole-photo temporaries, and far less memory.
   for start in range(0, l.size, _BLOCK_PIXELS):
     block = slice(start, start + _BLOCK_PIXELS)
-    out[block] = _compose_pixels(l[block], ab[block])
+    out[block] = color.lab_to_srgb_uint8(l[block], ab[block, 0], ab[block, 1], np)
   return out.reshape(shape + (3,))
 
 
@@ -309,12 +252,11 @@ def model_input(l: np.ndarray, size: int, squash: bool) -> np.ndarray:
   return np.asarray(color.scale_l(small), np.float32)[..., None]
 
 
-def model_hints(user_hints: hints_lib.UserHints, height: int, width: int, size: int,
+def model_hints(hints: user_hints.UserHints, height: int, width: int, size: int,
                 squash: bool) -> np.ndarray:
   """A photo's hints (its pixels) -> the generator's hint map [size, size, 3], placed exactly as
-  model_input places the photo (hints.to_grid)."""
-  return hints_lib.to_grid(user_hints, (height, width), content_size(height, width, size, squash),
-                           size)
+  model_input places the photo (user_hints.to_grid)."""
+  return user_hints.to_grid(hints, (height, width), content_size(height, width, size, squash), size)
 
 
 def upsample_ab(ab: np.ndarray, height: int, width: int, squash: bool) -> np.ndarray:
@@ -391,167 +333,3 @@ def save(path: str, rgb: np.ndarray, alpha: np.ndarray | None, output_format: st
     kwargs = {"pnginfo": info}
   with fileio.atomic_path(path) as tmp:
     image.save(tmp, format=OUTPUT_FORMATS[output_format], **kwargs)
-
-
-# ----------------------------------------------------------------------------- the command
-class Colorizer:
-  """A restored generator that colorizes batches of photos at full resolution."""
-
-  def __init__(self, config: ml_collections.ConfigDict, g_variables: dict, *, step: int,
-               size: int | None = None, batch_size: int = 16, mesh: jax.sharding.Mesh | None = None,
-               workers: int | None = None):
-    """Args:
-      config: the config the generator was trained with (model.*, image_size, data.resize_mode).
-      g_variables: {"params": ..., "batch_stats": ...}, replicated over `mesh`.
-      step: the checkpoint step (for messages).
-      size: the generator's input size (default config.image_size): a multiple of 2**U-Net depth.
-      batch_size: photos per generator call (rounded up to a multiple of the device count).
-      mesh: where the generator runs (default parallel.create_mesh()).
-      workers: decode/encode threads (default: the CPU count, at most 8).
-    """
-    self.size = size or config.image_size
-    multiple = 2 ** configuration.generator_depth(config)
-    if self.size < multiple or self.size % multiple:
-      raise ValueError(f"--colorize_size={self.size} must be a multiple of {multiple} (2**U-Net "
-                       f"depth of this run): use {max(multiple, self.size // multiple * multiple)}")
-    self.mesh = mesh or parallel.create_mesh()
-    devices = self.mesh.devices.size
-    self.batch_size = -(-batch_size // devices) * devices
-    self.step = step
-    self.squash = config.data.resize_mode == "resize"
-    self.workers = workers or min(8, os.cpu_count() or 1)
-    self.g_variables = g_variables
-    self.takes_hints = hints_lib.enabled(config)  # the generator was trained with color hints
-    generator = models.create_generator(config)
-    if self.takes_hints:  # every photo gets a hint map, empty where it has no hint: one program
-      self._predict = jax.jit(
-          lambda variables, l, hints: generator.apply(variables, l, hints, train=False),
-          in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh),
-                        parallel.batch_sharding(self.mesh)))
-    else:
-      self._predict = jax.jit(
-          lambda variables, l: generator.apply(variables, l, train=False),
-          in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)))
-
-  @classmethod
-  def from_checkpoint(cls, workdir: str, step: int | None = None, **kwargs) -> "Colorizer":
-    """The generator of a run's latest (or `step`) checkpoint. Raises FileNotFoundError as
-    checkpointing.restore_for_inference does."""
-    mesh = parallel.create_mesh()
-    inference = checkpointing.restore_for_inference(workdir, step,
-                                                    sharding=parallel.replicated(mesh))
-    return cls(inference.config, inference.g_variables, step=inference.step, mesh=mesh, **kwargs)
-
-  def predict_ab(self, inputs: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
-    """Model-scale L [n, S, S, 1] (and hint maps [n, S, S, 3], for a generator trained with hints;
-    None: no hint) -> model-scale ab [n, S, S, 2], in fixed-size batches."""
-    n = len(inputs)
-    batch = {"l": np.zeros((self.batch_size,) + inputs.shape[1:], np.float32)}
-    batch["l"][:n] = inputs
-    if self.takes_hints:
-      batch["hints"] = np.zeros(batch["l"].shape[:-1] + (hints_lib.CHANNELS,), np.float32)
-      if hints is not None:
-        batch["hints"][:n] = hints
-    elif hints is not None:
-      raise ValueError("this generator was trained without hints (config.hints.enabled=False)")
-    with jax.set_mesh(self.mesh):
-      batch = parallel.global_batch(self.mesh, batch)
-      args = (batch["l"], batch["hints"]) if self.takes_hints else (batch["l"],)
-      ab = self._predict(self.g_variables, *args)
-    return np.asarray(jax.device_get(ab))[:n]
-
-  def colorize_photo(self, photo: Photo, hints: hints_lib.UserHints | None = None) -> np.ndarray:
-    """One decoded photo (and its hints, for a generator trained with them) -> its colorization,
-    uint8 RGB [H, W, 3] (the alpha is the caller's)."""
-    hint_map = (None if hints is None else
-                model_hints(hints, *photo.l.shape, self.size, self.squash)[None])
-    ab = self.predict_ab(model_input(photo.l, self.size, self.squash)[None], hint_map)[0]
-    return compose(photo.l, upsample_ab(ab, *photo.l.shape, self.squash))
-
-  def _prepare(self, job: Job,
-               hint_file: str | None) -> tuple[Photo, np.ndarray, np.ndarray | None]:
-    photo = load_photo(job.source)
-    hint_map = None
-    if hint_file:
-      try:
-        user_hints = hints_lib.read_user_hints(hint_file, *photo.l.shape)
-      except hints_lib.HintError as e:  # the photo is not colorized without its hints
-        raise BadPhoto(str(e).removeprefix("--hints=")) from e
-      hint_map = model_hints(user_hints, *photo.l.shape, self.size, self.squash)
-    return photo, model_input(photo.l, self.size, self.squash), hint_map
-
-  def _finish(self, job: Job, photo: Photo, ab: np.ndarray, output_format: str) -> None:
-    height, width = photo.l.shape
-    rgb = compose(photo.l, upsample_ab(ab, height, width, self.squash))
-    save(job.output, rgb, photo.alpha, output_format)
-
-  def run(self, work: Plan, hint_files: dict[str, str] | None = None) -> int:
-    """Colorizes every job of `work` (from `plan`); a failing file is reported in one line and skipped.
-
-    Args:
-      work: the plan.
-      hint_files: {job.source: its hint file} (hints.match_hint_files) for a generator trained with
-        hints; a photo whose hints cannot be read fails (it is not colorized without them).
-
-    Returns:
-      The number of photos that failed.
-    """
-    hint_files = hint_files or {}
-    if hint_files and not self.takes_hints:
-      raise ValueError("this generator was trained without hints (config.hints.enabled=False)")
-    jobs, output_format = work.jobs, work.output_format
-    # Photos over MAX_PIXELS are rejected by load_photo; Pillow's warning about them is noise.
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    failed, alpha_dropped = [], 0
-
-    def report(job: Job, error: BaseException) -> None:
-      reason = str(error) if isinstance(error, BadPhoto) else (
-          f"{type(error).__name__}: {' '.join(str(error).split())}")
-      tqdm.tqdm.write(f"colorgan: {job.source}: {reason}", file=sys.stderr)
-      failed.append(job)
-
-    logging.info("Colorizing %d photo(s) with the generator of step %d at %d px, batches of %d",
-                 len(jobs), self.step, self.size, self.batch_size)
-    if work.earlier_outputs:
-      logging.info("Skipped %d file(s) among the inputs that colorgan wrote (earlier outputs)",
-                   work.earlier_outputs)
-    with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, tqdm.tqdm(
-        total=len(jobs), unit="photo", desc="colorize", file=sys.stderr) as bar:
-      for start in range(0, len(jobs), self.batch_size):
-        chunk = jobs[start:start + self.batch_size]
-        prepared = []
-        for job, future in [(job, pool.submit(self._prepare, job, hint_files.get(job.source)))
-                            for job in chunk]:
-          try:
-            prepared.append((job, *future.result()))
-          except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the rest)
-            report(job, e)
-            continue
-          if prepared[-1][1].note:
-            tqdm.tqdm.write(f"colorgan: {job.source}: {prepared[-1][1].note}", file=sys.stderr)
-        if prepared:
-          hint_maps = None
-          if self.takes_hints:
-            empty = np.zeros((self.size, self.size, hints_lib.CHANNELS), np.float32)
-            hint_maps = np.stack([empty if h is None else h for *_, h in prepared])
-          abs_ = self.predict_ab(np.stack([inputs for _, _, inputs, _ in prepared]), hint_maps)
-          finishing = [(job, pool.submit(self._finish, job, photo, ab, output_format))
-                       for (job, photo, _, _), ab in zip(prepared, abs_)]
-          for job, future in finishing:
-            try:
-              future.result()
-            except Exception as e:  # pylint: disable=broad-except
-              report(job, e)
-          alpha_dropped += sum(photo.alpha is not None for _, photo, _, _ in prepared)
-        bar.update(len(chunk))
-    if alpha_dropped and output_format == "jpg":
-      logging.warning("%d photo(s) had an alpha channel, which jpg cannot hold: use "
-                      "--output_format=png to keep it", alpha_dropped)
-    done = len(jobs) - len(failed)
-    with_hints = (f", {len(set(hint_files) - {job.source for job in failed})} with hints"
-                  if hint_files else "")
-    print(f"colorized {done} of {len(jobs)} photo(s) into {work.output_dir} (checkpoint step "
-          f"{self.step}, {self.size} px{with_hints})")
-    if failed:
-      print(f"colorgan: {len(failed)} of {len(jobs)} photo(s) failed (named above)", file=sys.stderr)
-    return len(failed)

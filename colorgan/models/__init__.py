@@ -1,5 +1,6 @@
 """Generator and discriminator registries: a config name -> a Flax module."""
 
+import functools
 import math
 
 import jax
@@ -80,3 +81,66 @@ def create_discriminator(config: ml_collections.ConfigDict, backend: str | None 
   """The config's discriminator; `backend` as use_fast_layers (None: the default backend)."""
   return DISCRIMINATORS[config.model.discriminator](config, jnp.dtype(config.compute_dtype),
                                                     use_fast_layers(config, backend))
+
+
+def predict_ab(generator, variables: dict, l: jax.Array, hints: jax.Array | None = None) -> jax.Array:
+  """The generator in inference mode (BatchNorm running statistics, no dropout): every caller that
+  colorizes (samples, evaluation, colorize, export) goes through here.
+
+  Args:
+    generator: a module from create_generator.
+    variables: {"params": ..., "batch_stats": ...} (the EMA's, where the run keeps one).
+    l: [B, H, W, 1] scaled lightness (color.scale_l).
+    hints: [B, H, W, 3] hint map for a generator trained with hints; None: no hint given.
+
+  Returns:
+    ab: [B, H, W, 2] at model scale (color.unscale_ab gives Lab units).
+  """
+  return generator.apply(variables, l, hints, train=False)
+
+
+def abstract_variables(generator, image_size: int) -> dict:
+  """The generator's {"params", "batch_stats"} as shapes only (jax.eval_shape: nothing allocated)."""
+  l = jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32)
+  abstract = jax.eval_shape(functools.partial(generator.init, train=False), jax.random.key(0), l)
+  return {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+
+
+def summarize(config: ml_collections.ConfigDict) -> tuple[str, dict]:
+  """Both networks' parameters (shapes only: nothing is allocated), for --mode=summary.
+
+  Args:
+    config: a validated config.
+
+  Returns:
+    (text, sizes): the parameter tables of the generator and the discriminator, printable, and a
+    JSON-able dict of their sizes, the discriminator's logits shape and the layers in use.
+  """
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top  (clu: only when asked)
+  generator, discriminator = create_generator(config), create_discriminator(config)
+  size = config.image_size
+  l = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
+  ab = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
+  g_vars = abstract_variables(generator, size)
+  d_vars = jax.eval_shape(functools.partial(discriminator.init, train=False), jax.random.key(0),
+                          l, ab)
+  logits = jax.eval_shape(functools.partial(discriminator.apply, train=False), d_vars, l, ab)
+  tables = []
+  for name, module, variables in (("Generator", generator, g_vars),
+                                  ("Discriminator", discriminator, d_vars)):
+    tables.append(f"{name} ({type(module).__name__}):")
+    tables.append(parameter_overview.get_parameter_overview(variables["params"],
+                                                            include_stats=False))
+  count = lambda tree: sum(int(x.size) for x in jax.tree.leaves(tree))  # noqa: E731
+  return "\n".join(tables), {
+      "generator": config.model.generator,
+      "generator_params": count(g_vars["params"]),
+      "discriminator": config.model.discriminator,
+      "discriminator_params": count(d_vars["params"]),
+      "discriminator_logits_shape": list(logits.shape[1:3]),
+      "image_size": size,
+      # configuration.generator_depth (which imports this package: not imported here)
+      "unet_num_downs": config.model.num_downs or unet_num_downs(size),
+      "fast_layers": use_fast_layers(config),  # config.model.fast_layers on this backend
+      "backend": jax.default_backend(),
+  }

@@ -21,10 +21,6 @@ import optax
 _NONE = np.iinfo(np.int32).max  # FirstNonFinite.step while every step was finite
 
 
-class Diverged(RuntimeError):
-  """A non-finite loss or gradient under nan_policy="stop"; the message is one line."""
-
-
 def grad_norm(grads: Any) -> jax.Array:
   """The global norm of a gradient tree, for the finite flag: it is finite iff every gradient is (up
   to |g| > ~1e19, whose square overflows: Adam's second moment would be inf as well, so that counts

@@ -138,14 +138,12 @@ def l1_loss(pred, target, *, huber_delta: float):
 
 def l2_loss(pred, target, *, huber_delta: float):
   del huber_delta
-  return jnp.mean((pred - target)**2)
+  return jnp.mean(optax.squared_error(pred, target))
 
 
 def huber_loss(pred, target, *, huber_delta: float):
   """0.5 e^2 where |e| <= delta, delta (|e| - 0.5 delta) beyond: L2 near 0, L1 on outliers."""
-  err = jnp.abs(pred - target)
-  quadratic = jnp.minimum(err, huber_delta)
-  return jnp.mean(0.5 * quadratic**2 + huber_delta * (err - quadratic))
+  return jnp.mean(optax.huber_loss(pred, target, delta=huber_delta))
 
 
 RECONSTRUCTION_LOSSES: dict[str, Callable[..., jax.Array]] = {

@@ -17,45 +17,30 @@ copied bit for bit; any difference in structure or shape is a one-line ConfigErr
 
 import os
 
-from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
 
 from colorgan import checkpointing
-from colorgan import configuration
+from colorgan import errors
+from colorgan import fileio
 from colorgan import parallel
 from colorgan.training.state import GanState
 
 ENCODER = "encoder"  # the generator's submodule that config.model.init_from fills
 
 
-def _flat(tree) -> dict[str, object]:
-  return traverse_util.flatten_dict(tree, sep="/") if tree else {}
-
-
-def _check_same_structure(loaded: dict, expected: dict, what: str) -> None:
+def _check_fits(loaded: dict, expected: dict, what: str) -> None:
   """Raises ConfigError naming the first missing, unexpected or differently shaped array."""
-  got, want = _flat(loaded), _flat(expected)
-  missing = sorted(set(want) - set(got))
-  extra = sorted(set(got) - set(want))
-  if missing or extra:
-    detail = (f"lacks {missing[0]!r}" if missing else f"has {extra[0]!r}, which the model lacks")
-    raise configuration.ConfigError(
-        f"{what} does not fit this config's generator: it {detail} ({len(missing)} missing, "
-        f"{len(extra)} unexpected of {len(want)} arrays)")
-  for key in sorted(want):
-    if tuple(np.shape(got[key])) != tuple(want[key].shape):
-      raise configuration.ConfigError(
-          f"{what} does not fit this config's generator: {key!r} has shape "
-          f"{tuple(np.shape(got[key]))}, the model {tuple(want[key].shape)}")
+  fileio.check_tree(loaded, expected, what=f"{what} does not fit this config's generator",
+                    error=errors.ConfigError)
 
 
 def save_encoder_npz(path: str, encoder_variables: dict) -> None:
   """Writes {"params": ..., "batch_stats": ...} of an encoder as a .npz that init_from reads."""
   arrays = {f"{collection}/{key}": np.asarray(value)
             for collection, tree in encoder_variables.items()
-            for key, value in _flat(tree).items()}
+            for key, value in fileio.flatten(tree).items()}
   np.savez(path, **arrays)
 
 
@@ -75,13 +60,13 @@ def load_encoder(path: str, expected: dict) -> dict:
       try:
         loaded = resnet_unet.encoder_from_torchvision(arrays)
       except ValueError as e:
-        raise configuration.ConfigError(f"{what}: {e}") from None
+        raise errors.ConfigError(f"{what}: {e}") from None
     else:
-      loaded = traverse_util.unflatten_dict(arrays, sep="/")
+      loaded = fileio.unflatten(arrays)
   elif os.path.isdir(os.path.join(path, "checkpoints")):  # a colorgan run
     variables = checkpointing.restore_for_inference(path).g_variables
     if ENCODER not in variables["params"]:
-      raise configuration.ConfigError(f"{what}: that run's generator has no ResNet encoder")
+      raise errors.ConfigError(f"{what}: that run's generator has no ResNet encoder")
     loaded = {collection: tree.get(ENCODER, {}) for collection, tree in variables.items()}
   else:  # an orbax checkpoint of the encoder's variables
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
@@ -89,14 +74,14 @@ def load_encoder(path: str, expected: dict) -> dict:
     try:
       tree = checkpointer.metadata(path).item_metadata.tree
     except Exception as e:  # pylint: disable=broad-except
-      raise configuration.ConfigError(f"{what} is neither a .npz, a colorgan workdir nor an orbax "
-                                      f"checkpoint ({type(e).__name__})") from None
-    _check_same_structure(tree, expected, what)
+      raise errors.ConfigError(f"{what} is neither a .npz, a colorgan workdir nor an orbax "
+                               f"checkpoint ({type(e).__name__})") from None
+    _check_fits(tree, expected, what)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
     loaded = checkpointer.restore(path, target)
   loaded = _widen_stem(loaded, expected)
-  _check_same_structure(loaded, expected, what)
+  _check_fits(loaded, expected, what)
   return jax.tree.map(lambda x: np.asarray(x, np.float32), loaded)
 
 
@@ -116,7 +101,7 @@ def _widen_stem(loaded: dict, expected: dict) -> dict:
 def load_generator(workdir: str, expected: dict) -> dict:
   """The generator variables of another run's latest checkpoint, as numpy arrays."""
   variables = checkpointing.restore_for_inference(workdir).g_variables
-  _check_same_structure(variables, expected, f"config.init_generator_from={workdir}")
+  _check_fits(variables, expected, f"config.init_generator_from={workdir}")
   return jax.tree.map(np.asarray, variables)
 
 

@@ -1,15 +1,16 @@
 """The workdir of a training run: writable, and used by one run at a time.
 
 `claim(workdir)` is held for a training run's whole life. It creates the workdir (one line if it
-cannot be created or written: a read-only mount, a missing permission), then takes an exclusive lock
-on `WORKDIR/.colorgan.lock`, which names its holder (host, pid, start time, command line). A second
-run on the same workdir is refused in one line naming the holder, before it writes anything.
+cannot be created or written, a read-only mount or a missing permission: fileio.ensure_writable),
+then takes an exclusive lock on `WORKDIR/.colorgan.lock`, which names its holder (host, pid, start
+time, command line). A second run on the same workdir is refused in one line naming the holder,
+before it writes anything.
 
 The lock is an flock(2) lock: the kernel drops it when its process ends in any way (an exception,
 SIGTERM, kill -9, a crash), so a lock file left behind by a dead run is stale and the next run takes
 it over without anyone deleting it. Multi-process runs of one job share the workdir by design: only
-process 0 takes the lock (main.py decides). A workdir that the claim itself created and that is still
-empty when the run fails at start (a data error, say) is removed again.
+process 0 takes the lock (main.py decides). A workdir that the claim itself created and that is
+still empty when the run fails at start (a data error, say) is removed again.
 """
 
 import contextlib
@@ -24,11 +25,10 @@ from typing import Iterator
 
 from absl import logging
 
+from colorgan import errors
+from colorgan import fileio
+
 LOCK_NAME = ".colorgan.lock"
-
-
-class WorkdirError(RuntimeError):
-  """The workdir cannot be used by this run; the message is one line naming it and why."""
 
 
 def _holder() -> dict:
@@ -47,42 +47,14 @@ def _describe(path: str) -> str:
     return "a process that has not written its name yet"
 
 
-def ensure_writable(workdir: str) -> bool:
-  """Creates `workdir` if needed and checks that files can be written there.
-
-  Returns:
-    Whether this call created the workdir.
-
-  Raises:
-    WorkdirError: it is not a directory, cannot be created, or cannot be written.
-  """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirError(f"--workdir={workdir} exists and is not a directory")
-  created = not os.path.exists(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise WorkdirError(f"--workdir={workdir} cannot be created: {e.strerror or e} (a read-only "
-                       "file system or a missing permission: choose another --workdir)") from None
-  probe = os.path.join(workdir, f".colorgan-write-test.{os.getpid()}")
-  try:
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise WorkdirError(f"--workdir={workdir} cannot be written: {e.strerror or e} (a read-only "
-                       "file system or a missing permission: choose another --workdir)") from None
-  return created
-
-
 @contextlib.contextmanager
 def claim(workdir: str) -> Iterator[None]:
   """Holds `workdir` for one training run (see the module docstring).
 
   Raises:
-    WorkdirError: the workdir cannot be created or written, or another live run holds it.
+    errors.WorkdirError: the workdir cannot be created or written, or another live run holds it.
   """
-  created = ensure_writable(workdir)
+  created = fileio.ensure_writable(workdir)
   path = os.path.join(workdir, LOCK_NAME)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -90,9 +62,9 @@ def claim(workdir: str) -> Iterator[None]:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-        raise WorkdirError(f"--workdir={workdir} is in use by another colorgan run "
-                           f"({_describe(path)}): wait for it to end, stop it, or choose another "
-                           "--workdir") from None
+        raise errors.WorkdirError(f"--workdir={workdir} is in use by another colorgan run "
+                                  f"({_describe(path)}): wait for it to end, stop it, or choose "
+                                  "another --workdir") from None
       # A file system without locks (some FUSE mounts): run, but say that nothing guards it.
       logging.warning("%s cannot be locked (%s): nothing stops a second run on this workdir",
                       path, e.strerror or e)

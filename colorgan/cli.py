@@ -1,0 +1,162 @@
+"""What colorgan's four commands (main, fid, serve, convert_weights) share; it defines no flags.
+
+A mistake in a command, or a run that cannot go on, ends in one line on stderr,
+`colorgan: error: ...`, and the exit status its error carries (errors.ColorganError.exit_status: 2
+for the command or its inputs, 1 for a damaged checkpoint or a divergence). Library code raises the
+errors; only the entry points import this module and turn them into that line (`exit_on_error`).
+"""
+
+from collections.abc import Callable
+import difflib
+import functools
+import importlib.util
+import logging as logging_std
+import os
+import re
+import sys
+from typing import NoReturn, TypeVar
+
+from absl import flags
+from absl import logging
+
+from colorgan import configuration
+from colorgan import errors
+
+_Function = TypeVar("_Function", bound=Callable)
+
+
+def fail(message: str, exit_status: int = 2) -> NoReturn:
+  """Ends the command with `colorgan: error: <message>` on stderr and `exit_status`.
+
+  A run that cannot go on (exit 1) is often a failed orbax restore: it leaves coroutines that Python
+  reports as "Exception ignored in ..." with their tracebacks when they are collected at exit. The
+  line already says what went wrong, so those reports are not printed.
+  """
+  print(f"colorgan: error: {message}", file=sys.stderr, flush=True)
+  if exit_status == 1:
+    sys.unraisablehook = lambda unraisable: None
+  sys.exit(exit_status)
+
+
+def exit_on_error(function: _Function) -> _Function:
+  """Decorates an entry point's function: an errors.ColorganError ends the command in one line."""
+
+  @functools.wraps(function)
+  def wrapper(*args, **kwargs):
+    try:
+      return function(*args, **kwargs)
+    except errors.ColorganError as e:
+      fail(str(e), e.exit_status)
+
+  return wrapper
+
+
+def one_line(error: BaseException) -> str:
+  """An exception's message on one line (absl's "Flags parsing error: " prefix dropped)."""
+  text = " ".join(str(error).split())
+  return text.removeprefix("Flags parsing error: ")
+
+
+# ----------------------------------------------------------------------------- logs and reports
+class OnlyColorganInfo(logging_std.Filter):
+  """Orbax, JAX and clu log dozens of INFO lines per checkpoint: keep INFO for colorgan's own lines.
+
+  They all log through absl's one logger, so the test is where the record was made: a file of the
+  colorgan package itself (not any path with a folder named colorgan in it: a clone or a virtualenv
+  under such a folder would let every library's lines through).
+  """
+  PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return (record.levelno >= logging_std.WARNING
+            or os.path.abspath(record.pathname).startswith(self.PACKAGE_DIR))
+
+
+def keep_only_colorgan_info() -> None:
+  """Installs OnlyColorganInfo on absl's handler (the command's log on stderr)."""
+  logging.get_absl_handler().addFilter(OnlyColorganInfo())
+
+
+def drop_closed_event_loop_reports() -> None:
+  """Drops "RuntimeError: Event loop is closed" reports; passes every other one on.
+
+  When an orbax restore fails, its asyncio loop closes while tensorstore reads are still in flight;
+  each read that completes later calls the loop from a tensorstore thread, and tensorstore reports
+  the failure as unraisable, a bare traceback. Dozens of them buried the one line that says why the
+  restore failed, and on a busy machine they come before it.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"):
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
+# ----------------------------------------------------------------------------- flag errors
+def config_file_arg(argv: list[str]) -> str:
+  """The FILE[:ARG] of --config in argv, "?" without one."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.partition("=")[2]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "?"
+
+
+def _config_keys(config_arg: str) -> list[str]:
+  """The dotted keys of the config named by --config=FILE[:ARG] (loaded as config_flags does), or
+  [] when it cannot be loaded."""
+  path, _, arg = config_arg.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("colorgan_config_for_error", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    return sorted(configuration.flatten(config))
+  except Exception:  # pylint: disable=broad-except  (only a better error message is at stake)
+    return []
+
+
+def unknown_key_message(argv: list[str], error: Exception) -> str:
+  """One line for an override of a key the config lacks: the override, the unknown part of it, and
+  the closest keys of the config (ml_collections' own 'Did you mean' is about one level only)."""
+  text = str(error).encode().decode("unicode_escape")  # KeyError quotes its message
+  names = re.findall(r"'([A-Za-z0-9_]+)'", text)
+  name = names[0] if names else None
+  overrides = [a.split("=")[0].removeprefix("--") for a in argv if a.startswith("--config.")]
+  override = next((o for o in overrides if name in o.split(".")), None) if name else None
+  config_arg = config_file_arg(argv)
+  config_file = config_arg.split(":")[0]
+  if override is None:
+    return (f"--config.{name or '?'} is not a key of {config_file}; the keys are listed in that "
+            "file")
+  key = override.removeprefix("config.")
+  closest = difflib.get_close_matches(key, _config_keys(config_arg), n=3, cutoff=0.5)
+  hint = (f"; the closest keys: {', '.join(closest)}" if closest
+          else "; the keys are listed in that file")
+  return f"--{override}: {name!r} is not a key of {config_file} (no config.{key}){hint}"
+
+
+def config_flags_message(argv: list[str], error: Exception) -> str:
+  """One line for an error that parsing argv with a --config flag (config_flags) raised."""
+  if isinstance(error, flags.Error):
+    if "Traceback" in str(error):  # get_config() raised: its own message is the last line
+      return f"--config={config_file_arg(argv)}: {str(error).strip().splitlines()[-1]}"
+    return one_line(error) + " (see --helpfull; config keys are listed in the config file)"
+  if isinstance(error, (AttributeError, KeyError)):
+    # ml_collections raises these for an override of a key the config does not have.
+    return unknown_key_message(argv, error)
+  return f"--config={config_file_arg(argv)}: {type(error).__name__}: {one_line(error)}"
+
+
+def config_load_message(argv: list[str], error: Exception) -> str:
+  """One line for a config file that failed to load (config_flags defers that to its first use)."""
+  reason = one_line(error).removeprefix("Configuration is not available because of an earlier "
+                                        "failure to load: ")
+  if "No such file" in reason:
+    reason = "no such file"
+  return f"--config={config_file_arg(argv)}: {reason}"
