@@ -61,6 +61,12 @@ flags.DEFINE_string("hints", None, "colorize, with a run trained with hints: the
                     "\"size\"}, ...]}, photo pixels) or a .png of the photo's size whose opaque "
                     "pixels are hints; for several, a folder of <name>.json / <name>.png (the "
                     "output's name).")
+flags.DEFINE_enum("temporal", "ema", ("none", "ema", "hints"),
+                  "colorize, videos: none: frame by frame; ema: the previous frame's colors carried "
+                  "along the optical flow where it is reliable; hints: those colors given to a "
+                  "generator trained with hints as hint points.")
+flags.DEFINE_bool("resume", False, "colorize, videos: continue an interrupted video from its "
+                  "partial output (same settings); the result equals one uninterrupted run.")
 flags.DEFINE_integer("colorize_size", None, "colorize/export: the size the generator works at (default: "
                      "the run's config.image_size); a multiple of 2**U-Net depth.")
 # --mode=export (colorgan/export.py).
@@ -154,16 +160,25 @@ def colorize_mode(config, workdir: str) -> int:
                             "--output_dir=colorized")
   from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
-  work = photo.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format)
-  hint_files = user_hint_files(work)
+  from colorgan.inference import video  # pylint: disable=g-import-not-at-top
+  work, videos = video.split_plan(photo.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format))
+  hint_files = user_hint_files(work) if work.jobs else {}
+  # --temporal=hints sends one frame at a time: a batch of 1 computes no padding.
+  batch_size = 1 if videos and FLAGS.temporal == "hints" else config.eval_batch_size
   colorizer = colorize.Colorizer.from_checkpoint(workdir, FLAGS.step, size=FLAGS.colorize_size,
-                                                 batch_size=config.eval_batch_size)
+                                                 batch_size=batch_size)
   if hint_files and not colorizer.takes_hints:
     raise errors.UsageError(
         f"--hints={FLAGS.hints}: the generator of {FLAGS.workdir} (step {colorizer.step}) was "
         "trained without hints; train one with --config.hints.enabled=True (configs/hints.py), or "
         "drop --hints")
-  failures = colorizer.run(work, hint_files)
+  failures = colorizer.run(work, hint_files) if work.jobs else 0
+  if videos:
+    try:
+      failures += video.run(colorizer, videos, temporal=FLAGS.temporal,
+                            hints=None if work.jobs else FLAGS.hints, resume=FLAGS.resume)
+    except KeyboardInterrupt:  # the video said where its frames are kept and how to resume
+      return 130
   return 1 if failures else 0
 
 
