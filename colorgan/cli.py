@@ -24,6 +24,14 @@ from colorgan import errors
 
 _Function = TypeVar("_Function", bound=Callable)
 
+# TensorFlow only feeds data and converts exports here, and its C++ start-up lines are noise to a
+# user: "oneDNN custom operations are on" comes twice (once per TF library) on CPUs where oneDNN is
+# the default, whatever TF_CPP_MIN_LOG_LEVEL says; turning those ops off silences it (TensorFlow's
+# own numerics are not the model's). Set on import: every entry point imports this module before
+# anything imports TensorFlow. A user's own values win.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 
 def fail(message: str, exit_status: int = 2) -> NoReturn:
   """Ends the command with `colorgan: error: <message>` on stderr and `exit_status`.
@@ -107,6 +115,20 @@ def config_file_arg(argv: list[str]) -> str:
   return "?"
 
 
+def runs_config(config_arg: str) -> str | None:
+  """How errors name configs/saved.py:WORKDIR, main's --config for a command that restores a run
+  without one: "the run's config (WORKDIR/config.json)" (that file is internal); else None."""
+  path, _, workdir = config_arg.partition(":")
+  if path.endswith(os.path.join("configs", "saved.py")) and workdir:
+    return f"the run's config ({os.path.join(workdir, 'config.json')})"
+  return None
+
+
+def _config_label(argv: list[str]) -> str:
+  """How an error names the config of argv: --config=FILE[:ARG], or the run's config."""
+  return runs_config(config_file_arg(argv)) or f"--config={config_file_arg(argv)}"
+
+
 def _config_keys(config_arg: str) -> list[str]:
   """The dotted keys of the config named by --config=FILE[:ARG] (loaded as config_flags does), or
   [] when it cannot be loaded."""
@@ -130,7 +152,7 @@ def unknown_key_message(argv: list[str], error: Exception) -> str:
   overrides = [a.split("=")[0].removeprefix("--") for a in argv if a.startswith("--config.")]
   override = next((o for o in overrides if name in o.split(".")), None) if name else None
   config_arg = config_file_arg(argv)
-  config_file = config_arg.split(":")[0]
+  config_file = runs_config(config_arg) or config_arg.split(":")[0]
   if override is None:
     return (f"--config.{name or '?'} is not a key of {config_file}; the keys are listed in that "
             "file")
@@ -145,12 +167,12 @@ def config_flags_message(argv: list[str], error: Exception) -> str:
   """One line for an error that parsing argv with a --config flag (config_flags) raised."""
   if isinstance(error, flags.Error):
     if "Traceback" in str(error):  # get_config() raised: its own message is the last line
-      return f"--config={config_file_arg(argv)}: {str(error).strip().splitlines()[-1]}"
+      return f"{_config_label(argv)}: {str(error).strip().splitlines()[-1]}"
     return one_line(error) + " (see --helpfull; config keys are listed in the config file)"
   if isinstance(error, (AttributeError, KeyError)):
     # ml_collections raises these for an override of a key the config does not have.
     return unknown_key_message(argv, error)
-  return f"--config={config_file_arg(argv)}: {type(error).__name__}: {one_line(error)}"
+  return f"{_config_label(argv)}: {type(error).__name__}: {one_line(error)}"
 
 
 def config_load_message(argv: list[str], error: Exception) -> str:
@@ -159,4 +181,4 @@ def config_load_message(argv: list[str], error: Exception) -> str:
                                         "failure to load: ")
   if "No such file" in reason:
     reason = "no such file"
-  return f"--config={config_file_arg(argv)}: {reason}"
+  return f"{_config_label(argv)}: {reason}"

@@ -108,7 +108,8 @@ def _check_registry_names(config: ml_collections.ConfigDict) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first value the run cannot use."""
-  for key, minimum in (("image_size", 32), ("batch_size", 1), ("total_steps", 0),
+  # total_steps=0 would train nothing and save no checkpoint: evaluate and colorize need one.
+  for key, minimum in (("image_size", 32), ("batch_size", 1), ("total_steps", 1),
                        ("log_every_steps", 1), ("sample_every_steps", 1),
                        ("checkpoint_every_steps", 1), ("keep_checkpoints", 1), ("num_samples", 0),
                        ("eval_every_steps", 0), ("eval_batch_size", 1), ("num_eval_images", 0),
@@ -121,6 +122,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        ("d_warmup_steps", 0), ("optim.warmup_steps", 0), ("optim.decay_steps", 0),
                        ("optim.d_steps", 1), ("optim.clip_grad_norm", 0)):
     _at_least(config, key, minimum)
+  if config.data.eval_fraction == 1:  # every photo held out: none left to train on
+    raise errors.ConfigError("config.data.eval_fraction=1.0 leaves no photo to train on: to score "
+                             "every photo of a folder, use --mode=evaluate --input=FOLDER")
   for key in ("model.dropout_rate", "optim.b1", "optim.b2", "data.eval_fraction", "g_ema_decay"):
     _between(config, key, 0, 1)
   for key in ("d_warmup_steps", "optim.warmup_steps", "optim.decay_steps", "optim.d_steps"):

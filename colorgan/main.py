@@ -4,6 +4,7 @@
   python -m colorgan.main --config=configs/default.py --mode=summary
   python -m colorgan.main --config=configs/default.py --config.batch_size=32 --workdir=DIR
   python -m colorgan.main --mode=evaluate --workdir=DIR                    # JSON as the last line
+  python -m colorgan.main --mode=evaluate --workdir=DIR --input=my_photos/   # every photo there
   python -m colorgan.main --mode=colorize --workdir=DIR --input=photos/ --output_dir=colored/
   python -m colorgan.main --mode=colorize --workdir=DIR --input=p.jpg --hints=p.json --output_dir=c/
   python -m colorgan.main --mode=export --workdir=DIR --format=onnx --output=colorize.onnx
@@ -46,13 +47,15 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
 flags.DEFINE_enum("mode", "train", MODES, "train: train (or resume) in --workdir; summary: print "
                   "the networks' parameters and, as the last line, a JSON object of their sizes; "
-                  "evaluate: score a checkpoint and the gray baseline on the eval split (JSON as "
-                  "the last line); colorize: colorize --input photos into --output_dir; export: "
-                  "write the colorize function (photo in, photo out) as --format to --output.")
+                  "evaluate: score a checkpoint and the gray baseline on the eval split or "
+                  "--input (JSON as the last line); colorize: colorize --input photos into "
+                  "--output_dir; export: write the colorize function (photo in, photo out) as "
+                  "--format to --output.")
 flags.DEFINE_integer("step", None, "evaluate/colorize/export: the checkpoint step (default: the "
                      "latest).")
 flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive) or a glob; "
-                          "repeat the flag for more.")
+                          "repeat the flag for more. evaluate: score every photo of these instead "
+                          "of the eval split.")
 flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go (relative paths "
                     "kept); never an input's place.")
 flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
@@ -99,11 +102,14 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 
 
 def _with_saved_config(argv: list[str]) -> list[str]:
-  """evaluate/colorize without --config: the run's own config, so --config.KEY overrides apply."""
+  """evaluate/colorize/export (and summary with --workdir) without --config: the run's own config,
+  so --config.KEY overrides apply."""
   mode = _flag_value(argv, "mode")
-  if mode not in RESTORE_MODES or _flag_value(argv, "config") is not None:
+  if mode not in RESTORE_MODES + ("summary",) or _flag_value(argv, "config") is not None:
     return argv
   workdir = _flag_value(argv, "workdir")
+  if not workdir and mode == "summary":  # --config is required: _validated_config says so
+    return argv
   if not workdir:
     raise errors.UsageError(f"--workdir is required for --mode={mode}: the run to restore, e.g. "
                             "--workdir=workdirs/quickstart")
@@ -137,7 +143,9 @@ def load_config(argv: list[str]):
 
 
 def summary(config) -> dict:
-  """--mode=summary: prints both networks' parameter tables; returns their sizes (the JSON line)."""
+  """--mode=summary: prints both networks' parameter tables; returns their sizes (the JSON line).
+
+  With --workdir and no --config, `config` is the run's own (WORKDIR/config.json)."""
   from colorgan import models  # pylint: disable=g-import-not-at-top
   tables, sizes = models.summarize(config)
   print(tables)
@@ -145,9 +153,11 @@ def summary(config) -> dict:
 
 
 def evaluate_mode(config, workdir: str) -> str:
-  """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line."""
+  """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line; on every
+  photo of --input when given, else on the eval split of config.data."""
   from colorgan.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  return evaluator.to_json(evaluator.evaluate_checkpoint(config, workdir, FLAGS.step))
+  return evaluator.to_json(evaluator.evaluate_checkpoint(config, workdir, FLAGS.step,
+                                                         inputs=FLAGS.input))
 
 
 def colorize_mode(config, workdir: str) -> int:
@@ -230,6 +240,7 @@ def export_mode(workdir: str) -> None:
   from colorgan import hints  # pylint: disable=g-import-not-at-top
   from colorgan.inference import export  # pylint: disable=g-import-not-at-top
   fixed = export.parse_export_size(FLAGS.export_size)
+  export.check_output(FLAGS.format, FLAGS.output)  # before the restore and the export's work
   inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
   export.export(inference.config, inference.g_variables, step=inference.step, fmt=FLAGS.format,
                 output=FLAGS.output, size=FLAGS.colorize_size, fixed=fixed)

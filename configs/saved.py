@@ -2,10 +2,12 @@
 
   python -m colorgan.main --mode=evaluate --workdir=DIR --config.num_eval_images=100
   python -m colorgan.main --mode=evaluate --workdir=DIR --config=configs/saved.py:DIR   # the same
+  python -m colorgan.main --mode=summary --workdir=DIR     # the run's own networks
 
---mode=evaluate and --mode=colorize use this file when --config is not given, so `--config.KEY=VALUE`
-overrides apply to the run's own config. Keys added to configs/default.py after the run was trained
-take their default values.
+--mode=evaluate, colorize and export (and summary with --workdir) use this file when --config is not
+given, so `--config.KEY=VALUE` overrides apply to the run's own config; error messages then name
+"the run's config (DIR/config.json)", not this file. Keys added to configs/default.py after the run
+was trained take their default values.
 """
 
 import json
@@ -19,12 +21,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
 
 
-def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
+def _merge(base: ml_collections.ConfigDict, saved: dict, path: str, prefix: str = "") -> None:
   for key, value in saved.items():
     if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
-      _merge(base[key], value)
-    else:
+      _merge(base[key], value, path, f"{prefix}{key}.")
+      continue
+    try:
       base[key] = value
+    except (TypeError, ValueError) as e:  # a value of another type than the key's
+      raise ValueError(f"{prefix}{key}={value!r} is not a value of that key ({e}); fix it in "
+                       f"{path}, or pass --config") from None
 
 
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
@@ -33,8 +39,12 @@ def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise ValueError(f"{path} does not exist: point --workdir at a training run, or pass --config")
-  with open(path) as f:
-    saved = json.load(f)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"it cannot be read as JSON ({e}): restore {path}, or pass --config (the "
+                     "config the run was trained with)") from None
   config = default.get_config()
-  _merge(config, saved)
+  _merge(config, saved, path)
   return config

@@ -242,3 +242,33 @@ def test_plan_keeps_relative_paths_and_never_overwrites(tmp_path):
     photo.plan([str(tmp_path / "missing")], str(tmp_path / "o"))
   with pytest.raises(errors.PlanError, match="matches no file"):
     photo.plan([str(tmp_path / "*.webp")], str(tmp_path / "o"))
+
+
+def test_an_output_dir_that_cannot_be_written_is_one_line_before_any_work(workdir, photos,
+                                                                          read_only_folder):
+  result = _cli("--mode=colorize", f"--workdir={workdir}", f"--input={photos}",
+                f"--output_dir={read_only_folder}")
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.splitlines()[-1].startswith(
+      f"colorgan: error: --output_dir={read_only_folder} cannot be written: ")
+  assert result.stderr.splitlines()[-1].endswith(
+      "(a read-only file system or a missing permission: choose another --output_dir)")
+  assert "Colorizing" not in result.stderr and "Traceback" not in result.stderr  # no work done
+  inside = os.path.join(read_only_folder, "colorized")  # a folder that cannot be made
+  with pytest.raises(errors.PlanError, match=f"--output_dir={inside} cannot be created: "):
+    photo.plan([str(photos)], inside)
+  assert not os.path.exists(inside)
+
+
+def test_failures_are_lines_of_their_own_off_a_terminal(colorizer, photos, tmp_path, capsys):
+  """In a log file or a pipe, a progress bar is carriage returns: a failure written between two
+  redraws would continue the bar's line. Off a terminal there is no bar."""
+  names = ("gray.png", "notes.txt", "palette.png", "broken.jpg")
+  work = photo.plan([str(photos / name) for name in names], str(tmp_path / "out"))
+  assert colorizer.run(work) == 2
+  err = capsys.readouterr().err
+  assert "\r" not in err, err
+  lines = err.splitlines()
+  assert f"colorgan: {photos / 'notes.txt'}: not an image (Pillow cannot identify it)" in lines
+  assert [line for line in lines if line.startswith(f"colorgan: {photos / 'broken.jpg'}: ")]
+  assert lines[-1] == "colorgan: 2 of 4 photo(s) failed (named above)"

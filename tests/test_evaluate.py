@@ -1,5 +1,6 @@
 """Evaluation of a tiny trained model: in the training loop, and as --mode=evaluate over 2 devices."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -7,19 +8,27 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 import skimage.color
 import skimage.metrics
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from colorgan import configuration
+from colorgan import errors
 from colorgan import fileio
 from colorgan.data import pipeline
 from colorgan.data import sources
+from colorgan.evaluation import eval_data
 from colorgan.evaluation import evaluator
 from colorgan.training import loop
 from tests.conftest import REPO
 from tests.conftest import tiny_config
+
+_spec = importlib.util.spec_from_file_location("sweep", os.path.join(REPO, "launch", "sweep.py"))
+sweep = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep)
 
 KEYS = {"psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1"}
 
@@ -115,8 +124,10 @@ def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
     result = evaluator.evaluate_checkpoint(config, workdir)
   assert result["step"] == 2 and result["num_images"] == 6
   assert 5 < result["model"]["psnr"] < 60 and 0 < result["baseline"]["ssim"] <= 1
-  with open(os.path.join(workdir, "eval", "step_2.json")) as f:
+  with open(os.path.join(workdir, "eval", "imagenette_320px-v2_validation", "step_2.json")) as f:
     assert json.load(f)["num_images"] == 6
+  assert result["data"] == {"source": "tfds", "tfds_name": "imagenette/320px-v2",
+                            "split": "validation"}
 
 
 def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypatch, caplog):
@@ -136,3 +147,87 @@ def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypa
 def test_json_has_no_infinities():
   line = evaluator.to_json({"step": 1, "model": {"psnr": float("inf")}})
   assert json.loads(line) == {"step": 1, "model": {"psnr": None}}
+
+
+# ----------------------------------------------------------------------------- what was scored
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def test_every_eval_json_records_its_data(run):
+  _, workdir, result = run
+  assert result["data"] == {"source": "bundled", "split": "all"}
+  assert result["num_images"] == 6 and result["image_size"] == 32
+  # The sweep table reads the run's own record: the data (strings) adds no column to it.
+  step, metrics = sweep.last_eval(workdir)
+  assert step == 2 and not any(k.startswith("data") for k in metrics)
+  assert metrics["model.psnr"] == result["model"]["psnr"] and metrics["num_images"] == 6
+
+
+def test_evaluate_input_scores_every_photo_beside_the_runs_record(run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(run[1], workdir)
+  own = os.path.join(workdir, "eval", "step_2.json")
+  with open(own, "rb") as f:
+    before = f.read()
+  photos = tmp_path / "My photos"
+  for i, name in enumerate(("astronaut.png", "sub/chelsea.jpg", "coffee.png")):
+    os.makedirs(os.path.dirname(photos / name), exist_ok=True)
+    Image.open(sources.bundled_photo_paths()[i]).convert("RGB").save(photos / name)
+  result = _cli("--mode=evaluate", f"--workdir={workdir}", f"--input={photos}")
+  assert result.returncode == 0, result.stderr
+  printed = json.loads(result.stdout.strip().splitlines()[-1])
+  assert printed["num_images"] == 3 and printed["step"] == 2  # all of them: no split
+  assert printed["data"] == {"source": "input", "path": [str(photos)], "split": "all"}
+  assert _read(os.path.join(workdir, "eval", "My_photos", "step_2.json")) == printed
+  with open(own, "rb") as f:
+    assert f.read() == before  # the run's own record is untouched
+  step, metrics = sweep.last_eval(workdir)  # and it is what the sweep table shows
+  assert step == 2 and metrics["num_images"] == 6
+
+
+def test_evaluate_on_other_settings_of_the_runs_data_writes_beside_its_record(run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(run[1], workdir)
+  before = _read(os.path.join(workdir, "eval", "step_2.json"))
+  result = evaluator.evaluate_checkpoint(tiny_config(eval_batch_size=4, num_eval_images=3),
+                                         workdir)
+  assert result["num_images"] == 3 and result["data"] == {"source": "bundled", "split": "all"}
+  assert _read(os.path.join(workdir, "eval", "bundled-3photos-32px", "step_2.json")) == result
+  assert _read(os.path.join(workdir, "eval", "step_2.json")) == before
+
+
+def test_input_that_names_no_photo_is_one_line(tmp_path):
+  with pytest.raises(errors.DataError, match=r"--input=.*nothing\*\.png names no photo"):
+    eval_data.input_images([str(tmp_path / "nothing*.png")])
+  assert eval_data.name(eval_data.input_record(["a/b/photos/*.jpg", "x.png"])) == "photos_jpg+x_png"
+
+
+def test_eval_fraction_1_points_to_evaluate_input():
+  config = tiny_config(**{"data.source": "folder", "data.path": "x", "data.eval_fraction": 1.0})
+  with pytest.raises(errors.ConfigError, match="--mode=evaluate --input=FOLDER") as e:
+    configuration.validate(config)
+  assert "\n" not in str(e.value)
+
+
+def test_summary_of_a_run_and_its_key_errors_name_its_config(run):
+  _, workdir, _ = run
+  result = _cli("--mode=summary", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["image_size"] == 32 and summary["generator_params"] < 1_000_000  # the tiny run's
+  result = _cli("--mode=evaluate", f"--workdir={workdir}", "--config.no_such_key=1")
+  assert result.returncode == 2
+  error = result.stderr.strip().splitlines()[-1]
+  assert f"is not a key of the run's config ({workdir}/config.json)" in error, error
+  assert "saved.py" not in result.stderr
+
+
+def test_a_damaged_run_config_is_one_line_naming_it(tmp_path):
+  (tmp_path / "config.json").write_text('{"batch_size": ')
+  result = _cli("--mode=summary", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  error = result.stderr.strip().splitlines()[-1]
+  assert error.startswith(f"colorgan: error: the run's config ({tmp_path}/config.json): ")
+  assert "cannot be read as JSON" in error and "saved.py" not in result.stderr

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -224,3 +225,34 @@ def test_outputs_and_sizes_it_cannot_take(vivid, tmp_path):
   for text in ("0", "12x", "axb", "1x2x3"):
     with pytest.raises(errors.ExportError, match="is not a size"):
       export.parse_export_size(text)
+
+
+def test_an_output_that_cannot_be_written_is_one_line_before_any_work(workdir, vivid,
+                                                                      read_only_folder):
+  output = os.path.join(read_only_folder, "colorize.onnx")
+  result = _cli(f"--workdir={workdir}", "--format=onnx", f"--output={output}")
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.splitlines()[-1] == (
+      f"colorgan: error: --output={output} cannot be written: Permission denied (a read-only file "
+      "system or a missing permission: choose another --output)")
+  assert "Traceback" not in result.stderr
+  config, variables = vivid
+  inside = os.path.join(read_only_folder, "exports", "colorize_savedmodel")  # cannot be made
+  with pytest.raises(errors.ExportError, match=f"--output={inside} cannot be created: "):
+    export.export(config, variables, step=1, fmt="savedmodel", output=inside)
+
+
+def test_tflite_export_says_nothing_alarming(workdir, tmp_path):
+  """stderr holds colorgan's own lines only: not TensorFlow's "oneDNN custom operations are on"
+  (twice, on CPUs where oneDNN is the default) nor the converter's "unsaved custom gradients. Will
+  likely fail if a gradient is requested" (twice: it loads the SavedModel twice)."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "TF_ENABLE_ONEDNN"))}
+  result = subprocess.run(
+      [sys.executable, "-m", "colorgan.main", "--mode=export", f"--workdir={workdir}",
+       "--format=tflite", f"--output={tmp_path / 'm.tflite'}"], cwd=REPO, capture_output=True,
+      text=True, timeout=300, env=dict(env, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true"))
+  assert result.returncode == 0, result.stderr
+  strangers = [line for line in result.stderr.splitlines()
+               if not re.match(r"I\d{4} [\d:.]+ +\d+ (main|checkpointing)\.py:\d+\] ", line)]
+  assert not strangers, result.stderr
+  assert "oneDNN" not in result.stderr and "gradient" not in result.stderr

@@ -7,11 +7,14 @@ photo with colorgan.evaluation.metrics; the gray baseline is the same L with ab 
 runs over the mesh with the batch sharded; metrics accumulate across batches and devices (padding
 masked out). The result is one JSON-ready dict:
 
-  {"step": N, "num_images": n, "image_size": S, "ground_truth": {"colorfulness": ...},
+  {"step": N, "num_images": n, "image_size": S, "data": {"source", "path" | "tfds_name", "split"},
+   "ground_truth": {"colorfulness": ...},
    "model": {"psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1"},
    "baseline": {same keys}}
 
-written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>.
+written to WORKDIR/eval/step_<N>.json and to TensorBoard as eval/model/<name>, eval/baseline/<name>;
+an evaluation of other data than the run's own eval split (--mode=evaluate with another config.data
+or --input: colorgan.evaluation.eval_data) to WORKDIR/eval/<data>/step_<N>.json and eval_<data>/....
 With config.eval.inception_weights / lpips_weights set, "model" and "baseline" also hold "fid",
 "kid" / "lpips" (colorgan.evaluation.features), and the result names "fid_backend" and
 "fid_reference".
@@ -25,7 +28,7 @@ import functools
 import json
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import jax
@@ -43,6 +46,7 @@ from colorgan import models
 from colorgan import parallel
 from colorgan.data import pipeline
 from colorgan.data import sources
+from colorgan.evaluation import eval_data
 from colorgan.evaluation import features
 from colorgan.evaluation import metrics
 from colorgan.evaluation import plot
@@ -149,7 +153,7 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, predict: Predict,
                mesh: jax.sharding.Mesh, images: pipeline.Images, *,
-               use_hints: bool | None = None):
+               use_hints: bool | None = None, data: dict[str, Any] | None = None):
     """Compiles the eval step (and the step with hints, for config.eval.hint_counts).
 
     Args:
@@ -160,6 +164,7 @@ class Evaluator:
         config.num_eval_images are scored.
       use_hints: whether the generator takes hints; None: hints.enabled(config), true of a
         generator built from this config.
+      data: what `images` are, for the result's "data"; None: config.data's eval split.
 
     Raises:
       errors.ConfigError: an eval batch the devices cannot split, an empty eval split, or
@@ -172,6 +177,7 @@ class Evaluator:
       raise errors.ConfigError("the eval split holds no photo: check config.data")
     self.mesh = mesh
     self.image_size = config.image_size
+    self.data = data or eval_data.record(config)
     # create_eval_dataset batches by config.batch_size: give it the eval batch size.
     self._data_config = config.copy_and_resolve_references()
     self._data_config.batch_size = config.eval_batch_size
@@ -228,6 +234,7 @@ class Evaluator:
         "step": int(step),
         "num_images": model.num_images(),
         "image_size": self.image_size,
+        "data": self.data,
         "ground_truth": {"colorfulness": model_values["true_colorfulness"]},
         "model": {k: model_values[k] for k in METRIC_NAMES},
         "baseline": {k: baseline_values[k] for k in METRIC_NAMES},
@@ -273,33 +280,40 @@ def to_json(result: dict[str, Any]) -> str:
   return json.dumps(_json_safe(result), sort_keys=False, allow_nan=False)
 
 
-def record(result: dict[str, Any], workdir: str, writer=None) -> str:
+def record(result: dict[str, Any], workdir: str, writer=None, *, name: str | None = None) -> str:
   """Writes `result` to WORKDIR/eval/step_<N>.json (atomically) and, with a writer, to TensorBoard.
+
+  Args:
+    name: for other data than the run's own eval split: WORKDIR/eval/<name>/step_<N>.json, and
+      eval_<name>/... in TensorBoard, so that the run's own record is never overwritten.
 
   Returns:
     The JSON file's path.
   """
   step = result["step"]
+  directory = os.path.join(workdir, EVAL_DIR, *([name] if name else []))
+  tag = f"eval_{name}" if name else "eval"
   if writer is not None:
-    writer.write_scalars(step, {f"eval/{who}/{name}": value
+    writer.write_scalars(step, {f"{tag}/{who}/{metric}": value
                                 for who in ("model", "baseline")
-                                for name, value in result[who].items() if value is not None})
-  path = os.path.join(workdir, EVAL_DIR, f"step_{step}.json")
+                                for metric, value in result[who].items() if value is not None})
+  path = os.path.join(directory, f"step_{step}.json")
   fileio.write_text(path, to_json(result) + "\n")
   if "by_hints" in result:
-    record_by_hints(result, workdir, writer)
+    record_by_hints(result, directory, writer, tag=tag)
   return path
 
 
-def record_by_hints(result: dict[str, Any], workdir: str, writer=None) -> str:
-  """TensorBoard's eval/hints_<n>/<name> and the plot WORKDIR/eval/psnr_by_hints_step_<N>.png.
+def record_by_hints(result: dict[str, Any], directory: str, writer=None, *,
+                    tag: str = "eval") -> str:
+  """TensorBoard's <tag>/hints_<n>/<name> and the plot DIRECTORY/psnr_by_hints_step_<N>.png.
 
   Returns:
     The plot's path.
   """
   step, by_hints = result["step"], result["by_hints"]
   if writer is not None:
-    writer.write_scalars(step, {f"eval/hints_{n}/{name}": value
+    writer.write_scalars(step, {f"{tag}/hints_{n}/{name}": value
                                 for n, values in by_hints.items()
                                 for name, value in values.items()})
   image = plot.line_plot(
@@ -307,7 +321,7 @@ def record_by_hints(result: dict[str, Any], workdir: str, writer=None) -> str:
       title=f"PSNR by number of hints (step {step}, {result['num_images']} photos)",
       x_label="ground-truth points per photo", y_label="PSNR (dB)",
       reference=(result["baseline"]["psnr"], "gray baseline"))
-  path = os.path.join(workdir, EVAL_DIR, f"psnr_by_hints_step_{step}.png")
+  path = os.path.join(directory, f"psnr_by_hints_step_{step}.png")
   with fileio.atomic_path(path) as tmp:
     image.save(tmp, format="PNG")
   return path
@@ -341,18 +355,22 @@ def evaluate_and_record(evaluator: Evaluator, g_variables: dict[str, Any], step:
   return result
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: int | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+                        *, inputs: Sequence[str] | None = None) -> dict[str, Any]:
   """`--mode=evaluate`: restores the generator of a checkpoint and evaluates it on the eval split.
 
   The generator is built from the checkpoint's own config; `config` picks the eval data (data.*,
-  image_size, eval_batch_size, num_eval_images). A workdir that cannot be written (a finished run on
-  a read-only mount) is evaluated all the same: the result is returned, with a warning, unsaved.
+  image_size, eval_batch_size, num_eval_images), or `inputs` (--input: photos, folders, globs)
+  does, every photo of them. The result goes to WORKDIR/eval/step_<N>.json when it scores what the
+  run's own evaluations score, else beside it to WORKDIR/eval/<data>/step_<N>.json
+  (eval_data.name). A workdir that cannot be written (a finished run on a read-only mount) is
+  evaluated all the same: the result is returned, with a warning, unsaved.
 
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in workdir.
     errors.RestoreError: the checkpoint is damaged.
     errors.ConfigError: an eval batch size the devices cannot split, or an empty eval split.
+    errors.DataError: `inputs` name no usable photo.
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
 
@@ -363,19 +381,36 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     except errors.WorkdirError as e:
       logging.warning("%s: the result is printed, not saved in the workdir", e)
       writable = False
+  if inputs:
+    images, data = eval_data.input_images(inputs), eval_data.input_record(inputs)
+    config = config.copy_and_resolve_references()
+    config.num_eval_images = 0  # every photo
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, step,
                                                   sharding=parallel.replicated(mesh))
   generator = models.create_generator(inference.config)
-  source = sources.create_source(config)
-  evaluator = Evaluator(config, functools.partial(models.predict_ab, generator), mesh, source.eval,
-                        use_hints=generator.use_hints)
-  logging.info("Evaluating step %d of %s on %d %s photos", inference.step, workdir,
-               evaluator.num_images, source.name)
+  if not inputs:
+    images, data = sources.create_source(config).eval, eval_data.record(config)
+  evaluator = Evaluator(config, functools.partial(models.predict_ab, generator), mesh, images,
+                        use_hints=generator.use_hints, data=data)
+  name = _data_folder(config, inference.config, data, evaluator)
+  logging.info("Evaluating step %d of %s on %d photos of %s", inference.step, workdir,
+               evaluator.num_images, "its own eval split" if name is None else name)
   result = evaluator(inference.g_variables, inference.step, progress=True)
   if writable:
     writer = metric_writers.create_default_writer(workdir, just_logging=False)
-    path = record(result, workdir, writer)
+    path = record(result, workdir, writer, name=name)
     writer.flush()
     logging.info("(model/gray baseline) %s -> %s", summary_line(result), path)
   return result
+
+
+def _data_folder(config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict,
+                 data: dict[str, Any], evaluator: Evaluator) -> str | None:
+  """None for the run's own eval split (eval/step_<N>.json), else the folder under eval/."""
+  if data["source"] != "input" and eval_data.is_runs_own(config, run_config):
+    return None
+  name = eval_data.name(data)
+  if data == eval_data.record(run_config):  # the run's photos, other sizes or numbers of them
+    name += f"-{evaluator.num_images}photos-{evaluator.image_size}px"
+  return name

@@ -37,6 +37,17 @@ from colorgan.inference import photo as photo_lib
 from colorgan.inference import user_hints
 
 
+def progress_bar(total: int, unit: str, desc: str) -> tqdm.tqdm:
+  """A progress bar on stderr when it is a terminal, where tqdm.write clears it for a message line.
+
+  Off a terminal (a log file, a pipe, CI) the bar is only carriage returns: each message written
+  between two redraws would land on the bar's line, so there is no bar there; the messages and the
+  closing summary say what happened.
+  """
+  return tqdm.tqdm(total=total, unit=unit, desc=desc, file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+
+
 class Colorizer:
   """A restored generator that colorizes batches of photos at full resolution."""
 
@@ -196,8 +207,8 @@ class Colorizer:
     if work.earlier_outputs:
       logging.info("Skipped %d file(s) among the inputs that colorgan wrote (earlier outputs)",
                    work.earlier_outputs)
-    with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, tqdm.tqdm(
-        total=len(jobs), unit="photo", desc="colorize", file=sys.stderr) as bar:
+    with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, progress_bar(
+        len(jobs), "photo", "colorize") as bar:
       for start in range(0, len(jobs), self.batch_size):
         chunk = jobs[start:start + self.batch_size]
         alpha_dropped += self._run_chunk(pool, chunk, hint_files, output_format, report)

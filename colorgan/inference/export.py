@@ -15,8 +15,10 @@ export writes `<output>.json` beside it: the config, checkpoint step, format and
 contract.
 """
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -32,6 +34,7 @@ from colorgan import configuration
 from colorgan import errors
 from colorgan import fileio
 from colorgan import models
+from colorgan.inference import photo
 
 FORMATS = ("savedmodel", "tflite", "onnx", "stablehlo")
 # What `pip install` brings a format's converter (the `export` extra has them all).
@@ -188,13 +191,36 @@ def _export_savedmodel(fn: Callable, shape: str, path: str) -> None:
     _saved_model(fn, shape, tmp, ("cpu", "cuda", "tpu"))
 
 
+class _NoGradientWarning(logging.Filter):
+  """Drops TensorFlow's "Importing a function (...) with ops with unsaved custom gradients. Will
+  likely fail if a gradient is requested.": the converter loads the SavedModel twice, and jax2tf's
+  functions carry custom gradients that a forward-only export never asks for."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "unsaved custom gradients" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_gradient_warnings():
+  # TensorFlow logs it through absl's logger (tensorflow.python.saved_model.function_deserialization).
+  loggers, quiet = (logging.getLogger("absl"), logging.getLogger("tensorflow")), _NoGradientWarning()
+  for logger in loggers:
+    logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(quiet)
+
+
 def _export_tflite(fn: Callable, shape: str, path: str) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with fileio.atomic_path(path) as tmp:
     # The TFLite converter lowers the SavedModel's StableHLO to TFLite ops; it takes one platform.
     _saved_model(fn, shape, tmp + ".savedmodel", ("cpu",))
     try:
-      flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp + ".savedmodel").convert()
+      with _without_gradient_warnings():
+        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp + ".savedmodel").convert()
     except Exception as e:  # pylint: disable=broad-except  (the converter raises many kinds)
       lines = [line for line in str(e).splitlines() if "error" in line.lower()] or [str(e)]
       hint = " (or try a fixed --export_size=HxW)" if "height" in shape else ""
@@ -222,8 +248,9 @@ _WRITERS = {"savedmodel": _export_savedmodel, "tflite": _export_tflite, "onnx": 
             "stablehlo": _export_stablehlo}
 _HOW_TO_RUN = {
     "savedmodel": "tf.saved_model.load(path).signatures['serving_default'](image=rgb)['colorized']",
-    "tflite": "tf.lite.Interpreter(model_path=path): resize_tensor_input(0, [H, W, 3]), "
-              "allocate_tensors, set_tensor, invoke, get_tensor",
+    "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=path) (pip install "
+              "ai-edge-litert): resize_tensor_input(0, [H, W, 3]), allocate_tensors, set_tensor, "
+              "invoke, get_tensor",
     "onnx": "onnxruntime.InferenceSession(path).run(['colorized'], {'image': rgb})[0]",
     "stablehlo": "jax.export.deserialize(open(path, 'rb').read()).call(rgb)",
 }
@@ -247,6 +274,23 @@ def contract(fmt: str, size: int, squash: bool, fixed: tuple[int, int] | None) -
   }
 
 
+def check_output(fmt: str, output: str) -> None:
+  """--output checked before any work: of the format's kind (a file, or a folder for savedmodel),
+  and in a folder that exists or can be created, and can be written.
+
+  Raises:
+    errors.ExportError: one line naming --output and the fix.
+  """
+  if fmt == "savedmodel" and os.path.exists(output) and not os.path.isdir(output):
+    raise errors.ExportError(f"--output={output} is a file: a SavedModel is a folder, name another "
+                             "path")
+  if fmt != "savedmodel" and os.path.isdir(output):
+    raise errors.ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
+  # The export and its JSON are written beside `output` (fileio.atomic_path), never into it.
+  photo.check_writable(os.path.dirname(os.path.abspath(output)), "--output", output,
+                       errors.ExportError)
+
+
 def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, fmt: str,
            output: str, size: int | None = None, fixed: tuple[int, int] | None = None) -> dict:
   """Writes the colorize function in `fmt` to `output` and its JSON to `output + ".json"`.
@@ -264,7 +308,7 @@ def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, f
 
   Raises:
     errors.ExportError: an unknown format, a size the U-Net cannot take, a missing extra, or an
-      output that is in the way; the message names the fix.
+      output that is in the way or cannot be written (check_output); the message names the fix.
   """
   if fmt not in FORMATS:
     raise errors.ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")
@@ -274,11 +318,7 @@ def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, f
     use = max(multiple, size // multiple * multiple)
     raise errors.ExportError(f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net "
                              f"depth of this run): use {use}")
-  if fmt == "savedmodel" and os.path.exists(output) and not os.path.isdir(output):
-    raise errors.ExportError(f"--output={output} is a file: a SavedModel is a folder, name another "
-                             "path")
-  if fmt != "savedmodel" and os.path.isdir(output):
-    raise errors.ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
+  check_output(fmt, output)
   fn = colorize_function(config, g_variables, size)
   _WRITERS[fmt](fn, input_shape(fixed), output)
   info = {"format": fmt, "step": step, "contract": contract(fmt, size, config.data.resize_mode
@@ -295,21 +335,32 @@ def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, f
 
 
 # ----------------------------------------------------------------------------- running an export
+def _tflite_interpreter(path: str):
+  """LiteRT's interpreter (`pip install ai-edge-litert`, a test extra), TFLite's maintained runtime;
+  without it, TensorFlow's tf.lite.Interpreter, the same engine, which warns that it is deprecated."""
+  try:
+    from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with warnings.catch_warnings():  # "use ai_edge_litert instead": not installed here
+      warnings.simplefilter("ignore", UserWarning)
+      return tf.lite.Interpreter(model_path=path)
+  return litert.Interpreter(model_path=path)
+
+
 def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
   """An export loaded in its own runtime: uint8 [H, W, 3] -> uint8 [H, W, 3] (numpy).
 
-  savedmodel: TensorFlow; tflite: TensorFlow's TFLite interpreter; onnx: onnxruntime (a test
-  extra, or `pip install onnxruntime`); stablehlo: jax.export.deserialize.
+  savedmodel: TensorFlow; tflite: LiteRT (ai-edge-litert, a test extra; TensorFlow's TFLite
+  interpreter without it); onnx: onnxruntime (a test extra, or `pip install onnxruntime`);
+  stablehlo: jax.export.deserialize.
   """
   if fmt == "savedmodel":
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     signature = tf.saved_model.load(path).signatures["serving_default"]
     return lambda rgb: signature(**{INPUT_NAME: tf.constant(rgb)})[OUTPUT_NAME].numpy()
   if fmt == "tflite":
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    with warnings.catch_warnings():  # "use ai_edge_litert instead": TF's own interpreter still runs
-      warnings.simplefilter("ignore", UserWarning)
-      interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = _tflite_interpreter(path)
     [source], [target] = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run_tflite(rgb):

@@ -22,6 +22,7 @@ between a photo and the generator's square input (colorgan.inference.colorize ru
 
 import glob
 import os
+import tempfile
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -152,13 +153,14 @@ def plan(inputs: Sequence[str], output_dir: str, output_format: str = "png") -> 
     output_format: "png" or "jpg".
 
   Raises:
-    errors.PlanError: an input that does not exist or matches nothing, no file at all, or an output
-      that would overwrite an input.
+    errors.PlanError: an input that does not exist or matches nothing, no file at all, an output
+      that would overwrite an input, or an output folder that cannot be created or written.
   """
   if output_format not in OUTPUT_FORMATS:
     raise errors.PlanError(f"--output_format={output_format} is not known: use png or jpg")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise errors.PlanError(f"--output_dir={output_dir} exists and is not a folder")
+  check_writable(output_dir, "--output_dir", output_dir)
   skip = os.path.realpath(output_dir)
   sources, seen, earlier_outputs = [], set(), 0
   for spec in inputs:
@@ -181,6 +183,31 @@ def plan(inputs: Sequence[str], output_dir: str, output_format: str = "png") -> 
       raise errors.PlanError(f"--output_dir={output_dir} would overwrite the input {job.output}: "
                              "choose an output folder that is not an input's folder")
   return Plan(jobs, output_dir, output_format, earlier_outputs)
+
+
+def check_writable(folder: str, flag: str, value: str,
+                   error: type[errors.ColorganError] = errors.PlanError) -> None:
+  """Raises `error` when files cannot be written in `folder`, or it cannot be created: checked
+  before any work, so that a read-only place is one line at once, not a failure after the work
+  that names an internal temporary file. Creates nothing: the nearest existing folder is probed.
+
+  Args:
+    folder: where the files will go (created by the writes when missing).
+    flag: the flag that named it, e.g. "--output_dir"; value: that flag's value (for the message).
+    error: the errors.ColorganError class to raise.
+  """
+  existing = os.path.abspath(folder)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise error(f"{flag}={value} cannot be created: {existing} is a file")
+  try:  # a write, not os.access: root passes os.access on a read-only file system
+    with tempfile.NamedTemporaryFile(dir=existing, prefix=".colorgan-write-test."):
+      pass
+  except OSError as e:
+    made = "written" if existing == os.path.abspath(folder) else "created"
+    raise error(f"{flag}={value} cannot be {made}: {e.strerror or e} (a read-only file system or "
+                f"a missing permission: choose another {flag})") from None
 
 
 def is_colorgan_output(path: str) -> bool:
