@@ -54,7 +54,8 @@ def generator_variables(args):
   config = load_config(args.config)
   size = config.image_size
   variables = models.create_generator(config).init(
-      jax.random.key(0), jnp.zeros((1, size, size, 1)), train=False)
+    jax.random.key(0), jnp.zeros((1, size, size, 1)), train=False
+  )
   return config, jax.device_get(variables)
 
 
@@ -77,12 +78,15 @@ def main() -> None:
   args = parser.parse_args()
   config, variables = generator_variables(args)
   source = Image.open(sources.bundled_photo_paths()[0]).convert("RGB")
-  photos = {f"{w}x{h}": np.asarray(source.resize((w, h), Image.Resampling.BILINEAR))
-            for h, w in SIZES}
+  photos = {
+    f"{w}x{h}": np.asarray(source.resize((w, h), Image.Resampling.BILINEAR)) for h, w in SIZES
+  }
   colorizer = colorize.Colorizer(config, variables, step=0, batch_size=1)
   runners = {
-      "colorize": lambda rgb: colorizer.colorize_photo(photo_lib.Photo(photo_lib.lightness(rgb), None)),
-      "jax": jax.jit(export.colorize_function(config, variables)),
+    "colorize": lambda rgb: colorizer.colorize_photo(
+      photo_lib.Photo(photo_lib.lightness(rgb), None)
+    ),
+    "jax": jax.jit(export.colorize_function(config, variables)),
   }
   export_seconds = {}
   with tempfile.TemporaryDirectory() as folder:
@@ -93,19 +97,33 @@ def main() -> None:
       export_seconds[fmt] = round(time.perf_counter() - start, 1)
       runners[fmt] = export.runner(fmt, path)
     results = {}
-    print(f"generator {config.model.generator} at {config.image_size} px, {jax.device_count()} "
-          f"{jax.default_backend()} device(s), {os.cpu_count()} CPU(s); median of {args.repeats}")
+    print(
+      f"generator {config.model.generator} at {config.image_size} px, {jax.device_count()} "
+      f"{jax.default_backend()} device(s), {os.cpu_count()} CPU(s); median of {args.repeats}"
+    )
     print(f"{'path':<12}" + "".join(f"{name:>22}" for name in photos))
     for name, run in runners.items():
       results[name] = {}
       for size, photo in photos.items():
         seconds = seconds_per_call(lambda rgb: np.asarray(run(rgb)), photo, args.repeats)
         results[name][size] = {"seconds": round(seconds, 4), "photos_per_s": round(1 / seconds, 2)}
-      print(f"{name:<12}" + "".join(
-          f"{r['seconds']:>10.3f} s {r['photos_per_s']:>6.2f}/s" for r in results[name].values()))
-  print(json.dumps({"image_size": config.image_size, "generator": config.model.generator,
-                    "cpus": os.cpu_count(), "export_seconds": export_seconds,
-                    "results": results}))
+      print(
+        f"{name:<12}"
+        + "".join(
+          f"{r['seconds']:>10.3f} s {r['photos_per_s']:>6.2f}/s" for r in results[name].values()
+        )
+      )
+  print(
+    json.dumps(
+      {
+        "image_size": config.image_size,
+        "generator": config.model.generator,
+        "cpus": os.cpu_count(),
+        "export_seconds": export_seconds,
+        "results": results,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,15 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds (colorgan, then 
 def _photos(batch: int) -> np.ndarray:
   """float32 [batch, 299, 299, 3] in [0, 1]: the photos resized as pytorch-fid resizes them."""
   if _FOLDER.value:
-    paths = [os.path.join(_FOLDER.value, p)
-             for p in sources.list_image_files(_FOLDER.value)][:batch]
+    paths = [os.path.join(_FOLDER.value, p) for p in sources.list_image_files(_FOLDER.value)][
+      :batch
+    ]
   else:
     paths = list(sources.bundled_photo_paths())
-  images = [inception.resize_bilinear(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255)
-            for p in paths]
+  images = [
+    inception.resize_bilinear(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255)
+    for p in paths
+  ]
   return np.stack([images[i % len(images)] for i in range(batch)])
 
 
@@ -67,6 +70,7 @@ def _time(call, steps: int) -> float:
 def main(argv):
   del argv
   import torch  # pylint: disable=g-import-not-at-top
+
   torch.set_num_threads(os.cpu_count())
   x01 = _photos(_BATCH.value)
   with tempfile.TemporaryDirectory() as tmp:
@@ -95,15 +99,27 @@ def main(argv):
   for r in range(_ROUNDS.value):
     for name, call in (("colorgan", ours), ("pytorch_fid", theirs)):
       rates[name].append(_BATCH.value / _time(call, _STEPS.value))
-    print(f"round {r + 1}: colorgan {rates['colorgan'][-1]:.2f} img/s, pytorch-fid "
-          f"{rates['pytorch_fid'][-1]:.2f} img/s", flush=True)
+    print(
+      f"round {r + 1}: colorgan {rates['colorgan'][-1]:.2f} img/s, pytorch-fid "
+      f"{rates['pytorch_fid'][-1]:.2f} img/s",
+      flush=True,
+    )
   ours_rate, theirs_rate = (statistics.median(rates[k]) for k in ("colorgan", "pytorch_fid"))
-  print(json.dumps({
-      "batch": _BATCH.value, "image_size": inception.INPUT_SIZE,
-      "colorgan_img_per_s": round(ours_rate, 3), "pytorch_fid_img_per_s": round(theirs_rate, 3),
-      "ratio": round(ours_rate / theirs_rate, 3), "compile_s": round(compile_s, 2),
-      "rounds": rates, "jax_backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
-  }))
+  print(
+    json.dumps(
+      {
+        "batch": _BATCH.value,
+        "image_size": inception.INPUT_SIZE,
+        "colorgan_img_per_s": round(ours_rate, 3),
+        "pytorch_fid_img_per_s": round(theirs_rate, 3),
+        "ratio": round(ours_rate / theirs_rate, 3),
+        "compile_s": round(compile_s, 2),
+        "rounds": rates,
+        "jax_backend": jax.default_backend(),
+        "torch_threads": torch.get_num_threads(),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/folder.py.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file, e.g. configs/folder.py.", lock_config=True
+)
 flags.DEFINE_integer("steps", 100, "Batches to time.")
 flags.DEFINE_integer("warmup", 10, "Batches read before timing starts.")
 flags.DEFINE_bool("train_step", False, "Also time the config's training step (compiles the model).")

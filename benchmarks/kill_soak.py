@@ -39,9 +39,21 @@ class Run:
     if jax_cache:
       env["JAX_COMPILATION_CACHE_DIR"] = jax_cache
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "colorgan.main", f"--config={config}", f"--workdir={workdir}",
-         "--config.log_every_steps=1", *overrides],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+        sys.executable,
+        "-m",
+        "colorgan.main",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        "--config.log_every_steps=1",
+        *overrides,
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
     self.lines: list[str] = []
     self.start_step: int | None = None
     self.total_steps: int | None = None
@@ -88,43 +100,68 @@ def compare(workdir: str, reference: str) -> bool:
   """Every leaf of the two runs' latest checkpoints equal (np.array_equal)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   trees = []
   for path in (workdir, reference):
-    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(path), "checkpoints"),
-                                    item_names=("state",))
+    manager = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(path), "checkpoints"), item_names=("state",)
+    )
     step = manager.latest_step()
-    trees.append(manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore())).state)
+    trees.append(
+      manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore())).state
+    )
     manager.close()
   import jax  # pylint: disable=g-import-not-at-top
 
   def data(x):
-    return np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-                      else x)
+    return np.asarray(
+      jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    )
+
   a, b = (jax.tree.leaves_with_path(t) for t in trees)
   return len(a) == len(b) > 0 and all(
-      pa == pb and np.array_equal(data(xa), data(xb)) for (pa, xa), (pb, xb) in zip(a, b))
+    pa == pb and np.array_equal(data(xa), data(xb)) for (pa, xa), (pb, xb) in zip(a, b)
+  )
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--config", default="configs/quickstart.py")
-  parser.add_argument("--override", action="append", default=[],
-                      help="extra --config.KEY=VALUE, e.g. --override=--config.total_steps=300")
+  parser.add_argument(
+    "--override",
+    action="append",
+    default=[],
+    help="extra --config.KEY=VALUE, e.g. --override=--config.total_steps=300",
+  )
   parser.add_argument("--kills", type=int, default=10)
   parser.add_argument("--startup_kills", type=int, default=1)
-  parser.add_argument("--min_delay", type=float, default=5.0, help="startup kills: seconds after "
-                      "the launch, uniform in [min_delay, max_delay]")
+  parser.add_argument(
+    "--min_delay",
+    type=float,
+    default=5.0,
+    help="startup kills: seconds after the launch, uniform in [min_delay, max_delay]",
+  )
   parser.add_argument("--max_delay", type=float, default=90.0)
-  parser.add_argument("--train_delay", type=float, default=60.0,
-                      help="other kills: up to this many seconds after training started")
-  parser.add_argument("--save_kill_every", type=int, default=3,
-                      help="every N-th kill waits for a save in flight (0: never)")
+  parser.add_argument(
+    "--train_delay",
+    type=float,
+    default=60.0,
+    help="other kills: up to this many seconds after training started",
+  )
+  parser.add_argument(
+    "--save_kill_every",
+    type=int,
+    default=3,
+    help="every N-th kill waits for a save in flight (0: never)",
+  )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--reference", help="workdir for an uninterrupted run to compare against")
-  parser.add_argument("--jax_cache", help="JAX compilation cache directory (default: "
-                      "WORKDIR.jax_cache; 'none' to compile on every start)")
+  parser.add_argument(
+    "--jax_cache",
+    help="JAX compilation cache directory (default: "
+    "WORKDIR.jax_cache; 'none' to compile on every start)",
+  )
   args = parser.parse_args()
   if os.path.exists(args.workdir) and os.listdir(args.workdir):
     sys.exit(f"kill_soak: --workdir={args.workdir} is not empty: the soak starts a fresh run")
@@ -173,14 +210,23 @@ def main() -> None:
     run.wait()
     settle(run, committed_before)
     committed = committed_steps(args.workdir)
-    record = {"kill": k, "moment": moment, "started_at": run.start_step,
-              "last_step": run.last_step, "committed": committed[-1] if committed else None,
-              "save_in_flight": bool(in_flight), "tmp_dirs_left": len(tmp_dirs(args.workdir))}
+    record = {
+      "kill": k,
+      "moment": moment,
+      "started_at": run.start_step,
+      "last_step": run.last_step,
+      "committed": committed[-1] if committed else None,
+      "save_in_flight": bool(in_flight),
+      "tmp_dirs_left": len(tmp_dirs(args.workdir)),
+    }
     kills.append(record)
     awaiting.append(record)
-    print(f"kill {k} ({moment}): started at step {run.start_step}, killed after step "
-          f"{run.last_step}; latest committed {record['committed']}; save in flight: "
-          f"{bool(in_flight)}", flush=True)
+    print(
+      f"kill {k} ({moment}): started at step {run.start_step}, killed after step "
+      f"{run.last_step}; latest committed {record['committed']}; save in flight: "
+      f"{bool(in_flight)}",
+      flush=True,
+    )
 
   # The final, uninterrupted rerun finishes the run.
   committed_before = committed_steps(args.workdir)
@@ -189,8 +235,10 @@ def main() -> None:
   settle(final, committed_before)
   if code != 0:
     errors += final.lines[-5:]
-  print(f"final run: exit {code}, started at step {final.start_step}, reached {final.last_step}",
-        flush=True)
+  print(
+    f"final run: exit {code}, started at step {final.start_step}, reached {final.last_step}",
+    flush=True,
+  )
 
   identical = None
   if args.reference and code == 0:
@@ -200,18 +248,18 @@ def main() -> None:
 
   decided = [r for r in kills if "resumed" in r]
   summary = {
-      "kills": len(kills),
-      "kills_mid_save": sum(r["save_in_flight"] for r in kills),
-      "kills_before_training": sum(r["started_at"] is None for r in kills),
-      "restarts_checked": len(decided),
-      "resumed": sum(bool(r["resumed"]) for r in decided),
-      "max_steps_lost": max((r["steps_lost"] for r in decided), default=None),
-      "final_exit": code,
-      "final_step": final.last_step,
-      "total_steps": final.total_steps,
-      "bit_identical_to_uninterrupted": identical,
-      "wall_s": round(time.time() - started, 1),
-      "errors": errors,
+    "kills": len(kills),
+    "kills_mid_save": sum(r["save_in_flight"] for r in kills),
+    "kills_before_training": sum(r["started_at"] is None for r in kills),
+    "restarts_checked": len(decided),
+    "resumed": sum(bool(r["resumed"]) for r in decided),
+    "max_steps_lost": max((r["steps_lost"] for r in decided), default=None),
+    "final_exit": code,
+    "final_step": final.last_step,
+    "total_steps": final.total_steps,
+    "bit_identical_to_uninterrupted": identical,
+    "wall_s": round(time.time() - started, 1),
+    "errors": errors,
   }
   print(json.dumps(summary))
 

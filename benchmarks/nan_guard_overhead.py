@@ -62,8 +62,9 @@ def main() -> None:
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   source = sources.create_source(config)
-  ds = pipeline.create_train_dataset(config, source.train,
-                                     rows=parallel.process_batch_rows(mesh, config.batch_size))
+  ds = pipeline.create_train_dataset(
+    config, source.train, rows=parallel.process_batch_rows(mesh, config.batch_size)
+  )
   fns, states = {}, {}
   with jax.set_mesh(mesh):
     batch = parallel.global_batch(mesh, next(iter(ds.as_numpy_iterator())))
@@ -86,8 +87,10 @@ def main() -> None:
   result = {"config": args.config, "steps": args.steps}
   for name, (wall, cpu) in times.items():
     result[name] = {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
-    print(f"{name:>4}: {result[name]['wall_s']:.4f} s/step wall, "
-          f"{result[name]['cpu_s']:.4f} s/step CPU (median of {args.steps})")
+    print(
+      f"{name:>4}: {result[name]['wall_s']:.4f} s/step wall, "
+      f"{result[name]['cpu_s']:.4f} s/step CPU (median of {args.steps})"
+    )
   for name in ("skip", "stop"):
     result[f"overhead_wall_{name}"] = result[name]["wall_s"] / result["none"]["wall_s"] - 1
     result[f"overhead_cpu_{name}"] = result[name]["cpu_s"] / result["none"]["cpu_s"] - 1

@@ -30,12 +30,14 @@ from ml_collections import config_flags  # noqa: E402
 from colorgan import configuration  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/quickstart.py.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "A config file, e.g. configs/quickstart.py.", lock_config=True
+)
 flags.DEFINE_string("train_path", None, "Folder of training photos (read recursively).")
 flags.DEFINE_string("eval_path", None, "Folder of evaluation photos (read recursively).")
 flags.DEFINE_integer("steps", None, "Training steps (overrides config.total_steps).")
 flags.DEFINE_string("workdir", None, "Where the run goes (default: a new temporary folder).")
+
 
 # What tf.io.decode_image reads.
 class _OnlyColorganInfo(logging_std.Filter):
@@ -66,8 +68,10 @@ def main(argv):
   train_paths, eval_paths = image_files(FLAGS.train_path), image_files(FLAGS.eval_path)
   for flag, paths in (("train_path", train_paths), ("eval_path", eval_paths)):
     if not paths:
-      sys.exit(f"quality.py: error: --{flag}={getattr(FLAGS, flag)} holds no image file "
-               f"({', '.join(sources.IMAGE_EXTENSIONS)})")
+      sys.exit(
+        f"quality.py: error: --{flag}={getattr(FLAGS, flag)} holds no image file "
+        f"({', '.join(sources.IMAGE_EXTENSIONS)})"
+      )
 
   import jax
   from colorgan import checkpointing
@@ -77,12 +81,18 @@ def main(argv):
   from colorgan.training import loop
 
   # The two folders become the run's data source, whatever config.data.source says.
-  folders = sources.Source("folder", sources.FileImages(train_paths),
-                           sources.FileImages(eval_paths))
+  folders = sources.Source(
+    "folder", sources.FileImages(train_paths), sources.FileImages(eval_paths)
+  )
 
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="colorgan_quality_")
-  logging.info("Training %d steps on %d photos in %s; evaluating on %d photos", FLAGS.steps,
-               len(train_paths), workdir, len(eval_paths))
+  logging.info(
+    "Training %d steps on %d photos in %s; evaluating on %d photos",
+    FLAGS.steps,
+    len(train_paths),
+    workdir,
+    len(eval_paths),
+  )
   start = time.time()
   loop.train_and_evaluate(config, workdir, source=folders)
   train_wall = time.time() - start
@@ -91,35 +101,43 @@ def main(argv):
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, sharding=parallel.replicated(mesh))
   predict = functools.partial(models.predict_ab, models.create_generator(inference.config))
-  result = evaluator.Evaluator(config, predict, mesh, folders.eval)(inference.g_variables,
-                                                                    inference.step)
+  result = evaluator.Evaluator(config, predict, mesh, folders.eval)(
+    inference.g_variables, inference.step
+  )
   eval_wall = time.time() - start_eval
   evaluator.record(result, workdir)
 
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  print(evaluator.to_json({
-      "benchmark": "quality",
-      "config": next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None),
-      "overrides": overrides,
-      "train_images": len(train_paths),
-      "eval_images": result["num_images"],
-      "steps": inference.step,
-      "image_size": config.image_size,
-      "batch_size": config.batch_size,
-      "loss": {"gan": config.loss.gan, "gan_weight": config.loss.gan_weight,
-               "l1_weight": config.loss.l1_weight},
-      "devices": jax.device_count(),
-      "train_wall_s": round(train_wall, 1),
-      "steps_per_s": round(FLAGS.steps / train_wall, 3),
-      "eval_wall_s": round(eval_wall, 1),
-      "wall_s": round(train_wall + eval_wall, 1),
-      "ground_truth": result["ground_truth"],
-      "model": result["model"],
-      "baseline": result["baseline"],
-      "hints": config.hints.enabled,
-      **({"by_hints": result["by_hints"]} if "by_hints" in result else {}),
-      "workdir": workdir,
-  }))
+  print(
+    evaluator.to_json(
+      {
+        "benchmark": "quality",
+        "config": next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None),
+        "overrides": overrides,
+        "train_images": len(train_paths),
+        "eval_images": result["num_images"],
+        "steps": inference.step,
+        "image_size": config.image_size,
+        "batch_size": config.batch_size,
+        "loss": {
+          "gan": config.loss.gan,
+          "gan_weight": config.loss.gan_weight,
+          "l1_weight": config.loss.l1_weight,
+        },
+        "devices": jax.device_count(),
+        "train_wall_s": round(train_wall, 1),
+        "steps_per_s": round(FLAGS.steps / train_wall, 3),
+        "eval_wall_s": round(eval_wall, 1),
+        "wall_s": round(train_wall + eval_wall, 1),
+        "ground_truth": result["ground_truth"],
+        "model": result["model"],
+        "baseline": result["baseline"],
+        "hints": config.hints.enabled,
+        **({"by_hints": result["by_hints"]} if "by_hints" in result else {}),
+        "workdir": workdir,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

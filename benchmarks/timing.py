@@ -37,8 +37,12 @@ def program_bytes(compiled) -> int | None:
   stats = compiled.memory_analysis()
   if stats is None:
     return None
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  return int(
+    stats.argument_size_in_bytes
+    + stats.output_size_in_bytes
+    + stats.temp_size_in_bytes
+    - stats.alias_size_in_bytes
+  )
 
 
 def compile_timed(jitted, *args):
@@ -63,16 +67,34 @@ def summarize(name: str, times: list[float], batch: int, flop: float) -> dict[st
   """Prints one line and returns {name_s (median), name_min_s, name_max_s, name_img_per_s,
   name_gflop (per call), name_gflop_per_s}."""
   median = statistics.median(times)
-  print(f"{name}: median {median * 1000:.1f} ms (min {min(times) * 1000:.1f}, max "
-        f"{max(times) * 1000:.1f}) -> {batch / median:.2f} img/s; {flop / 1e9:.1f} GFLOP per call, "
-        f"{flop / median / 1e9:.1f} GFLOP/s", flush=True)
-  return {f"{name}_s": median, f"{name}_min_s": min(times), f"{name}_max_s": max(times),
-          f"{name}_img_per_s": batch / median, f"{name}_gflop": flop / 1e9,
-          f"{name}_gflop_per_s": flop / median / 1e9}
+  print(
+    f"{name}: median {median * 1000:.1f} ms (min {min(times) * 1000:.1f}, max "
+    f"{max(times) * 1000:.1f}) -> {batch / median:.2f} img/s; {flop / 1e9:.1f} GFLOP per call, "
+    f"{flop / median / 1e9:.1f} GFLOP/s",
+    flush=True,
+  )
+  return {
+    f"{name}_s": median,
+    f"{name}_min_s": min(times),
+    f"{name}_max_s": max(times),
+    f"{name}_img_per_s": batch / median,
+    f"{name}_gflop": flop / 1e9,
+    f"{name}_gflop_per_s": flop / median / 1e9,
+  }
 
 
-def time_train_step(config, generator, discriminator, mesh, state, images: np.ndarray, *,
-                    steps: int, warmup: int, name: str = "train"):
+def time_train_step(
+  config,
+  generator,
+  discriminator,
+  mesh,
+  state,
+  images: np.ndarray,
+  *,
+  steps: int,
+  warmup: int,
+  name: str = "train",
+):
   """The jitted joint train step of `config` on uint8 RGB `images` [B, H, W, 3], under `mesh`.
 
   Returns:
@@ -80,8 +102,9 @@ def time_train_step(config, generator, discriminator, mesh, state, images: np.nd
     the step donates its input, so the caller continues with this one).
   """
   batch = {"image": jax.device_put(images, parallel.batch_sharding(mesh))}
-  step, compile_s = compile_timed(step_lib.make_train_step(config, generator, discriminator, mesh),
-                                  state, batch)
+  step, compile_s = compile_timed(
+    step_lib.make_train_step(config, generator, discriminator, mesh), state, batch
+  )
   print(f"{name} step compiled in {compile_s:.2f} s", flush=True)
 
   def call():
@@ -95,22 +118,28 @@ def time_train_step(config, generator, discriminator, mesh, state, images: np.nd
   return result, state
 
 
-def time_generator(generator, g_params, g_batch_stats, l, *, steps: int, warmup: int,
-                   name: str = "infer") -> dict[str, float]:
+def time_generator(
+  generator, g_params, g_batch_stats, l, *, steps: int, warmup: int, name: str = "infer"
+) -> dict[str, float]:
   """Generator inference (models.predict_ab) on L `l` [B, H, W, 1]: summarize's figures plus
   name_compile_s and name_program_bytes."""
-  generate = jax.jit(lambda params, stats, l: models.predict_ab(
-      generator, {"params": params, "batch_stats": stats}, l))
+  generate = jax.jit(
+    lambda params, stats, l: models.predict_ab(
+      generator, {"params": params, "batch_stats": stats}, l
+    )
+  )
   compiled, compile_s = compile_timed(generate, g_params, g_batch_stats, l)
-  times = time_calls(lambda: compiled(g_params, g_batch_stats, l).block_until_ready(), steps,
-                     warmup)
+  times = time_calls(
+    lambda: compiled(g_params, g_batch_stats, l).block_until_ready(), steps, warmup
+  )
   result = summarize(name, times, len(l), flops(compiled))
   result.update({f"{name}_compile_s": compile_s, f"{name}_program_bytes": program_bytes(compiled)})
   return result
 
 
-def time_input_pipeline(config, *, steps: int, warmup: int,
-                        max_seconds: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def time_input_pipeline(
+  config, *, steps: int, warmup: int, max_seconds: float | None = None
+) -> tuple[dict, dict[str, np.ndarray]]:
   """This host's training stream of `config` (one process: every row of the global batch).
 
   Skips `warmup` batches (start-up, autotuning), then times `steps` batches, or fewer when
@@ -125,14 +154,18 @@ def time_input_pipeline(config, *, steps: int, warmup: int,
   source = sources.create_source(config)
   batch_size = config.batch_size
   iterator = pipeline.create_train_dataset(
-      config, source.train, rows=(0, batch_size)).as_numpy_iterator()
+    config, source.train, rows=(0, batch_size)
+  ).as_numpy_iterator()
   batch = next(iterator)
   start_s = time.perf_counter() - start
   for _ in range(warmup):
     batch = next(iterator)
   train_images = source.train.num_images
-  print(f"{source.name}: {train_images} train images; timing {steps} batches of {batch_size} at "
-        f"{config.image_size} px", flush=True)
+  print(
+    f"{source.name}: {train_images} train images; timing {steps} batches of {batch_size} at "
+    f"{config.image_size} px",
+    flush=True,
+  )
   cpu_start = time.process_time()
   start = last = time.perf_counter()
   done = 0
@@ -145,18 +178,18 @@ def time_input_pipeline(config, *, steps: int, warmup: int,
   seconds = time.perf_counter() - start
   cpu_seconds = time.process_time() - cpu_start
   figures = {
-      "images_per_s": round(done * batch_size / seconds, 1),
-      "batch_size": batch_size,
-      "image_size": config.image_size,
-      "steps": done,
-      "seconds": round(seconds, 2),
-      "source": source.name,
-      "train_images": train_images,
-      "cpus": len(os.sched_getaffinity(0)),
-      "start_s": round(start_s, 2),
-      # CPU time of all threads: images per CPU-second is the pipeline's cost, whatever else runs.
-      "cpu_seconds": round(cpu_seconds, 2),
-      "images_per_cpu_s": round(done * batch_size / cpu_seconds, 1),
-      "load_avg_1min": round(os.getloadavg()[0], 2),
+    "images_per_s": round(done * batch_size / seconds, 1),
+    "batch_size": batch_size,
+    "image_size": config.image_size,
+    "steps": done,
+    "seconds": round(seconds, 2),
+    "source": source.name,
+    "train_images": train_images,
+    "cpus": len(os.sched_getaffinity(0)),
+    "start_s": round(start_s, 2),
+    # CPU time of all threads: images per CPU-second is the pipeline's cost, whatever else runs.
+    "cpu_seconds": round(cpu_seconds, 2),
+    "images_per_cpu_s": round(done * batch_size / cpu_seconds, 1),
+    "load_avg_1min": round(os.getloadavg()[0], 2),
   }
   return figures, batch

@@ -48,13 +48,23 @@ def main(argv) -> None:
   mesh = parallel.create_mesh(config)
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   fast_layers = models.use_fast_layers(config)
-  print(f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
-        f"size {size}, batch {batch}, {config.compute_dtype}, fast_layers={fast_layers} "
-        f"(config: {config.model.fast_layers!r})", flush=True)
+  print(
+    f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
+    f"size {size}, batch {batch}, {config.compute_dtype}, fast_layers={fast_layers} "
+    f"(config: {config.model.fast_layers!r})",
+    flush=True,
+  )
   rng = np.random.default_rng(0)
-  result = {"framework": "jax", "version": jax.__version__, "size": size, "batch": batch,
-            "compute_dtype": config.compute_dtype, "fast_layers": fast_layers,
-            "devices": jax.device_count(), "platform": jax.devices()[0].platform}
+  result = {
+    "framework": "jax",
+    "version": jax.__version__,
+    "size": size,
+    "batch": batch,
+    "compute_dtype": config.compute_dtype,
+    "fast_layers": fast_layers,
+    "devices": jax.device_count(),
+    "platform": jax.devices()[0].platform,
+  }
   with jax.set_mesh(mesh):
     state = step_lib.init_train_state(config, generator, discriminator, mesh)
     result["g_params"] = sum(x.size for x in jax.tree.leaves(state.g_params))
@@ -62,16 +72,32 @@ def main(argv) -> None:
 
     if _MODE.value in ("both", "train"):
       images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-      figures, state = timing.time_train_step(config, generator, discriminator, mesh, state,
-                                              images, steps=_STEPS.value, warmup=_WARMUP.value)
+      figures, state = timing.time_train_step(
+        config,
+        generator,
+        discriminator,
+        mesh,
+        state,
+        images,
+        steps=_STEPS.value,
+        warmup=_WARMUP.value,
+      )
       result.update(figures)
 
     if _MODE.value in ("both", "infer"):
       for name, infer_batch in (("infer", batch), ("infer1", 1)):
         l = jnp.asarray(rng.uniform(-1, 1, (infer_batch, size, size, 1)), jnp.float32)
-        result.update(timing.time_generator(
-            generator, state.g_params, state.g_batch_stats, l, name=name, warmup=_WARMUP.value,
-            steps=_STEPS.value if infer_batch > 1 else 4 * _STEPS.value))
+        result.update(
+          timing.time_generator(
+            generator,
+            state.g_params,
+            state.g_batch_stats,
+            l,
+            name=name,
+            warmup=_WARMUP.value,
+            steps=_STEPS.value if infer_batch > 1 else 4 * _STEPS.value,
+          )
+        )
   print(json.dumps(result), flush=True)
 
 

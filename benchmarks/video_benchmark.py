@@ -39,7 +39,9 @@ flags.DEFINE_string("workdir", None, "A trained run (its latest checkpoint color
 flags.DEFINE_string("photos", "../shared/data/bsds500/val", "Folder of photos to build clips from.")
 flags.DEFINE_integer("frames", 60, "Frames per clip.")
 flags.DEFINE_integer("height", 120, "Frame height (width: 4/3 of it).")
-flags.DEFINE_list("temporal", ["none", "ema", "hints"], "Modes to compare (hints: runs with hints).")
+flags.DEFINE_list(
+  "temporal", ["none", "ema", "hints"], "Modes to compare (hints: runs with hints)."
+)
 flags.DEFINE_integer("batch_size", 8, "Colorizer batch size (hints mode uses 1).")
 flags.DEFINE_list("memory_frames", [], "Frame counts of long pans whose peak RSS is measured.")
 flags.DEFINE_integer("memory_run", 0, "Internal: colorize a pan of this many frames, print RSS.")
@@ -56,7 +58,7 @@ def _photo(index: int) -> np.ndarray:
 def pan(n: int, h: int, w: int, v=(1, 2)):
   """A camera pan over photo 0 by v = (dy, dx) pixels a frame; flow t-1 -> t is -v everywhere."""
   photo = cv2.resize(_photo(0), (w + n * v[1] + 1, h + n * v[0] + 1), interpolation=cv2.INTER_AREA)
-  frames = [photo[t * v[0]:t * v[0] + h, t * v[1]:t * v[1] + w] for t in range(n)]
+  frames = [photo[t * v[0] : t * v[0] + h, t * v[1] : t * v[1] + w] for t in range(n)]
   flow = np.zeros((h, w, 2), np.float32)
   flow[..., 0], flow[..., 1] = -v[1], -v[0]
   return frames, lambda a, b, t: (flow, -flow)
@@ -68,9 +70,10 @@ def zoom(n: int, h: int, w: int, rate: float = 1.01):
   center = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
   frames = []
   for t in range(n):
-    m = cv2.getRotationMatrix2D(tuple(float(c) for c in center), 0.0, rate ** t)
-    frames.append(cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REFLECT))
+    m = cv2.getRotationMatrix2D(tuple(float(c) for c in center), 0.0, rate**t)
+    frames.append(
+      cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    )
   xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
   offset = np.stack([xs - center[0], ys - center[1]], axis=-1)
   forward, backward = (rate - 1) * offset, (1 / rate - 1) * offset
@@ -86,16 +89,17 @@ def moving_object(n: int, h: int, w: int, v=(0, 2)):
   for t in range(n):
     y, x = h // 3 + t * v[0], (w // 8 + t * v[1]) % (w - ow)
     frame = back.copy()
-    frame[y:y + oh, x:x + ow] = patch
+    frame[y : y + oh, x : x + ow] = patch
     frames.append(frame)
     boxes.append((y, x))
 
   def flows(a, b, t):
     forward, backward = np.zeros((h, w, 2), np.float32), np.zeros((h, w, 2), np.float32)
     (y0, x0), (y1, x1) = boxes[t - 1], boxes[t]
-    forward[y0:y0 + oh, x0:x0 + ow] = (x1 - x0, y1 - y0)
-    backward[y1:y1 + oh, x1:x1 + ow] = (x0 - x1, y0 - y1)
+    forward[y0 : y0 + oh, x0 : x0 + ow] = (x1 - x0, y1 - y0)
+    backward[y1 : y1 + oh, x1 : x1 + ow] = (x0 - x1, y0 - y1)
     return forward, backward
+
   return frames, flows
 
 
@@ -125,10 +129,18 @@ def _memory_run(n: int) -> None:
     write(os.path.join(tmp, "in.mp4"), frames)
     del frames
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    video.colorize_video(colorizer, os.path.join(tmp, "in.mp4"), os.path.join(tmp, "out.mp4"),
-                         progress=False)
-  print(json.dumps({"frames": n, "peak_rss_mb": resource.getrusage(
-      resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": before / 1024}))
+    video.colorize_video(
+      colorizer, os.path.join(tmp, "in.mp4"), os.path.join(tmp, "out.mp4"), progress=False
+    )
+  print(
+    json.dumps(
+      {
+        "frames": n,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": before / 1024,
+      }
+    )
+  )
 
 
 def main(argv):
@@ -148,24 +160,45 @@ def main(argv):
         if mode == "hints" and not colorizer.takes_hints:
           continue
         dst = os.path.join(tmp, f"{name}_{mode}.mp4")
-        result = video.colorize_video(single if mode == "hints" else colorizer, src, dst,
-                                      temporal=mode, progress=False)
+        result = video.colorize_video(
+          single if mode == "hints" else colorizer, src, dst, temporal=mode, progress=False
+        )
         exact = video_metrics.evaluate(_decode(dst), _decode(src), truth, flows)
         dis = video_metrics.evaluate(_decode(dst), _decode(src))
-        row = {"clip": name, "temporal": mode, **{k: exact[k] for k in (
-            "E_warp", "E_warp_gray", "E_warp_excess", "cdc", "colorfulness", "psnr", "ssim")},
-               "E_warp_dis": dis["E_warp"], "frames_per_s": result.frames / result.seconds}
+        row = {
+          "clip": name,
+          "temporal": mode,
+          **{
+            k: exact[k]
+            for k in (
+              "E_warp",
+              "E_warp_gray",
+              "E_warp_excess",
+              "cdc",
+              "colorfulness",
+              "psnr",
+              "ssim",
+            )
+          },
+          "E_warp_dis": dis["E_warp"],
+          "frames_per_s": result.frames / result.seconds,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
   summary = {}
   for mode in FLAGS.temporal:
     mine = [r for r in rows if r["temporal"] == mode]
     if mine:
-      summary[mode] = {k: float(np.mean([r[k] for r in mine])) for k in mine[0] if k not in (
-          "clip", "temporal")}
+      summary[mode] = {
+        k: float(np.mean([r[k] for r in mine])) for k in mine[0] if k not in ("clip", "temporal")
+      }
   for count in FLAGS.memory_frames:
-    child = subprocess.run([sys.executable, __file__, f"--workdir={FLAGS.workdir}",
-                            f"--memory_run={count}"], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+      [sys.executable, __file__, f"--workdir={FLAGS.workdir}", f"--memory_run={count}"],
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     summary[f"memory_{count}"] = json.loads(child.stdout.strip().splitlines()[-1])
   print(json.dumps(summary))
 

@@ -73,11 +73,13 @@ class OnlyColorganInfo(logging_std.Filter):
   colorgan package itself (not any path with a folder named colorgan in it: a clone or a virtualenv
   under such a folder would let every library's lines through).
   """
+
   PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    return (record.levelno >= logging_std.WARNING
-            or os.path.abspath(record.pathname).startswith(self.PACKAGE_DIR))
+    return record.levelno >= logging_std.WARNING or os.path.abspath(record.pathname).startswith(
+      self.PACKAGE_DIR
+    )
 
 
 def keep_only_colorgan_info() -> None:
@@ -96,8 +98,10 @@ def drop_closed_event_loop_reports() -> None:
   previous = sys.unraisablehook
 
   def hook(unraisable):
-    if (isinstance(unraisable.exc_value, RuntimeError)
-        and str(unraisable.exc_value) == "Event loop is closed"):
+    if (
+      isinstance(unraisable.exc_value, RuntimeError)
+      and str(unraisable.exc_value) == "Event loop is closed"
+    ):
       return
     previous(unraisable)
 
@@ -154,12 +158,12 @@ def unknown_key_message(argv: list[str], error: Exception) -> str:
   config_arg = config_file_arg(argv)
   config_file = runs_config(config_arg) or config_arg.split(":")[0]
   if override is None:
-    return (f"--config.{name or '?'} is not a key of {config_file}; the keys are listed in that "
-            "file")
+    return f"--config.{name or '?'} is not a key of {config_file}; the keys are listed in that file"
   key = override.removeprefix("config.")
   closest = difflib.get_close_matches(key, _config_keys(config_arg), n=3, cutoff=0.5)
-  hint = (f"; the closest keys: {', '.join(closest)}" if closest
-          else "; the keys are listed in that file")
+  hint = (
+    f"; the closest keys: {', '.join(closest)}" if closest else "; the keys are listed in that file"
+  )
   return f"--{override}: {name!r} is not a key of {config_file} (no config.{key}){hint}"
 
 
@@ -177,8 +181,9 @@ def config_flags_message(argv: list[str], error: Exception) -> str:
 
 def config_load_message(argv: list[str], error: Exception) -> str:
   """One line for a config file that failed to load (config_flags defers that to its first use)."""
-  reason = one_line(error).removeprefix("Configuration is not available because of an earlier "
-                                        "failure to load: ")
+  reason = one_line(error).removeprefix(
+    "Configuration is not available because of an earlier failure to load: "
+  )
   if "No such file" in reason:
     reason = "no such file"
   return f"{_config_label(argv)}: {reason}"

@@ -17,22 +17,22 @@ import numpy as np
 # program has to be able to call jax.distributed.initialize() after importing it).
 # skimage.color.colorconv.xyz_from_rgb (sRGB primaries, D65).
 XYZ_FROM_RGB = np.array(
-    [[0.412453, 0.357580, 0.180423],
-     [0.212671, 0.715160, 0.072169],
-     [0.019334, 0.119193, 0.950227]], dtype=np.float32)
+  [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+  dtype=np.float32,
+)
 RGB_FROM_XYZ = np.linalg.inv(XYZ_FROM_RGB.astype(np.float64)).astype(np.float32)
 # skimage's D65 reference white for the 2 degree observer.
 D65_WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
 
 LAB_EPSILON = 0.008856  # (6/29)^3, rounded as in skimage
-LAB_KAPPA = 7.787       # (29/6)^2 / 3, rounded as in skimage
+LAB_KAPPA = 7.787  # (29/6)^2 / 3, rounded as in skimage
 LAB_F_THRESHOLD = 0.2068966  # cbrt(LAB_EPSILON): where f(t) switches from linear to cube
 
 L_SCALE, L_SHIFT = 50.0, 1.0  # L in [0, 100] -> [-1, 1]
-AB_SCALE = 110.0              # a, b in about [-110, 110] -> about [-1, 1]
+AB_SCALE = 110.0  # a, b in about [-110, 110] -> about [-1, 1]
 
 GAMUT_TOLERANCE = 1e-5  # linear RGB; gray (ab = 0) lands within float error of [0, 1]
-GAMUT_BISECTIONS = 10   # the chroma scale found to 1/1024
+GAMUT_BISECTIONS = 10  # the chroma scale found to 1/1024
 
 
 def srgb_to_linear(c, xp: ModuleType = jnp):
@@ -89,7 +89,7 @@ def _f_to_linear_rgb(f, xp: ModuleType):
   """Lab's f(X/Xn), f(Y/Yn), f(Z/Zn) [..., 3] -> linear RGB [..., 3], unclipped."""
   safe = xp.maximum(f, LAB_F_THRESHOLD)
   # numpy: ** 3 calls pow(), 6x slower than this product, which XLA computes for ** 3 anyway.
-  cube_part = safe * safe * safe if xp is np else safe ** 3
+  cube_part = safe * safe * safe if xp is np else safe**3
   linear_part = (f - 16.0 / 116.0) / LAB_KAPPA
   xyz = xp.where(f > LAB_F_THRESHOLD, cube_part, linear_part) * D65_WHITE
   return xyz @ RGB_FROM_XYZ.T
@@ -137,8 +137,9 @@ def in_gamut(linear_rgb, xp: ModuleType = jnp):
 
   Min and max, not all(): reductions the ONNX and TFLite exports translate.
   """
-  return ((xp.min(linear_rgb, axis=-1) >= -GAMUT_TOLERANCE)
-          & (xp.max(linear_rgb, axis=-1) <= 1 + GAMUT_TOLERANCE))
+  return (xp.min(linear_rgb, axis=-1) >= -GAMUT_TOLERANCE) & (
+    xp.max(linear_rgb, axis=-1) <= 1 + GAMUT_TOLERANCE
+  )
 
 
 def chroma_scale(l, a, b, xp: ModuleType = jnp):

@@ -29,15 +29,18 @@ def _load_torch(path: str, what: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise errors.WeightsError("converting .pth weights needs PyTorch: pip install "
-                              "'colorgan[convert]' (or torch)") from None
+    raise errors.WeightsError(
+      "converting .pth weights needs PyTorch: pip install 'colorgan[convert]' (or torch)"
+    ) from None
   try:
     loaded = torch.load(path, map_location="cpu", weights_only=True)
   except FileNotFoundError:
     raise errors.WeightsError(f"{path}: no such file") from None
   except Exception as e:  # pylint: disable=broad-except  (pickle, zip and torch errors)
-    raise errors.WeightsError(f"{path} is not a PyTorch weights file ({what}): "
-                              f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    raise errors.WeightsError(
+      f"{path} is not a PyTorch weights file ({what}): "
+      f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    ) from None
   if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
     loaded = loaded["state_dict"]  # a checkpoint wrapping its state_dict
   if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
@@ -45,8 +48,9 @@ def _load_torch(path: str, what: str) -> dict[str, np.ndarray]:
   return {key: value.detach().cpu().numpy() for key, value in loaded.items()}
 
 
-def _checked(arrays: dict[str, np.ndarray], expected: dict, source: str,
-             what: str) -> dict[str, np.ndarray]:
+def _checked(
+  arrays: dict[str, np.ndarray], expected: dict, source: str, what: str
+) -> dict[str, np.ndarray]:
   """The converted arrays the network has (others are dropped); WeightsError for one it lacks."""
   fileio.check_tree(arrays, expected, what=f"{source} is not {what}", allow_extra=True)
   return {key: arrays[key] for key in fileio.flatten(expected)}
@@ -55,8 +59,13 @@ def _checked(arrays: dict[str, np.ndarray], expected: dict, source: str,
 def convert_inception(pth: str, out: str) -> int:
   """pytorch-fid's pt_inception-2015-12-05-6726825d.pth -> out (.npz). Returns the array count."""
   from colorgan.evaluation import inception  # pylint: disable=g-import-not-at-top
-  arrays = _checked(inception.from_torch(_load_torch(pth, "pytorch-fid's FID Inception")),
-                    inception.abstract_variables(), pth, "pytorch-fid's FID Inception weights")
+
+  arrays = _checked(
+    inception.from_torch(_load_torch(pth, "pytorch-fid's FID Inception")),
+    inception.abstract_variables(),
+    pth,
+    "pytorch-fid's FID Inception weights",
+  )
   _write(out, arrays)
   return len(arrays)
 
@@ -64,14 +73,25 @@ def convert_inception(pth: str, out: str) -> int:
 def convert_lpips(alexnet_pth: str, lin_pth: str, out: str) -> int:
   """torchvision's AlexNet weights + lpips's weights/v0.1/alex.pth -> out (.npz)."""
   from colorgan.evaluation import lpips  # pylint: disable=g-import-not-at-top
+
   expected = lpips.abstract_variables()
   trunk = lpips.alexnet_from_torch(_load_torch(alexnet_pth, "torchvision AlexNet"))
   heads = lpips.heads_from_torch(_load_torch(lin_pth, "lpips v0.1 alex.pth"))
   flat = fileio.flatten(expected)
-  arrays = _checked(trunk, {k: v for k, v in flat.items() if "/lin" not in k}, alexnet_pth,
-                    "torchvision's AlexNet weights")
-  arrays.update(_checked(heads, {k: v for k, v in flat.items() if "/lin" in k}, lin_pth,
-                         "lpips's v0.1 AlexNet linear layers (weights/v0.1/alex.pth)"))
+  arrays = _checked(
+    trunk,
+    {k: v for k, v in flat.items() if "/lin" not in k},
+    alexnet_pth,
+    "torchvision's AlexNet weights",
+  )
+  arrays.update(
+    _checked(
+      heads,
+      {k: v for k, v in flat.items() if "/lin" in k},
+      lin_pth,
+      "lpips's v0.1 AlexNet linear layers (weights/v0.1/alex.pth)",
+    )
+  )
   _write(out, arrays)
   return len(arrays)
 
@@ -81,8 +101,10 @@ def _write(out: str, arrays: dict[str, np.ndarray]) -> None:
     np.savez(f, **arrays)
 
 
-USAGE = ("usage: python -m colorgan.convert_weights inception IN.pth OUT.npz | "
-         "lpips ALEXNET.pth LIN.pth OUT.npz")
+USAGE = (
+  "usage: python -m colorgan.convert_weights inception IN.pth OUT.npz | "
+  "lpips ALEXNET.pth LIN.pth OUT.npz"
+)
 
 
 @cli.exit_on_error

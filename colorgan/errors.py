@@ -9,6 +9,7 @@ damaged checkpoint, a divergence). A leaf module: it imports nothing of colorgan
 
 class ColorganError(Exception):
   """Base class: a one-line message for the user and the exit status of the command."""
+
   exit_status = 2
 
 
@@ -50,11 +51,13 @@ class WorkdirError(ColorganError, RuntimeError):
 
 class RestoreError(ColorganError, RuntimeError):
   """A checkpoint cannot be restored (damaged, or not of this config)."""
+
   exit_status = 1
 
 
 class Diverged(ColorganError, RuntimeError):
   """Training produced a non-finite loss or gradient under nan_policy="stop"."""
+
   exit_status = 1
 
 

@@ -41,10 +41,18 @@ from colorgan.evaluation import feature_stats
 from colorgan.evaluation import inception
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("inception_weights", None, "pytorch-fid's FID Inception weights as a .npz "
-                    "(python -m colorgan.convert_weights inception IN.pth OUT.npz).")
-flags.DEFINE_integer("batch_size", 50, "Images per batch over all devices (rounded up to a multiple "
-                     "of the device count).", lower_bound=1)
+flags.DEFINE_string(
+  "inception_weights",
+  None,
+  "pytorch-fid's FID Inception weights as a .npz "
+  "(python -m colorgan.convert_weights inception IN.pth OUT.npz).",
+)
+flags.DEFINE_integer(
+  "batch_size",
+  50,
+  "Images per batch over all devices (rounded up to a multiple of the device count).",
+  lower_bound=1,
+)
 flags.DEFINE_string("save_stats", None, "Write PATH_A's statistics to this .npz.")
 _LOADING_THREADS = 8
 
@@ -66,13 +74,22 @@ def image_files(folder: str) -> list[str]:
 @functools.cache
 def _embed_program(mesh: jax.sharding.Mesh):
   """inception.features jitted for the mesh (once per mesh: both folders share the compilation)."""
-  return jax.jit(inception.features, in_shardings=(parallel.replicated(mesh),
-                                                   parallel.batch_sharding(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+  return jax.jit(
+    inception.features,
+    in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+    out_shardings=parallel.replicated(mesh),
+  )
 
 
-def folder_stats(files: list[str], variables, mesh: jax.sharding.Mesh, batch_size: int, *,
-                 desc: str = "", progress: bool = True) -> feature_stats.FeatureStats:
+def folder_stats(
+  files: list[str],
+  variables,
+  mesh: jax.sharding.Mesh,
+  batch_size: int,
+  *,
+  desc: str = "",
+  progress: bool = True,
+) -> feature_stats.FeatureStats:
   """The Inception features of `files`, accumulated; unreadable files are named on stderr.
 
   Args:
@@ -86,9 +103,10 @@ def folder_stats(files: list[str], variables, mesh: jax.sharding.Mesh, batch_siz
   shape = (batch_size, inception.INPUT_SIZE, inception.INPUT_SIZE, 3)
   pending = None  # the batch on the device while the next one is read
   with concurrent.futures.ThreadPoolExecutor(_LOADING_THREADS) as pool, jax.set_mesh(mesh):
-    for start in tqdm.tqdm(range(0, len(files), batch_size), desc=desc, unit="batch",
-                           disable=not progress, leave=False):
-      chunk = files[start:start + batch_size]
+    for start in tqdm.tqdm(
+      range(0, len(files), batch_size), desc=desc, unit="batch", disable=not progress, leave=False
+    ):
+      chunk = files[start : start + batch_size]
       images, mask = np.zeros(shape, np.float32), np.zeros(batch_size, bool)
       for i, (path, (image, problem)) in enumerate(zip(chunk, pool.map(load_photo, chunk))):
         if problem:
@@ -118,25 +136,31 @@ def statistics_of(path: str, variables, mesh, batch_size: int) -> feature_stats.
   skipped = len(files) - stats.count
   logging.info("%s: %d images%s", path, stats.count, f" ({skipped} skipped)" if skipped else "")
   if stats.count < 2:
-    raise errors.UsageError(f"{path} holds {stats.count} usable image"
-                            f"{'s' * (stats.count != 1)} of {len(files)} image files: FID needs at "
-                            "least 2 (and is only meaningful for thousands)")
+    raise errors.UsageError(
+      f"{path} holds {stats.count} usable image"
+      f"{'s' * (stats.count != 1)} of {len(files)} image files: FID needs at "
+      "least 2 (and is only meaningful for thousands)"
+    )
   return stats.summary()
 
 
 def _check_paths(paths: list[str]) -> None:
   if len(paths) != 2:
-    raise errors.UsageError(f"expected two paths (PATH_A PATH_B), got {len(paths)}: each a folder "
-                            "of images or a statistics .npz")
+    raise errors.UsageError(
+      f"expected two paths (PATH_A PATH_B), got {len(paths)}: each a folder "
+      "of images or a statistics .npz"
+    )
   for path in paths:
     if not os.path.exists(path):
       raise errors.UsageError(f"{path}: no such folder or file")
     if os.path.isfile(path) and not path.endswith(".npz"):
-      raise errors.UsageError(f"{path} is a file but not a statistics .npz: give a folder of "
-                              "images or a .npz")
+      raise errors.UsageError(
+        f"{path} is a file but not a statistics .npz: give a folder of images or a .npz"
+      )
   if FLAGS.save_stats and not os.path.isdir(paths[0]):
-    raise errors.UsageError(f"--save_stats writes the statistics of PATH_A's images, but "
-                            f"{paths[0]} is not a folder")
+    raise errors.UsageError(
+      f"--save_stats writes the statistics of PATH_A's images, but {paths[0]} is not a folder"
+    )
 
 
 @cli.exit_on_error
@@ -146,9 +170,10 @@ def main(argv: list[str]) -> None:
   _check_paths(paths)
   if not FLAGS.inception_weights:
     raise errors.UsageError(
-        "--inception_weights is required: pytorch-fid's Inception converted with `python -m "
-        "colorgan.convert_weights inception pt_inception-2015-12-05-6726825d.pth inception.npz` "
-        "(README: Metrics)")
+      "--inception_weights is required: pytorch-fid's Inception converted with `python -m "
+      "colorgan.convert_weights inception pt_inception-2015-12-05-6726825d.pth inception.npz` "
+      "(README: Metrics)"
+    )
   try:
     host_variables = inception.load_variables(FLAGS.inception_weights)
   except errors.WeightsError as e:
@@ -172,10 +197,22 @@ def main(argv: list[str]) -> None:
   if stats_a.features is not None and stats_b.features is not None:
     kid, kid_std = feature_stats.kid(stats_a.features, stats_b.features)
   else:
-    logging.warning("KID needs the features of both sets: a statistics file without them (as "
-                    "pytorch-fid writes) gives kid null")
-  print(json.dumps({"fid": fid, "kid": kid, "kid_std": kid_std, "num_a": stats_a.num_images,
-                    "num_b": stats_b.num_images, "fid_backend": inception.BACKEND}))
+    logging.warning(
+      "KID needs the features of both sets: a statistics file without them (as "
+      "pytorch-fid writes) gives kid null"
+    )
+  print(
+    json.dumps(
+      {
+        "fid": fid,
+        "kid": kid,
+        "kid_std": kid_std,
+        "num_a": stats_a.num_images,
+        "num_b": stats_b.num_images,
+        "fid_backend": inception.BACKEND,
+      }
+    )
+  )
 
 
 @cli.exit_on_error

@@ -61,8 +61,9 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
   except FileNotFoundError:
     raise ValueError(f"{path}: no such file") from None
   except Exception as e:  # pylint: disable=broad-except  (zipfile, numpy and OS errors)
-    raise ValueError(f"{path} is not a readable .npz ({type(e).__name__}: "
-                     f"{' '.join(str(e).split())[:200]})") from None
+    raise ValueError(
+      f"{path} is not a readable .npz ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    ) from None
 
 
 def write_text(path: str, text: str) -> None:
@@ -86,18 +87,22 @@ def ensure_writable(workdir: str) -> bool:
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
-    raise errors.WorkdirError(f"--workdir={workdir} cannot be created: {e.strerror or e} (a "
-                              "read-only file system or a missing permission: choose another "
-                              "--workdir)") from None
+    raise errors.WorkdirError(
+      f"--workdir={workdir} cannot be created: {e.strerror or e} (a "
+      "read-only file system or a missing permission: choose another "
+      "--workdir)"
+    ) from None
   probe = os.path.join(workdir, f".colorgan-write-test.{os.getpid()}")
   try:
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise errors.WorkdirError(f"--workdir={workdir} cannot be written: {e.strerror or e} (a "
-                              "read-only file system or a missing permission: choose another "
-                              "--workdir)") from None
+    raise errors.WorkdirError(
+      f"--workdir={workdir} cannot be written: {e.strerror or e} (a "
+      "read-only file system or a missing permission: choose another "
+      "--workdir)"
+    ) from None
   return created
 
 
@@ -132,9 +137,15 @@ def _shape(leaf) -> tuple[int, ...]:
   return tuple(np.shape(leaf) if shape is None else shape)
 
 
-def check_tree(loaded: dict, expected: dict, *, what: str, fix: str = "",
-               allow_extra: bool = False,
-               error: type[errors.ColorganError] = errors.WeightsError) -> None:
+def check_tree(
+  loaded: dict,
+  expected: dict,
+  *,
+  what: str,
+  fix: str = "",
+  allow_extra: bool = False,
+  error: type[errors.ColorganError] = errors.WeightsError,
+) -> None:
   """Raises `error` naming the first array `loaded` lacks or holds in another shape than `expected`.
 
   Args:
@@ -150,15 +161,20 @@ def check_tree(loaded: dict, expected: dict, *, what: str, fix: str = "",
   missing = sorted(set(want) - set(got))
   extra = [] if allow_extra else sorted(set(got) - set(want))
   if missing:
-    raise error(f"{what}: no weights for {len(missing)} of the network's {len(want)} arrays: it "
-                f"lacks {missing[0]!r}{fix}")
+    raise error(
+      f"{what}: no weights for {len(missing)} of the network's {len(want)} arrays: it "
+      f"lacks {missing[0]!r}{fix}"
+    )
   if extra:
-    raise error(f"{what}: it has {extra[0]!r}, which the network lacks ({len(extra)} unexpected "
-                f"of {len(got)} arrays){fix}")
+    raise error(
+      f"{what}: it has {extra[0]!r}, which the network lacks ({len(extra)} unexpected "
+      f"of {len(got)} arrays){fix}"
+    )
   for key in sorted(want):
     if _shape(got[key]) != _shape(want[key]):
-      raise error(f"{what}: {key!r} has shape {_shape(got[key])}, the network needs "
-                  f"{_shape(want[key])}{fix}")
+      raise error(
+        f"{what}: {key!r} has shape {_shape(got[key])}, the network needs {_shape(want[key])}{fix}"
+      )
 
 
 def read_variables(path: str, expected: dict[str, Any], *, what: str) -> dict[str, Any]:
@@ -183,6 +199,10 @@ def read_variables(path: str, expected: dict[str, Any], *, what: str) -> dict[st
     arrays = read_npz(path)
   except ValueError as e:
     raise errors.WeightsError(str(e)) from None
-  check_tree(arrays, expected, what=f"{path} does not hold the {what} weights",
-             fix="; convert the reference .pth with `python -m colorgan.convert_weights`")
+  check_tree(
+    arrays,
+    expected,
+    what=f"{path} does not hold the {what} weights",
+    fix="; convert the reference .pth with `python -m colorgan.convert_weights`",
+  )
   return unflatten({key: np.asarray(value, np.float32) for key, value in arrays.items()})

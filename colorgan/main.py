@@ -22,7 +22,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data here: quiet its logs
+os.environ.setdefault(
+  "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # TensorFlow only feeds data here: quiet its logs
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -38,56 +40,102 @@ FLAGS = flags.FLAGS
 MODES = ("train", "summary", "evaluate", "colorize", "export")
 RESTORE_MODES = ("evaluate", "colorize", "export")  # the modes that restore --workdir's checkpoint
 # Without --config these modes use the run's own config (WORKDIR/config.json) via this file.
-SAVED_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "configs", "saved.py")
+SAVED_CONFIG = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "saved.py"
+)
 
 config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/quickstart.py (add :arg to pass an argument).",
-    lock_config=True)
+  "config",
+  None,
+  "Config file, e.g. configs/quickstart.py (add :arg to pass an argument).",
+  lock_config=True,
+)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
-flags.DEFINE_enum("mode", "train", MODES, "train: train (or resume) in --workdir; summary: print "
-                  "the networks' parameters and, as the last line, a JSON object of their sizes; "
-                  "evaluate: score a checkpoint and the gray baseline on the eval split or "
-                  "--input (JSON as the last line); colorize: colorize --input photos into "
-                  "--output_dir; export: write the colorize function (photo in, photo out) as "
-                  "--format to --output.")
-flags.DEFINE_integer("step", None, "evaluate/colorize/export: the checkpoint step (default: the "
-                     "latest).")
-flags.DEFINE_multi_string("input", None, "colorize: a photo, a folder (recursive) or a glob; "
-                          "repeat the flag for more. evaluate: score every photo of these instead "
-                          "of the eval split.")
-flags.DEFINE_string("output_dir", None, "colorize: where the colorized photos go (relative paths "
-                    "kept); never an input's place.")
+flags.DEFINE_enum(
+  "mode",
+  "train",
+  MODES,
+  "train: train (or resume) in --workdir; summary: print "
+  "the networks' parameters and, as the last line, a JSON object of their sizes; "
+  "evaluate: score a checkpoint and the gray baseline on the eval split or "
+  "--input (JSON as the last line); colorize: colorize --input photos into "
+  "--output_dir; export: write the colorize function (photo in, photo out) as "
+  "--format to --output.",
+)
+flags.DEFINE_integer(
+  "step", None, "evaluate/colorize/export: the checkpoint step (default: the latest)."
+)
+flags.DEFINE_multi_string(
+  "input",
+  None,
+  "colorize: a photo, a folder (recursive) or a glob; "
+  "repeat the flag for more. evaluate: score every photo of these instead "
+  "of the eval split.",
+)
+flags.DEFINE_string(
+  "output_dir",
+  None,
+  "colorize: where the colorized photos go (relative paths kept); never an input's place.",
+)
 flags.DEFINE_enum("output_format", "png", ("png", "jpg"), "colorize: the output file format.")
-flags.DEFINE_string("hints", None, "colorize, with a run trained with hints: the colors to use. "
-                    "For one photo a .json file ({\"points\": [{\"x\", \"y\", \"rgb\", "
-                    "\"size\"}, ...]}, photo pixels) or a .png of the photo's size whose opaque "
-                    "pixels are hints; for several, a folder of <name>.json / <name>.png (the "
-                    "output's name).")
-flags.DEFINE_enum("temporal", "ema", ("none", "ema", "hints"),
-                  "colorize, videos: none: frame by frame; ema: the previous frame's colors carried "
-                  "along the optical flow where it is reliable; hints: those colors given to a "
-                  "generator trained with hints as hint points.")
-flags.DEFINE_bool("resume", False, "colorize, videos: continue an interrupted video from its "
-                  "partial output (same settings); the result equals one uninterrupted run.")
-flags.DEFINE_integer("colorize_size", None, "colorize/export: the size the generator works at (default: "
-                     "the run's config.image_size); a multiple of 2**U-Net depth.")
+flags.DEFINE_string(
+  "hints",
+  None,
+  "colorize, with a run trained with hints: the colors to use. "
+  'For one photo a .json file ({"points": [{"x", "y", "rgb", '
+  '"size"}, ...]}, photo pixels) or a .png of the photo\'s size whose opaque '
+  "pixels are hints; for several, a folder of <name>.json / <name>.png (the "
+  "output's name).",
+)
+flags.DEFINE_enum(
+  "temporal",
+  "ema",
+  ("none", "ema", "hints"),
+  "colorize, videos: none: frame by frame; ema: the previous frame's colors carried "
+  "along the optical flow where it is reliable; hints: those colors given to a "
+  "generator trained with hints as hint points.",
+)
+flags.DEFINE_bool(
+  "resume",
+  False,
+  "colorize, videos: continue an interrupted video from its "
+  "partial output (same settings); the result equals one uninterrupted run.",
+)
+flags.DEFINE_integer(
+  "colorize_size",
+  None,
+  "colorize/export: the size the generator works at (default: "
+  "the run's config.image_size); a multiple of 2**U-Net depth.",
+)
 # --mode=export (colorgan/export.py).
-flags.DEFINE_enum("format", None, ("savedmodel", "tflite", "onnx", "stablehlo"),
-                  "export: savedmodel (TensorFlow, jax2tf), tflite (converted from that SavedModel), "
-                  "onnx (opset 18) or stablehlo (jax.export, serialized).")
-flags.DEFINE_string("output", None, "export: the file to write (a folder for savedmodel); its "
-                    "JSON contract goes to OUTPUT.json.")
-flags.DEFINE_string("export_size", None, "export: a fixed input size, N or HxW (default: any height "
-                    "and width).")
-flags.DEFINE_enum("distributed", "auto", ("auto", "on", "off"),
-                  "Join a multi-process run with jax.distributed.initialize(). auto: when "
-                  "--coordinator_address is given or SLURM / Open MPI / Cloud TPU started several "
-                  "processes; on: always (unset flags are detected from the environment); off: never.")
+flags.DEFINE_enum(
+  "format",
+  None,
+  ("savedmodel", "tflite", "onnx", "stablehlo"),
+  "export: savedmodel (TensorFlow, jax2tf), tflite (converted from that SavedModel), "
+  "onnx (opset 18) or stablehlo (jax.export, serialized).",
+)
+flags.DEFINE_string(
+  "output",
+  None,
+  "export: the file to write (a folder for savedmodel); its JSON contract goes to OUTPUT.json.",
+)
+flags.DEFINE_string(
+  "export_size", None, "export: a fixed input size, N or HxW (default: any height and width)."
+)
+flags.DEFINE_enum(
+  "distributed",
+  "auto",
+  ("auto", "on", "off"),
+  "Join a multi-process run with jax.distributed.initialize(). auto: when "
+  "--coordinator_address is given or SLURM / Open MPI / Cloud TPU started several "
+  "processes; on: always (unset flags are detected from the environment); off: never.",
+)
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator service.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.", lower_bound=1)
-flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.",
-                     lower_bound=0)
+flags.DEFINE_integer(
+  "process_id", None, "This process's index, 0 .. num_processes - 1.", lower_bound=0
+)
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -111,11 +159,15 @@ def _with_saved_config(argv: list[str]) -> list[str]:
   if not workdir and mode == "summary":  # --config is required: _validated_config says so
     return argv
   if not workdir:
-    raise errors.UsageError(f"--workdir is required for --mode={mode}: the run to restore, e.g. "
-                            "--workdir=workdirs/quickstart")
+    raise errors.UsageError(
+      f"--workdir is required for --mode={mode}: the run to restore, e.g. "
+      "--workdir=workdirs/quickstart"
+    )
   if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise errors.UsageError(f"--workdir={workdir} holds no config.json: point --workdir at a "
-                            "training run (or pass --config)")
+    raise errors.UsageError(
+      f"--workdir={workdir} holds no config.json: point --workdir at a "
+      "training run (or pass --config)"
+    )
   argv = argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.abspath(workdir)}"] + argv[1:]
   sys.argv[:] = argv  # error messages quote the config from sys.argv
   return argv
@@ -147,6 +199,7 @@ def summary(config) -> dict:
 
   With --workdir and no --config, `config` is the run's own (WORKDIR/config.json)."""
   from colorgan import models  # pylint: disable=g-import-not-at-top
+
   tables, sizes = models.summarize(config)
   print(tables)
   return sizes
@@ -156,37 +209,49 @@ def evaluate_mode(config, workdir: str) -> str:
   """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line; on every
   photo of --input when given, else on the eval split of config.data."""
   from colorgan.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  return evaluator.to_json(evaluator.evaluate_checkpoint(config, workdir, FLAGS.step,
-                                                         inputs=FLAGS.input))
+
+  return evaluator.to_json(
+    evaluator.evaluate_checkpoint(config, workdir, FLAGS.step, inputs=FLAGS.input)
+  )
 
 
 def colorize_mode(config, workdir: str) -> int:
   """--mode=colorize: the exit status (1 when any photo failed)."""
   if not FLAGS.input:
-    raise errors.UsageError("--input is required for --mode=colorize: a photo, a folder or a glob "
-                            "(repeatable)")
+    raise errors.UsageError(
+      "--input is required for --mode=colorize: a photo, a folder or a glob (repeatable)"
+    )
   if not FLAGS.output_dir:
-    raise errors.UsageError("--output_dir is required for --mode=colorize, e.g. "
-                            "--output_dir=colorized")
+    raise errors.UsageError(
+      "--output_dir is required for --mode=colorize, e.g. --output_dir=colorized"
+    )
   from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
   from colorgan.inference import video  # pylint: disable=g-import-not-at-top
+
   work, videos = video.split_plan(photo.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format))
   hint_files = user_hint_files(work) if work.jobs else {}
   # --temporal=hints sends one frame at a time: a batch of 1 computes no padding.
   batch_size = 1 if videos and FLAGS.temporal == "hints" else config.eval_batch_size
-  colorizer = colorize.Colorizer.from_checkpoint(workdir, FLAGS.step, size=FLAGS.colorize_size,
-                                                 batch_size=batch_size)
+  colorizer = colorize.Colorizer.from_checkpoint(
+    workdir, FLAGS.step, size=FLAGS.colorize_size, batch_size=batch_size
+  )
   if hint_files and not colorizer.takes_hints:
     raise errors.UsageError(
-        f"--hints={FLAGS.hints}: the generator of {FLAGS.workdir} (step {colorizer.step}) was "
-        "trained without hints; train one with --config.hints.enabled=True (configs/hints.py), or "
-        "drop --hints")
+      f"--hints={FLAGS.hints}: the generator of {FLAGS.workdir} (step {colorizer.step}) was "
+      "trained without hints; train one with --config.hints.enabled=True (configs/hints.py), or "
+      "drop --hints"
+    )
   failures = colorizer.run(work, hint_files) if work.jobs else 0
   if videos:
     try:
-      failures += video.run(colorizer, videos, temporal=FLAGS.temporal,
-                            hints=None if work.jobs else FLAGS.hints, resume=FLAGS.resume)
+      failures += video.run(
+        colorizer,
+        videos,
+        temporal=FLAGS.temporal,
+        hints=None if work.jobs else FLAGS.hints,
+        resume=FLAGS.resume,
+      )
     except KeyboardInterrupt:  # the video said where its frames are kept and how to resume
       return 130
   return 1 if failures else 0
@@ -198,8 +263,13 @@ def user_hint_files(work) -> dict[str, str]:
   if FLAGS.hints is None:
     return {}
   from colorgan.inference import user_hints  # pylint: disable=g-import-not-at-top
-  hint_files = user_hints.match_hint_files(FLAGS.hints, [job.source for job in work.jobs],
-                                           [job.output for job in work.jobs], work.output_dir)
+
+  hint_files = user_hints.match_hint_files(
+    FLAGS.hints,
+    [job.source for job in work.jobs],
+    [job.output for job in work.jobs],
+    work.output_dir,
+  )
   user_hints.check_hint_files(hint_files)
   return hint_files
 
@@ -211,6 +281,7 @@ def claim_workdir(workdir: str):
   instead of hanging."""
   import jax  # pylint: disable=g-import-not-at-top
   from colorgan.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
   with contextlib.ExitStack() as stack:
     error = None
     if jax.process_index() == 0:
@@ -220,6 +291,7 @@ def claim_workdir(workdir: str):
         error = str(e)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
       refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
       if refused and error is None:
         error = f"--workdir={workdir} could not be claimed by process 0: see its log"
@@ -231,33 +303,49 @@ def claim_workdir(workdir: str):
 def export_mode(workdir: str) -> None:
   """--mode=export: the colorize function in --format at --output, its JSON beside it."""
   if not FLAGS.format:
-    raise errors.UsageError("--format is required for --mode=export: savedmodel, tflite, onnx or "
-                            "stablehlo")
+    raise errors.UsageError(
+      "--format is required for --mode=export: savedmodel, tflite, onnx or stablehlo"
+    )
   if not FLAGS.output:
-    raise errors.UsageError("--output is required for --mode=export, e.g. "
-                            f"--output=colorize.{FLAGS.format}")
+    raise errors.UsageError(
+      f"--output is required for --mode=export, e.g. --output=colorize.{FLAGS.format}"
+    )
   from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import hints  # pylint: disable=g-import-not-at-top
   from colorgan.inference import export  # pylint: disable=g-import-not-at-top
+
   fixed = export.parse_export_size(FLAGS.export_size)
   export.check_output(FLAGS.format, FLAGS.output)  # before the restore and the export's work
   inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
-  export.export(inference.config, inference.g_variables, step=inference.step, fmt=FLAGS.format,
-                output=FLAGS.output, size=FLAGS.colorize_size, fixed=fixed)
+  export.export(
+    inference.config,
+    inference.g_variables,
+    step=inference.step,
+    fmt=FLAGS.format,
+    output=FLAGS.output,
+    size=FLAGS.colorize_size,
+    fixed=fixed,
+  )
   shape = "any height and width" if fixed is None else f"{fixed[0]}x{fixed[1]} pixels"
-  print(f"exported the colorize function of step {inference.step} ({shape}) as {FLAGS.format} to "
-        f"{FLAGS.output}; contract in {FLAGS.output}.json")
+  print(
+    f"exported the colorize function of step {inference.step} ({shape}) as {FLAGS.format} to "
+    f"{FLAGS.output}; contract in {FLAGS.output}.json"
+  )
   if hints.enabled(inference.config):
-    print("note: this run takes color hints; the export covers automatic colorization only (no "
-          "hints): use --mode=colorize --hints or colorgan.serve for hints")
+    print(
+      "note: this run takes color hints; the export covers automatic colorization only (no "
+      "hints): use --mode=colorize --hints or colorgan.serve for hints"
+    )
 
 
 def train_mode(config, workdir: str) -> None:
   """--mode=train: trains (or resumes) in workdir; a preemption (saved, resumable) exits 0."""
   from colorgan import parallel  # pylint: disable=g-import-not-at-top
+
   parallel.check_batch_size(config.batch_size, parallel.create_mesh(config))
   from colorgan.training import loop  # pylint: disable=g-import-not-at-top  (TF and JAX: ~10 s)
   from colorgan.training import preemption  # pylint: disable=g-import-not-at-top
+
   logging.info("colorgan %s: workdir %s", FLAGS.mode, workdir)
   try:
     with claim_workdir(workdir):
@@ -265,15 +353,23 @@ def train_mode(config, workdir: str) -> None:
   except preemption.Preempted as e:  # SIGTERM / SIGINT: saved, resumable: a clean exit
     print(f"colorgan: {e}", flush=True)
     sys.exit(0)
-  logging.info("Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in "
-               "%s/samples", workdir, workdir, workdir)
+  logging.info(
+    "Done: checkpoints in %s/checkpoints, TensorBoard events in %s, samples in %s/samples",
+    workdir,
+    workdir,
+    workdir,
+  )
 
 
 def initialize_distributed() -> None:
   """jax.distributed.initialize() when asked (flags or launcher environment); before any JAX work."""
   from colorgan import parallel  # pylint: disable=g-import-not-at-top
-  explicit = {"coordinator_address": FLAGS.coordinator_address,
-              "num_processes": FLAGS.num_processes, "process_id": FLAGS.process_id}
+
+  explicit = {
+    "coordinator_address": FLAGS.coordinator_address,
+    "num_processes": FLAGS.num_processes,
+    "process_id": FLAGS.process_id,
+  }
   given = [f"--{k}" for k, v in explicit.items() if v is not None]
   if FLAGS.distributed == "off":
     if given:
@@ -283,12 +379,13 @@ def initialize_distributed() -> None:
   if FLAGS.distributed == "auto" and not launcher:
     return
   import jax  # pylint: disable=g-import-not-at-top
+
   try:
     jax.distributed.initialize(**explicit)
   except Exception as e:  # pylint: disable=broad-except
     raise errors.UsageError(
-        f"jax.distributed.initialize() failed (from {launcher or 'the environment'}): "
-        f"{cli.one_line(e)}; check --coordinator_address, --num_processes and --process_id"
+      f"jax.distributed.initialize() failed (from {launcher or 'the environment'}): "
+      f"{cli.one_line(e)}; check --coordinator_address, --num_processes and --process_id"
     ) from None
   logging.info("Joined a multi-process run (%s)", launcher or "--distributed=on")
 
@@ -296,8 +393,9 @@ def initialize_distributed() -> None:
 def _validated_config(argv: list[str]):
   """The --config (validated), or UsageError when there is none."""
   if len(argv) > 1:
-    raise errors.UsageError(f"unexpected argument(s) {' '.join(argv[1:])}: config values are set "
-                            "as --config.KEY=VALUE")
+    raise errors.UsageError(
+      f"unexpected argument(s) {' '.join(argv[1:])}: config values are set as --config.KEY=VALUE"
+    )
   config = load_config(sys.argv)
   if config is None:
     raise errors.UsageError("--config is required, e.g. --config=configs/quickstart.py")
@@ -312,8 +410,9 @@ def _run(argv: list[str]) -> None:
     print(json.dumps(summary(config)))
     return
   if not FLAGS.workdir:
-    raise errors.UsageError(f"--workdir is required for --mode={FLAGS.mode}, e.g. "
-                            "--workdir=workdirs/run1")
+    raise errors.UsageError(
+      f"--workdir is required for --mode={FLAGS.mode}, e.g. --workdir=workdirs/run1"
+    )
   workdir = os.path.abspath(FLAGS.workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise errors.UsageError(f"--workdir={FLAGS.workdir} exists and is not a directory")
@@ -321,12 +420,20 @@ def _run(argv: list[str]) -> None:
   initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   from colorgan import models  # pylint: disable=g-import-not-at-top
-  logging.info("JAX process %d of %d: %d local of %d %s device(s)", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.default_backend())
-  logging.info("4x4 convolutions: %s (config.model.fast_layers=%r)",
-               "matrix products" if models.use_fast_layers(config) else "flax's nn.Conv",
-               config.model.fast_layers)
+
+  logging.info(
+    "JAX process %d of %d: %d local of %d %s device(s)",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.default_backend(),
+  )
+  logging.info(
+    "4x4 convolutions: %s (config.model.fast_layers=%r)",
+    "matrix products" if models.use_fast_layers(config) else "flax's nn.Conv",
+    config.model.fast_layers,
+  )
   if FLAGS.mode == "evaluate":
     print(evaluate_mode(config, workdir))
   elif FLAGS.mode == "colorize":

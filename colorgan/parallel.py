@@ -39,17 +39,22 @@ def mesh_shape(config: ml_collections.ConfigDict | None, num_devices: int) -> tu
   if data == -1 or model == -1:
     known = model if data == -1 else data
     if num_devices % known:
-      raise errors.ConfigError(f"config.mesh.{'model' if data == -1 else 'data'}={known} does not "
-                               f"divide the {num_devices} devices: use a divisor of {num_devices}")
+      raise errors.ConfigError(
+        f"config.mesh.{'model' if data == -1 else 'data'}={known} does not "
+        f"divide the {num_devices} devices: use a divisor of {num_devices}"
+      )
     data, model = (num_devices // known, known) if data == -1 else (known, num_devices // known)
   if data * model != num_devices:
-    raise errors.ConfigError(f"config.mesh.data={data} x config.mesh.model={model} != "
-                             f"{num_devices} devices: set one of them to -1 to use all devices")
+    raise errors.ConfigError(
+      f"config.mesh.data={data} x config.mesh.model={model} != "
+      f"{num_devices} devices: set one of them to -1 to use all devices"
+    )
   return data, model
 
 
-def create_mesh(config: ml_collections.ConfigDict | None = None, *,
-                devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+def create_mesh(
+  config: ml_collections.ConfigDict | None = None, *, devices: Sequence[jax.Device] | None = None
+) -> jax.sharding.Mesh:
   """A ("data", "model") mesh over `devices` (default: every device of every process).
 
   Auto axes: under Explicit ones (make_mesh's default), batch reshapes and indexing inside jit fail.
@@ -60,8 +65,9 @@ def create_mesh(config: ml_collections.ConfigDict | None = None, *,
   """
   devices = jax.devices() if devices is None else list(devices)
   shape = mesh_shape(config, len(devices))
-  return jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  return jax.make_mesh(
+    shape, (DATA_AXIS, MODEL_AXIS), devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * 2
+  )
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -73,15 +79,18 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh, *, key: str = "batch_size") -> None:
+def check_batch_size(
+  global_batch: int, mesh: jax.sharding.Mesh, *, key: str = "batch_size"
+) -> None:
   """The global batch must split evenly over the data axis: a one-line ConfigError otherwise."""
   n = mesh.shape[DATA_AXIS]
   if global_batch % n:
     lower, upper = global_batch // n * n, -(-global_batch // n) * n
     hint = f"{lower} or {upper}" if lower else f"{upper}"
     raise errors.ConfigError(
-        f"config.{key}={global_batch} does not divide evenly over the {n} devices of the mesh's "
-        f"data axis: use a multiple of {n}, e.g. {hint}")
+      f"config.{key}={global_batch} does not divide evenly over the {n} devices of the mesh's "
+      f"data axis: use a multiple of {n}, e.g. {hint}"
+    )
 
 
 def process_batch_rows(mesh: jax.sharding.Mesh, global_batch: int) -> tuple[int, int]:
@@ -96,7 +105,9 @@ def process_batch_rows(mesh: jax.sharding.Mesh, global_batch: int) -> tuple[int,
   return lo, hi
 
 
-def global_batch(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+def global_batch(
+  mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]
+) -> dict[str, jax.Array]:
   """This process's rows -> one global jax.Array per key, sharded over the data axis."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

@@ -36,8 +36,12 @@ from colorgan.inference import video_flow
 from colorgan.inference import video_io
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("original", None, "The input video (gray or color; only its gray is used): "
-                    "the flow is computed on it and E_warp_gray is its own warping error.")
+flags.DEFINE_string(
+  "original",
+  None,
+  "The input video (gray or color; only its gray is used): "
+  "the flow is computed on it and E_warp_gray is its own warping error.",
+)
 flags.DEFINE_string("reference", None, "The true-color video, for PSNR and SSIM.")
 
 CDC_DISTANCES = (1, 2, 4)
@@ -56,8 +60,9 @@ def dis_flows(preset: str = "medium") -> FlowFunction:
   return lambda a, b, _: (flow(a, b), flow(b, a))
 
 
-def warp_error(prev: np.ndarray, cur: np.ndarray, forward: np.ndarray,
-               backward: np.ndarray) -> float:
+def warp_error(
+  prev: np.ndarray, cur: np.ndarray, forward: np.ndarray, backward: np.ndarray
+) -> float:
   """Lai et al.'s error of one pair: frame t (cur) warped onto t-1 by the flow t-1 -> t, against t-1,
   over the pixels not occluded on t-1's grid; uint8 RGB in, squared error in [0, 1] units out."""
   keep = ~video_flow.occluded(forward, backward)
@@ -83,8 +88,14 @@ def rgb_histograms(rgb: np.ndarray) -> np.ndarray:
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
   """Jensen-Shannon divergence (natural log) of two distributions, mean over leading axes."""
   m = 0.5 * (p + q)
-  kl = lambda a: np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1) / np.where(m > 0, m, 1)),  # noqa: E731
-                                 0.0), axis=-1)
+  kl = lambda a: np.sum(
+    np.where(
+      a > 0,
+      a * np.log(np.where(a > 0, a, 1) / np.where(m > 0, m, 1)),  # noqa: E731
+      0.0,
+    ),
+    axis=-1,
+  )
   return float(np.mean(0.5 * kl(p) + 0.5 * kl(q)))
 
 
@@ -94,7 +105,7 @@ PSNR_CAP = 100.0  # dB, for identical frames (JSON has no infinity)
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
   """PSNR of two uint8 frames in dB, at most PSNR_CAP."""
   mse = np.mean(np.square(a.astype(np.float64) - b.astype(np.float64)))
-  return PSNR_CAP if mse == 0 else float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)))
+  return PSNR_CAP if mse == 0 else float(min(PSNR_CAP, 10 * np.log10(255.0**2 / mse)))
 
 
 class _Means:
@@ -112,9 +123,12 @@ class _Means:
     return self.sums[name] / self.counts[name] if self.counts[name] else None
 
 
-def evaluate(colorized: Iterable[np.ndarray], original: Iterable[np.ndarray] | None = None,
-             reference: Iterable[np.ndarray] | None = None,
-             flows: FlowFunction | None = None) -> dict:
+def evaluate(
+  colorized: Iterable[np.ndarray],
+  original: Iterable[np.ndarray] | None = None,
+  reference: Iterable[np.ndarray] | None = None,
+  flows: FlowFunction | None = None,
+) -> dict:
   """The metrics (module docstring) of streams of uint8 RGB frames [H, W, 3] of one size.
 
   Args:
@@ -128,6 +142,7 @@ def evaluate(colorized: Iterable[np.ndarray], original: Iterable[np.ndarray] | N
     errors.VideoError: the videos differ in frame count or size.
   """
   from skimage import metrics as sk_metrics  # pylint: disable=g-import-not-at-top  (only with SSIM)
+
   flows = flows or dis_flows()
   means, history = _Means(), collections.deque(maxlen=max(CDC_DISTANCES))
   prev = None
@@ -148,17 +163,23 @@ def evaluate(colorized: Iterable[np.ndarray], original: Iterable[np.ndarray] | N
     means.add("colorfulness", colorfulness(out))
     if truth is not None:
       means.add("psnr", psnr(out, truth))
-      means.add("ssim", float(sk_metrics.structural_similarity(out, truth, channel_axis=-1,
-                                                               data_range=255)))
+      means.add(
+        "ssim", float(sk_metrics.structural_similarity(out, truth, channel_axis=-1, data_range=255))
+      )
     prev = (out, g, g_rgb)
   cdcs = [c for c in (means.get(f"cdc{d}") for d in CDC_DISTANCES) if c is not None]
   e_warp, e_gray = means.get("E_warp"), means.get("E_warp_gray")
-  return {"frames": frames, "E_warp": e_warp, "E_warp_gray": e_gray,
-          "E_warp_excess": None if e_warp is None else e_warp - e_gray,
-          "cdc": float(np.mean(cdcs)) if cdcs else None,
-          "colorfulness": means.get("colorfulness"), "psnr": means.get("psnr"),
-          "ssim": means.get("ssim"), "gray_from": "original" if original is not None else
-          "colorized"}
+  return {
+    "frames": frames,
+    "E_warp": e_warp,
+    "E_warp_gray": e_gray,
+    "E_warp_excess": None if e_warp is None else e_warp - e_gray,
+    "cdc": float(np.mean(cdcs)) if cdcs else None,
+    "colorfulness": means.get("colorfulness"),
+    "psnr": means.get("psnr"),
+    "ssim": means.get("ssim"),
+    "gray_from": "original" if original is not None else "colorized",
+  }
 
 
 def _zip_frames(colorized, original, reference) -> Iterator[tuple]:
@@ -172,11 +193,15 @@ def _zip_frames(colorized, original, reference) -> Iterator[tuple]:
       return
     if any(f is None for f in given):
       short = [n for n, f, s in zip(names, row, streams) if s is not None and f is None]
-      raise errors.VideoError(f"{short[0]} ends at frame {t}, before the other video(s): the "
-                              "videos must have the same frames")
+      raise errors.VideoError(
+        f"{short[0]} ends at frame {t}, before the other video(s): the "
+        "videos must have the same frames"
+      )
     if any(f.shape != row[0].shape for f in given):
-      raise errors.VideoError(f"frame {t}: sizes differ ({', '.join(str(f.shape[:2]) for f in given)})"
-                              ": the videos must have the same size")
+      raise errors.VideoError(
+        f"frame {t}: sizes differ ({', '.join(str(f.shape[:2]) for f in given)})"
+        ": the videos must have the same size"
+      )
     yield tuple(row)
 
 
@@ -184,16 +209,19 @@ def frames_of(path: str, what: str) -> Iterator[np.ndarray]:
   """A video's uint8 RGB frames (stored orientation), streamed. Raises errors.VideoError."""
   info = video_io.probe(path)
   if info is None:
-    raise errors.VideoError(f"{what}={path}: not a video colorgan can read (corrupt, truncated, or "
-                            "not a video)")
+    raise errors.VideoError(
+      f"{what}={path}: not a video colorgan can read (corrupt, truncated, or not a video)"
+    )
   return (frame.rgb for frame in video_io.read_frames(info))
 
 
 @cli.exit_on_error
 def main(argv: list[str]) -> None:
   if len(argv) != 2:
-    raise errors.UsageError("give one colorized video: python -m colorgan.video_metrics "
-                            "COLORIZED [--original=VIDEO] [--reference=VIDEO]")
+    raise errors.UsageError(
+      "give one colorized video: python -m colorgan.video_metrics "
+      "COLORIZED [--original=VIDEO] [--reference=VIDEO]"
+    )
   colorized = frames_of(argv[1], "COLORIZED")
   original = frames_of(FLAGS.original, "--original") if FLAGS.original else None
   reference = frames_of(FLAGS.reference, "--reference") if FLAGS.reference else None

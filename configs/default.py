@@ -40,8 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # `python -m colorgan.convert_weights`; "" leaves that metric out.
   config.eval = ml_collections.ConfigDict()
   config.eval.inception_weights = ""  # pytorch-fid's FID Inception: adds fid and kid
-  config.eval.lpips_weights = ""      # AlexNet + lpips v0.1 heads: adds lpips (vs the ground truth)
-  config.eval.fid_reference = ""      # statistics .npz (colorgan.fid --save_stats, or pytorch-fid's)
+  config.eval.lpips_weights = ""  # AlexNet + lpips v0.1 heads: adds lpips (vs the ground truth)
+  config.eval.fid_reference = ""  # statistics .npz (colorgan.fid --save_stats, or pytorch-fid's)
   #                                     to compare with; "": the eval split's own ground truth
   # A hints model is also scored with each of these numbers of points drawn from the ground truth
   # (seeded: the same for every run), e.g. (0, 1, 2, 5, 10, 20, 50): "by_hints" in the eval JSON,
@@ -49,10 +49,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.hint_counts = ()
 
   # Recipes (README "Recipes").
-  config.init_generator_from = ""  # a workdir (e.g. of configs/pretrain_l1.py) whose generator starts
+  config.init_generator_from = (
+    ""  # a workdir (e.g. of configs/pretrain_l1.py) whose generator starts
+  )
   #                                  this run; D and the optimizers start fresh. "": from scratch
   config.d_warmup_steps = 0  # the first steps train D only, against the frozen generator (NoGAN)
-  config.g_ema_decay = 0.0   # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
+  config.g_ema_decay = (
+    0.0  # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
+  )
 
   # Devices along each axis of the ("data", "model") mesh; -1: all devices the other axis leaves.
   # Batches are split over "data" (batch_size must divide by its size) and the state is replicated;
@@ -62,22 +66,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh.model = 1
 
   config.model = ml_collections.ConfigDict()
-  config.model.generator = "unet"          # colorgan.models.GENERATORS
+  config.model.generator = "unet"  # colorgan.models.GENERATORS
   config.model.discriminator = "patchgan"  # colorgan.models.DISCRIMINATORS
-  config.model.num_downs = 0               # U-Net depth; 0: log2(image_size) (unet_256 -> 8)
-  config.model.g_base_features = 64        # pix2pix ngf
+  config.model.num_downs = 0  # U-Net depth; 0: log2(image_size) (unet_256 -> 8)
+  config.model.g_base_features = 64  # pix2pix ngf
   config.model.dropout_rate = 0.5
-  config.model.d_base_features = 64        # pix2pix ndf
-  config.model.d_layers = 3                # PatchGAN n_layers: 70x70 receptive field
+  config.model.d_base_features = 64  # pix2pix ndf
+  config.model.d_layers = 3  # PatchGAN n_layers: 70x70 receptive field
   # U-Net and PatchGAN convolutions as matrix products (models/layers.py): same parameters and
   # outputs as flax's nn.Conv/nn.ConvTranspose (False: those, the reference), several times faster
   # on XLA:CPU. "auto": True on CPU, False on GPU and TPU (their own convolutions need no im2col
   # copies). Checkpoints move freely between the two (a free key when resuming). Typed `object` so
   # that it takes "auto", True or False (also --config.model.fast_layers=False).
   config.model.fast_layers = config_dict.FieldReference("auto", field_type=object)
-  config.model.resnet_depth = 18           # resnet_unet: ResNet-18 or -34 encoder
-  config.model.ab_bound = 1.0              # resnet_unet: ab = ab_bound * tanh(.), in (0, 1]
-  config.model.init_from = ""              # resnet_unet: encoder weights from a .npz or an orbax
+  config.model.resnet_depth = 18  # resnet_unet: ResNet-18 or -34 encoder
+  config.model.ab_bound = 1.0  # resnet_unet: ab = ab_bound * tanh(.), in (0, 1]
+  config.model.init_from = ""  # resnet_unet: encoder weights from a .npz or an orbax
   #                                          checkpoint (a directory); "": trained from scratch
 
   # User color hints (Zhang et al. 2017; README "Color hints"). enabled: the generator sees L and a
@@ -85,58 +89,58 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # each photo's own colors inside the jitted step. It changes the networks and the training.
   config.hints = ml_collections.ConfigDict()
   config.hints.enabled = False
-  config.hints.p = 1 / 8              # points on a hinted image ~ geometric(p) on 1, 2, ...: mean 1/p
+  config.hints.p = 1 / 8  # points on a hinted image ~ geometric(p) on 1, 2, ...: mean 1/p
   config.hints.no_hint_share = 1 / 8  # share of images with no hint (the automatic colorizer); with
   #                                     p = 1/8 the paper's draw: n points with probability p(1-p)^n
-  config.hints.max_points = 64        # the geometric draw's cap (P(> 64) is 0.02% at p = 1/8)
-  config.hints.min_patch_size = 1     # each point is a square of side uniform in [min, max] pixels
-  config.hints.max_patch_size = 9     # whose color is the photo's mean ab under it (paper: 1 to 9)
-  config.hints.center_sigma = 0.25    # locations ~ 2-D Gaussian at the center, sigma = this * side,
+  config.hints.max_points = 64  # the geometric draw's cap (P(> 64) is 0.02% at p = 1/8)
+  config.hints.min_patch_size = 1  # each point is a square of side uniform in [min, max] pixels
+  config.hints.max_patch_size = 9  # whose color is the photo's mean ab under it (paper: 1 to 9)
+  config.hints.center_sigma = 0.25  # locations ~ 2-D Gaussian at the center, sigma = this * side,
   #                                     truncated to the image (paper: 1/4); 0: uniform
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.gan = "vanilla"              # colorgan.training.losses.GAN_LOSSES; none: no D step (L1 only)
+  config.loss.gan = "vanilla"  # colorgan.training.losses.GAN_LOSSES; none: no D step (L1 only)
   config.loss.gan_weight = 1.0
-  config.loss.reconstruction = "l1"        # colorgan.training.losses.RECONSTRUCTION_LOSSES
-  config.loss.l1_weight = 100.0            # lambda of the reconstruction term, whichever it is
-  config.loss.huber_delta = 0.1            # in model ab units (x110 for Lab units)
-  config.loss.penalty = "auto"             # none | gp | r1; auto: the objective's own (gp for wgan_gp)
-  config.loss.penalty_weight = 10.0        # lambda of the gradient penalty / gamma of R1
+  config.loss.reconstruction = "l1"  # colorgan.training.losses.RECONSTRUCTION_LOSSES
+  config.loss.l1_weight = 100.0  # lambda of the reconstruction term, whichever it is
+  config.loss.huber_delta = 0.1  # in model ab units (x110 for Lab units)
+  config.loss.penalty = "auto"  # none | gp | r1; auto: the objective's own (gp for wgan_gp)
+  config.loss.penalty_weight = 10.0  # lambda of the gradient penalty / gamma of R1
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_learning_rate = 2e-4
   config.optim.d_learning_rate = 2e-4
   config.optim.b1 = 0.5
   config.optim.b2 = 0.999
-  config.optim.g_schedule = "constant"     # constant | linear_decay | cosine (colorgan/schedules.py)
+  config.optim.g_schedule = "constant"  # constant | linear_decay | cosine (colorgan/schedules.py)
   config.optim.d_schedule = "constant"
-  config.optim.warmup_steps = 0            # linear learning-rate warm-up of both networks
-  config.optim.decay_steps = 0             # linear_decay: the last decay_steps; 0: half the run
-  config.optim.d_steps = 1                 # D updates per G update (on the same batch)
-  config.optim.clip_grad_norm = 0.0        # > 0: clip each network's gradient to this global norm
+  config.optim.warmup_steps = 0  # linear learning-rate warm-up of both networks
+  config.optim.decay_steps = 0  # linear_decay: the last decay_steps; 0: half the run
+  config.optim.d_steps = 1  # D updates per G update (on the same batch)
+  config.optim.clip_grad_norm = 0.0  # > 0: clip each network's gradient to this global norm
 
   config.data = ml_collections.ConfigDict()
-  config.data.source = "bundled"   # bundled (photos inside scikit-image/-learn) | folder | tfds
+  config.data.source = "bundled"  # bundled (photos inside scikit-image/-learn) | folder | tfds
   # folder: a directory of images read recursively (.jpg .jpeg .png .webp .bmp .tif .tiff, any case).
   # Its train/ and val/ subfolders are the split when both exist; otherwise a seeded hash of each
   # file's relative path holds out eval_fraction of the files (stable as files come and go).
   config.data.path = ""
   config.data.eval_fraction = 0.05
-  config.data.split_seed = 0       # seeds that hash: the eval files do not change with config.seed
+  config.data.split_seed = 0  # seeds that hash: the eval files do not change with config.seed
   # tfds: any TFDS image dataset, e.g. coco/2017, imagenette/320px-v2, places365_small, imagenet2012.
   config.data.tfds_name = ""
-  config.data.tfds_data_dir = ""   # "": TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+  config.data.tfds_data_dir = ""  # "": TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
   config.data.tfds_download = False  # True: download and prepare it when it is not there yet
   config.data.train_split = "train"  # TFDS split syntax: "train[:8000]", "train[:90%]+validation"
   config.data.eval_split = "validation"
   config.data.image_key = "image"  # the image feature of the TFDS examples
   config.data.shuffle_window = 1024  # tfds: examples shuffled together (files: a full permutation)
-  config.data.cache = False        # keep the encoded images in memory after their first read
-  config.data.load_size = 286      # short side resized to this, then cropped to image_size (pix2pix)
+  config.data.cache = False  # keep the encoded images in memory after their first read
+  config.data.load_size = 286  # short side resized to this, then cropped to image_size (pix2pix)
   config.data.resize_mode = "crop"  # crop: resize short side + crop; resize: squash to a square
   config.data.random_flip = True
   config.data.num_parallel_calls = -1  # images decoded in parallel; -1: tf.data AUTOTUNE
-  config.data.prefetch = 2         # batches prepared ahead of the training step
+  config.data.prefetch = 2  # batches prepared ahead of the training step
 
   if arg == "smoke":  # seconds on a laptop CPU: tiny images, tiny nets
     config.image_size = 32

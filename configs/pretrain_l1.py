@@ -23,18 +23,20 @@ from configs import quickstart  # noqa: E402
 from configs import resnet_unet  # noqa: E402
 
 BASES = {
-    "resnet_unet": resnet_unet.get_config,
-    "default": default.get_config,
-    "quickstart": quickstart.get_config,
-    "smoke": lambda: resnet_unet.get_config("smoke"),
+  "resnet_unet": resnet_unet.get_config,
+  "default": default.get_config,
+  "quickstart": quickstart.get_config,
+  "smoke": lambda: resnet_unet.get_config("smoke"),
 }
 
 
 def get_config(arg: str | None = None):
   base = arg or "resnet_unet"
   if base not in BASES:
-    raise ValueError(f"configs/pretrain_l1.py takes one of {', '.join(BASES)} (the config whose "
-                     f"generator it pretrains), got {arg!r}")
+    raise ValueError(
+      f"configs/pretrain_l1.py takes one of {', '.join(BASES)} (the config whose "
+      f"generator it pretrains), got {arg!r}"
+    )
   config = BASES[base]()
   config.loss.gan = "none"  # no discriminator step
   config.loss.l1_weight = 1.0  # the tutorial's nn.L1Loss()

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
 
 PROTOCOLS = {
-    "imagenet_val": dict(tfds_name="imagenet2012", train_split="train", eval_split="validation"),
-    "coco_val": dict(tfds_name="coco/2017", train_split="train", eval_split="validation"),
+  "imagenet_val": dict(tfds_name="imagenet2012", train_split="train", eval_split="validation"),
+  "coco_val": dict(tfds_name="coco/2017", train_split="train", eval_split="validation"),
 }
 
 

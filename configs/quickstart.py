@@ -28,5 +28,7 @@ def get_config():
   config.log_every_steps = 25
   config.sample_every_steps = 100
   config.checkpoint_every_steps = 200
-  config.eval_every_steps = 200  # the bundled photos are both splits: this shows fit, not generalization
+  config.eval_every_steps = (
+    200  # the bundled photos are both splits: this shows fit, not generalization
+  )
   return config

@@ -29,8 +29,10 @@ def _merge(base: ml_collections.ConfigDict, saved: dict, path: str, prefix: str 
     try:
       base[key] = value
     except (TypeError, ValueError) as e:  # a value of another type than the key's
-      raise ValueError(f"{prefix}{key}={value!r} is not a value of that key ({e}); fix it in "
-                       f"{path}, or pass --config") from None
+      raise ValueError(
+        f"{prefix}{key}={value!r} is not a value of that key ({e}); fix it in "
+        f"{path}, or pass --config"
+      ) from None
 
 
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
@@ -43,8 +45,10 @@ def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError) as e:
-    raise ValueError(f"it cannot be read as JSON ({e}): restore {path}, or pass --config (the "
-                     "config the run was trained with)") from None
+    raise ValueError(
+      f"it cannot be read as JSON ({e}): restore {path}, or pass --config (the "
+      "config the run was trained with)"
+    ) from None
   config = default.get_config()
   _merge(config, saved, path)
   return config

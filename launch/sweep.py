@@ -60,7 +60,9 @@ def parse_sweep(spec: str) -> list[tuple[str, list[str]]]:
       raise SweepError(f"--sweep names {key} twice: give all its values in one list")
     axes.append((key.removeprefix("config."), values))
   if not axes:
-    raise SweepError("--sweep is empty: give KEY=[v1,v2,...] items, e.g. 'loss.gan=[vanilla,hinge]'")
+    raise SweepError(
+      "--sweep is empty: give KEY=[v1,v2,...] items, e.g. 'loss.gan=[vanilla,hinge]'"
+    )
   return axes
 
 
@@ -74,8 +76,10 @@ def point_names(axes: list[tuple[str, list[str]]], points: list[tuple[str, ...]]
   labels = [leaf if leaves.count(leaf) == 1 else key for leaf, (key, _) in zip(leaves, axes)]
   names = [",".join(f"{label}={_label(v)}" for label, v in zip(labels, point)) for point in points]
   if len(set(names)) != len(names):
-    raise SweepError("two sweep points get the same workdir name: make the values differ in "
-                     "letters, digits or . _ + -")
+    raise SweepError(
+      "two sweep points get the same workdir name: make the values differ in "
+      "letters, digits or . _ + -"
+    )
   return names
 
 
@@ -144,7 +148,7 @@ def check_points(config_arg: str, runs: list[dict], extra: list[str]) -> None:
   for arg in extra:
     if not arg.startswith("--config.") or "=" not in arg:
       continue  # other flags are colorgan.main's to judge
-    key, _, value = arg[len("--config."):].partition("=")
+    key, _, value = arg[len("--config.") :].partition("=")
     fixed[key] = value
   for run in runs:
     config = load_config(config_arg)
@@ -197,6 +201,7 @@ def last_train_scalars(workdir: str) -> tuple[int, dict[str, float]] | None:
     return None
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   by_step: dict[int, dict[str, float]] = {}
   for path in paths:
     try:
@@ -231,8 +236,11 @@ def results(runs: list[dict]) -> list[dict]:
     else:
       found = last_train_scalars(run["workdir"])
       if found:
-        row.update(step=found[0], source="train",
-                   metrics={k: v for k, v in found[1].items() if k in TRAIN_COLUMNS})
+        row.update(
+          step=found[0],
+          source="train",
+          metrics={k: v for k, v in found[1].items() if k in TRAIN_COLUMNS},
+        )
     if "status" in run:
       row["status"] = run["status"]
     rows.append(row)
@@ -259,9 +267,12 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     columns = train_first + sorted(k for k in seen if k not in TRAIN_COLUMNS)
   status = any("status" in row for row in rows)
   header = ["point", "step", "source"] + (["status"] if status else []) + columns
-  body = [[row["point"], _format(row["step"]), row["source"]]
-          + ([row.get("status", "-")] if status else [])
-          + [_format(row["metrics"].get(c)) for c in columns] for row in rows]
+  body = [
+    [row["point"], _format(row["step"]), row["source"]]
+    + ([row.get("status", "-")] if status else [])
+    + [_format(row["metrics"].get(c)) for c in columns]
+    for row in rows
+  ]
   widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
   lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in [header] + body]
   lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -283,16 +294,22 @@ def run_all(runs: list[dict]) -> None:
 
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(
-      prog="launch/sweep.py", description=__doc__.split("\n\n")[0],
-      epilog="Arguments after -- are passed to every run, e.g. -- --config.total_steps=150")
+    prog="launch/sweep.py",
+    description=__doc__.split("\n\n")[0],
+    epilog="Arguments after -- are passed to every run, e.g. -- --config.total_steps=150",
+  )
   parser.add_argument("--config", required=True, help="config file (path[:arg]), as for colorgan")
-  parser.add_argument("--sweep", required=True,
-                      help="space-separated KEY=[v1,v2,...] items; the runs are their product")
+  parser.add_argument(
+    "--sweep",
+    required=True,
+    help="space-separated KEY=[v1,v2,...] items; the runs are their product",
+  )
   parser.add_argument("--workdir", default="workdirs/sweep", help="parent of the runs' workdirs")
   parser.add_argument("--run", action="store_true", help="run the points in turn, then the table")
   parser.add_argument("--table", action="store_true", help="only print the table of the results")
-  parser.add_argument("--metrics", default="",
-                      help="comma-separated table columns (default: every metric found)")
+  parser.add_argument(
+    "--metrics", default="", help="comma-separated table columns (default: every metric found)"
+  )
   parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
 

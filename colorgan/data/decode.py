@@ -41,8 +41,10 @@ def _header_problem(image: Image.Image) -> str | None:
   """Why an opened (not yet decoded) image cannot be used, or None."""
   width, height = image.size
   if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
-    return (f"too large ({width}x{height} px; the limit is {MAX_IMAGE_SIDE} px a side, "
-            f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx)")
+    return (
+      f"too large ({width}x{height} px; the limit is {MAX_IMAGE_SIDE} px a side, "
+      f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx)"
+    )
   if min(width, height) < 1:
     return "empty image (0 px)"
   if image.mode in _GRAY_MODES:
@@ -74,8 +76,9 @@ def _is_grayscale(image: Image.Image) -> bool:
   return np.count_nonzero(chroma > _GRAY_CHROMA) < _GRAY_FRACTION * chroma.size
 
 
-def _target_size(width: int, height: int, *, image_size: int, load_size: int,
-                 resize_mode: str) -> tuple[int, int]:
+def _target_size(
+  width: int, height: int, *, image_size: int, load_size: int, resize_mode: str
+) -> tuple[int, int]:
   """(width, height) of the whole image before cropping."""
   if resize_mode == "resize":
     return image_size, image_size
@@ -84,8 +87,15 @@ def _target_size(width: int, height: int, *, image_size: int, load_size: int,
   return max(short, round(width * scale)), max(short, round(height * scale))
 
 
-def _resize_crop(image: Image.Image, *, image_size: int, load_size: int, resize_mode: str,
-                 rng: np.random.Generator | None, random_flip: bool) -> np.ndarray:
+def _resize_crop(
+  image: Image.Image,
+  *,
+  image_size: int,
+  load_size: int,
+  resize_mode: str,
+  rng: np.random.Generator | None,
+  random_flip: bool,
+) -> np.ndarray:
   """RGB image -> uint8 [image_size, image_size, 3].
 
   crop mode: resize the short side to load_size, then crop image_size (random when rng is given, the
@@ -94,8 +104,9 @@ def _resize_crop(image: Image.Image, *, image_size: int, load_size: int, resize_
   """
   size = image_size
   width, height = image.size
-  new_w, new_h = _target_size(width, height, image_size=size, load_size=load_size,
-                              resize_mode=resize_mode)
+  new_w, new_h = _target_size(
+    width, height, image_size=size, load_size=load_size, resize_mode=resize_mode
+  )
   if rng is None:
     top, left = (new_h - size) // 2, (new_w - size) // 2
   else:
@@ -108,9 +119,15 @@ def _resize_crop(image: Image.Image, *, image_size: int, load_size: int, resize_
   return np.asarray(crop)
 
 
-def decode_image(data: bytes, *, image_size: int, load_size: int, resize_mode: str,
-                 random_flip: bool = False,
-                 rng: np.random.Generator | None = None) -> tuple[np.ndarray | None, str | None]:
+def decode_image(
+  data: bytes,
+  *,
+  image_size: int,
+  load_size: int,
+  resize_mode: str,
+  random_flip: bool = False,
+  rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray | None, str | None]:
   """Encoded bytes -> (uint8 [image_size, image_size, 3], None), or (None, why it was skipped).
 
   Any format Pillow reads; palette, RGBA (alpha dropped), 16-bit RGB and CMYK are converted to 8-bit
@@ -124,8 +141,12 @@ def decode_image(data: bytes, *, image_size: int, load_size: int, resize_mode: s
     return None, problem
   try:
     if image.format in ("JPEG", "MPO"):  # decode at 1/2, 1/4 or 1/8 scale if that covers the target
-      image.draft(None, _target_size(*image.size, image_size=image_size, load_size=load_size,
-                                     resize_mode=resize_mode))
+      image.draft(
+        None,
+        _target_size(
+          *image.size, image_size=image_size, load_size=load_size, resize_mode=resize_mode
+        ),
+      )
     image.load()
     ImageOps.exif_transpose(image, in_place=True)  # photos as they are shown (EXIF orientation)
     if image.mode in ("P", "PA"):
@@ -134,8 +155,14 @@ def decode_image(data: bytes, *, image_size: int, load_size: int, resize_mode: s
       image = image.convert("RGB")
     if _is_grayscale(image):
       return None, "grayscale (an RGB file without color): no color to learn"
-    return _resize_crop(image, image_size=image_size, load_size=load_size,
-                        resize_mode=resize_mode, rng=rng, random_flip=random_flip), None
+    return _resize_crop(
+      image,
+      image_size=image_size,
+      load_size=load_size,
+      resize_mode=resize_mode,
+      rng=rng,
+      random_flip=random_flip,
+    ), None
   except Exception as e:  # pylint: disable=broad-except  (a corrupt stream raises many kinds)
     return None, f"undecodable ({type(e).__name__}: {e})"
 
@@ -160,8 +187,12 @@ class SkipLog:
     if count <= LOG_FIRST:
       logging.warning("Skipped %s image %s: %s", self._what, name, reason)
     elif count == LOG_FIRST + 1 or count % 100 == 0:
-      logging.warning("Skipped %d %s images so far (%s); further ones are counted, not named",
-                      count, self._what, _format_counts(self._reasons))
+      logging.warning(
+        "Skipped %d %s images so far (%s); further ones are counted, not named",
+        count,
+        self._what,
+        _format_counts(self._reasons),
+      )
 
 
 def _reason_kind(reason: str) -> str:
@@ -178,14 +209,21 @@ def reason_counts(bad: tuple[tuple[str, str], ...]) -> str:
   return _format_counts(collections.Counter(_reason_kind(r) for _, r in bad))
 
 
-def report_checked_files(where: str, num_files: int, good: int,
-                         bad: tuple[tuple[str, str], ...]) -> None:
+def report_checked_files(
+  where: str, num_files: int, good: int, bad: tuple[tuple[str, str], ...]
+) -> None:
   """Logs the start-up check of `where`'s files: counts, then the first unusable ones by name."""
   if not bad:
     logging.info("Data: %s: %d image files, all usable", where, num_files)
     return
-  logging.warning("Data: %s: %d image files, %d usable, %d skipped (%s)", where, num_files, good,
-                  len(bad), reason_counts(bad))
+  logging.warning(
+    "Data: %s: %d image files, %d usable, %d skipped (%s)",
+    where,
+    num_files,
+    good,
+    len(bad),
+    reason_counts(bad),
+  )
   for path, reason in bad[:LOG_FIRST]:
     logging.warning("  skipped %s: %s", path, reason)
   if len(bad) > LOG_FIRST:
@@ -227,8 +265,9 @@ def check_image_file(path: str) -> str | None:
     return f"unreadable ({e.strerror or e})"
 
 
-def check_image_files(paths: tuple[str, ...], *, what: str) -> tuple[tuple[str, ...],
-                                                                     tuple[tuple[str, str], ...]]:
+def check_image_files(
+  paths: tuple[str, ...], *, what: str
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
   """Splits paths into (usable, ((path, reason), ...) unusable); logs progress for many files."""
   reasons = [None] * len(paths)
   last_log = time.time()

@@ -43,9 +43,12 @@ class Decoder:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *, train: bool, what: str):
-    self._kwargs = dict(image_size=config.image_size, load_size=config.data.load_size,
-                        resize_mode=config.data.resize_mode,
-                        random_flip=train and config.data.random_flip)
+    self._kwargs = dict(
+      image_size=config.image_size,
+      load_size=config.data.load_size,
+      resize_mode=config.data.resize_mode,
+      random_flip=train and config.data.random_flip,
+    )
     self._seed = config.seed
     self._train = train
     self._cache = {} if config.data.cache else None
@@ -54,8 +57,9 @@ class Decoder:
 
   def decode(self, data: bytes, name: str, position: int) -> tuple[np.ndarray, bool]:
     """Python side: (image, ok), logging a skipped image."""
-    rng = (np.random.default_rng([self._seed % 2**64, _AUGMENT_SALT, position]) if self._train
-           else None)
+    rng = (
+      np.random.default_rng([self._seed % 2**64, _AUGMENT_SALT, position]) if self._train else None
+    )
     image, problem = decode.decode_image(data, rng=rng, **self._kwargs)
     if problem:
       self._log(name, problem)
@@ -91,13 +95,17 @@ class Decoder:
 
   def file(self, paths: tuple[str, ...], index: tf.Tensor, position: tf.Tensor):
     """paths[index] (index -1: padding), decoded; position in the global stream seeds the crop."""
-    return self._finish(*tf.numpy_function(functools.partial(self._decode_index, paths),
-                                           [index, position], [tf.uint8, tf.bool]))
+    return self._finish(
+      *tf.numpy_function(
+        functools.partial(self._decode_index, paths), [index, position], [tf.uint8, tf.bool]
+      )
+    )
 
   def bytes(self, data: tf.Tensor, name: tf.Tensor, position: tf.Tensor):
     """Encoded image bytes, a name for the log, global stream position."""
-    return self._finish(*tf.numpy_function(self._decode_bytes, [data, name, position],
-                                           [tf.uint8, tf.bool]))
+    return self._finish(
+      *tf.numpy_function(self._decode_bytes, [data, name, position], [tf.uint8, tf.bool])
+    )
 
 
 class Images(Protocol):
@@ -110,12 +118,18 @@ class Images(Protocol):
   def first(self, n: int) -> "Images":
     """The first n images."""
 
-  def train_stream(self, config: ml_collections.ConfigDict, rows: tuple[int, int],
-                   start_step: int, decoder: Decoder) -> tf.data.Dataset:
+  def train_stream(
+    self,
+    config: ml_collections.ConfigDict,
+    rows: tuple[int, int],
+    start_step: int,
+    decoder: Decoder,
+  ) -> tf.data.Dataset:
     """Endless (image, ok) of this host's rows [lo, hi) of every global batch from start_step on."""
 
-  def eval_stream(self, config: ml_collections.ConfigDict, rows: tuple[int, int],
-                  decoder: Decoder) -> tf.data.Dataset:
+  def eval_stream(
+    self, config: ml_collections.ConfigDict, rows: tuple[int, int], decoder: Decoder
+  ) -> tf.data.Dataset:
     """(image, ok) of this host's rows of every global batch, the last one padded (ok=False)."""
 
   def eval_records(self, decoder: Decoder) -> Iterator[tuple[bytes, str]]:
@@ -147,21 +161,28 @@ def _fill_skipped(ds: tf.data.Dataset) -> tf.data.Dataset:
   Position-preserving: the stream keeps one image per position, so batches stay aligned with
   positions and a resumed run sees what an uninterrupted one would have.
   """
+
   def step(pending, element):
     image, ok = element
     check = tf.debugging.assert_less(
-        pending, tf.constant(_MAX_CONSECUTIVE_FAILURES, tf.int64),
-        message=f"{_MAX_CONSECUTIVE_FAILURES} consecutive images could not be used (see the "
-                "'Skipped' lines above): the data is broken")
+      pending,
+      tf.constant(_MAX_CONSECUTIVE_FAILURES, tf.int64),
+      message=f"{_MAX_CONSECUTIVE_FAILURES} consecutive images could not be used (see the "
+      "'Skipped' lines above): the data is broken",
+    )
     with tf.control_dependencies([check]):
       copies = tf.where(ok, pending + 1, tf.constant(0, tf.int64))
-    return (tf.where(ok, tf.constant(0, tf.int64), pending + 1),
-            {"image": tf.repeat(image[None], copies, 0)})
+    return (
+      tf.where(ok, tf.constant(0, tf.int64), pending + 1),
+      {"image": tf.repeat(image[None], copies, 0)},
+    )
+
   return ds.scan(tf.constant(0, tf.int64), step).unbatch()
 
 
-def create_train_dataset(config: ml_collections.ConfigDict, images: Images, *,
-                         rows: tuple[int, int], start_step: int = 0) -> tf.data.Dataset:
+def create_train_dataset(
+  config: ml_collections.ConfigDict, images: Images, *, rows: tuple[int, int], start_step: int = 0
+) -> tf.data.Dataset:
   """Endless batches {"image": uint8 [hi - lo, S, S, 3]}: rows [lo, hi) of every global batch.
 
   Args:
@@ -177,8 +198,9 @@ def create_train_dataset(config: ml_collections.ConfigDict, images: Images, *,
   return ds.prefetch(config.data.prefetch)
 
 
-def create_eval_dataset(config: ml_collections.ConfigDict, images: Images, *,
-                        rows: tuple[int, int]) -> tf.data.Dataset:
+def create_eval_dataset(
+  config: ml_collections.ConfigDict, images: Images, *, rows: tuple[int, int]
+) -> tf.data.Dataset:
   """One pass over the eval images (center crops) in global batches of config.batch_size.
 
   The last global batch is padded: {"image": uint8 [hi - lo, S, S, 3], "mask": bool [hi - lo]} where
@@ -192,8 +214,7 @@ def create_eval_dataset(config: ml_collections.ConfigDict, images: Images, *,
   return ds.batch(rows[1] - rows[0]).prefetch(config.data.prefetch)
 
 
-def load_eval_images(config: ml_collections.ConfigDict, images: Images,
-                     count: int) -> np.ndarray:
+def load_eval_images(config: ml_collections.ConfigDict, images: Images, count: int) -> np.ndarray:
   """The first `count` usable eval images, center-cropped: uint8 [count, S, S, 3] (sample grids).
 
   Fewer when the eval split holds fewer; DataError when it holds none that can be used.
@@ -210,7 +231,9 @@ def load_eval_images(config: ml_collections.ConfigDict, images: Images,
     if ok:
       found.append(image)
   if count and not found:
-    raise errors.DataError(f"none of the {tried} eval images of config.data.source="
-                           f"{config.data.source!r} could be decoded (see the 'Skipped' lines "
-                           "above)")
+    raise errors.DataError(
+      f"none of the {tried} eval images of config.data.source="
+      f"{config.data.source!r} could be decoded (see the 'Skipped' lines "
+      "above)"
+    )
   return np.stack(found) if found else np.zeros((0, size, size, 3), np.uint8)

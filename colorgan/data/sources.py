@@ -34,8 +34,14 @@ if TYPE_CHECKING:
   from colorgan.data import pipeline
 
 # The natural color photos shipped inside scikit-image and scikit-learn (no download).
-_SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
-                   "motorcycle_left.png", "motorcycle_right.png")
+_SKIMAGE_PHOTOS = (
+  "astronaut.png",
+  "chelsea.png",
+  "coffee.png",
+  "rocket.jpg",
+  "motorcycle_left.png",
+  "motorcycle_right.png",
+)
 _SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -43,12 +49,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 def _tf():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name  (seconds)
+
   return tf
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
   """The images of one data source, split for training and evaluation."""
+
   name: str
   train: "pipeline.Images"
   eval: "pipeline.Images"
@@ -59,6 +67,7 @@ class Source:
 @dataclasses.dataclass(frozen=True)
 class FileImages:
   """Image files (the bundled photos, a folder's), read by path; iterates over the paths."""
+
   paths: tuple[str, ...]
 
   def __len__(self) -> int:
@@ -74,8 +83,13 @@ class FileImages:
   def first(self, n: int) -> "FileImages":
     return FileImages(self.paths[:n])
 
-  def train_stream(self, config: ml_collections.ConfigDict, rows: tuple[int, int],
-                   start_step: int, decoder: "pipeline.Decoder") -> "tf.data.Dataset":
+  def train_stream(
+    self,
+    config: ml_collections.ConfigDict,
+    rows: tuple[int, int],
+    start_step: int,
+    decoder: "pipeline.Decoder",
+  ) -> "tf.data.Dataset":
     tf = _tf()
     if not self.paths:
       raise errors.DataError("no training images")
@@ -84,18 +98,23 @@ class FileImages:
 
     def epoch_indices(epoch):  # each epoch a permutation seeded by (seed, epoch)
       perm = tf.random.experimental.stateless_shuffle(
-          tf.range(num_images, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        tf.range(num_images, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+      )
       return tf.data.Dataset.from_tensor_slices(perm)
 
     ds = tf.data.Dataset.range(2**62).flat_map(epoch_indices).enumerate()
     ds = ds.skip(start_step * global_batch)
     ds = ds.batch(global_batch, drop_remainder=True)
     ds = ds.map(lambda pos, idx: (pos[lo:hi], idx[lo:hi])).unbatch()
-    return ds.map(lambda pos, idx: decoder.file(self.paths, idx, pos),
-                  num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
+    return ds.map(
+      lambda pos, idx: decoder.file(self.paths, idx, pos),
+      num_parallel_calls=config.data.num_parallel_calls,
+      deterministic=True,
+    )
 
-  def eval_stream(self, config: ml_collections.ConfigDict, rows: tuple[int, int],
-                  decoder: "pipeline.Decoder") -> "tf.data.Dataset":
+  def eval_stream(
+    self, config: ml_collections.ConfigDict, rows: tuple[int, int], decoder: "pipeline.Decoder"
+  ) -> "tf.data.Dataset":
     tf = _tf()
     global_batch, (lo, hi) = config.batch_size, rows
     total = len(self.paths)
@@ -103,8 +122,11 @@ class FileImages:
     indices = np.full(num_batches * global_batch, -1, np.int64)  # -1: padding of the last batch
     indices[:total] = np.arange(total)
     ds = tf.data.Dataset.from_tensor_slices(indices.reshape(num_batches, global_batch)[:, lo:hi])
-    return ds.unbatch().map(lambda i: decoder.file(self.paths, i, i),
-                            num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
+    return ds.unbatch().map(
+      lambda i: decoder.file(self.paths, i, i),
+      num_parallel_calls=config.data.num_parallel_calls,
+      deterministic=True,
+    )
 
   def eval_records(self, decoder: "pipeline.Decoder") -> Iterator[tuple[bytes, str]]:
     return ((decoder.read(p), p) for p in self.paths)
@@ -113,14 +135,17 @@ class FileImages:
 def bundled_photo_paths() -> tuple[str, ...]:
   import skimage.data  # pylint: disable=g-import-not-at-top
   import sklearn.datasets  # pylint: disable=g-import-not-at-top
+
   skimage_dir = os.path.dirname(skimage.data.__file__)
   sklearn_dir = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
   paths = tuple(os.path.join(skimage_dir, f) for f in _SKIMAGE_PHOTOS)
   paths += tuple(os.path.join(sklearn_dir, f) for f in _SKLEARN_PHOTOS)
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(f"bundled photo {missing[0]} is missing: reinstall scikit-image and "
-                            "scikit-learn (pip install -e .)")
+    raise FileNotFoundError(
+      f"bundled photo {missing[0]} is missing: reinstall scikit-image and "
+      "scikit-learn (pip install -e .)"
+    )
   return paths
 
 
@@ -165,8 +190,9 @@ def _folder_files(root: str, config: ml_collections.ConfigDict):
     eval_files = tuple(os.path.join(eval_dir, p) for p in list_image_files(eval_dir))
     return train_files, eval_files, f"train/ and {os.path.basename(eval_dir)}/ subfolders"
   rel = list_image_files(root)
-  in_eval = [_in_eval_split(p, seed=config.data.split_seed, fraction=config.data.eval_fraction)
-             for p in rel]
+  in_eval = [
+    _in_eval_split(p, seed=config.data.split_seed, fraction=config.data.eval_fraction) for p in rel
+  ]
   train_files = tuple(os.path.join(root, p) for p, e in zip(rel, in_eval) if not e)
   eval_files = tuple(os.path.join(root, p) for p, e in zip(rel, in_eval) if e)
   return train_files, eval_files, f"eval_fraction={config.data.eval_fraction} by hash"
@@ -177,34 +203,47 @@ def _folder_source(config: ml_collections.ConfigDict) -> Source:
   key = f"config.data.path={config.data.path}"
   # configuration.validate says so too; tests and benchmarks build sources from unchecked configs.
   if not config.data.path:
-    raise errors.DataError("config.data.source='folder' needs config.data.path: "
-                           "add --config.data.path=/path/to/photos")
+    raise errors.DataError(
+      "config.data.source='folder' needs config.data.path: add --config.data.path=/path/to/photos"
+    )
   if not os.path.isdir(root):
     raise errors.DataError(f"{key} is not a directory: point it at a folder of images")
   train_files, eval_files, split_note = _folder_files(root, config)
   num_files = len(train_files) + len(eval_files)
   if not num_files:
-    raise errors.DataError(f"{key} holds no image files ({' '.join(IMAGE_EXTENSIONS)}, any case, "
-                           "searched recursively): point it at a folder of photos")
+    raise errors.DataError(
+      f"{key} holds no image files ({' '.join(IMAGE_EXTENSIONS)}, any case, "
+      "searched recursively): point it at a folder of photos"
+    )
   train, train_bad = decode.check_image_files(train_files, what="train")
   evals, eval_bad = decode.check_image_files(eval_files, what="eval")
   bad = train_bad + eval_bad
   decode.report_checked_files(root, num_files, len(train) + len(evals), bad)
   if not train and not evals:
-    raise errors.DataError(f"{key}: none of its {num_files} image files is usable "
-                           f"({decode.reason_counts(bad)}); colorgan needs color photos")
+    raise errors.DataError(
+      f"{key}: none of its {num_files} image files is usable "
+      f"({decode.reason_counts(bad)}); colorgan needs color photos"
+    )
   if not train or not evals:
     # Too few files to hold some out (or an empty train/ or val/): train and evaluate on the same
     # photos, as the bundled source does.
-    logging.warning("Data: %s: %s leaves %d train and %d eval images: using all %d for both",
-                    root, split_note, len(train), len(evals), len(train) + len(evals))
+    logging.warning(
+      "Data: %s: %s leaves %d train and %d eval images: using all %d for both",
+      root,
+      split_note,
+      len(train),
+      len(evals),
+      len(train) + len(evals),
+    )
     train = evals = tuple(sorted(train + evals))
   logging.info("Data: %s: %d train, %d eval images (%s)", root, len(train), len(evals), split_note)
   return Source("folder", FileImages(train), FileImages(evals), bad)
 
+
 def _tfds_source(config: ml_collections.ConfigDict) -> Source:
   # pylint: disable-next=g-import-not-at-top  (TensorFlow and TFDS: seconds to import)
   from colorgan.data import tfds_source
+
   train, evals = tfds_source.open_splits(config)
   return Source("tfds", train, evals)
 
@@ -217,6 +256,7 @@ def create_source(config: ml_collections.ConfigDict) -> Source:
   """The images named by `config.data.*`, checked. Raises DataError (one line) when none is usable."""
   make = _SOURCES.get(config.data.source)
   if make is None:
-    raise errors.DataError(f"config.data.source={config.data.source!r} is not known: choose one "
-                           f"of {', '.join(_SOURCES)}")
+    raise errors.DataError(
+      f"config.data.source={config.data.source!r} is not known: choose one of {', '.join(_SOURCES)}"
+    )
   return make(config)

@@ -35,6 +35,7 @@ _EPOCH_SALT, _WINDOW_SALT = 1, 2
 @dataclasses.dataclass(frozen=True)
 class TfdsImages:
   """A split of a TFDS dataset, read as encoded images (decoded by the pipeline)."""
+
   name: str  # e.g. "coco/2017"
   split: str  # TFDS split syntax, e.g. "train[:8000]"
   data_dir: str | None
@@ -53,13 +54,19 @@ class TfdsImages:
     builder = tfds.builder(self.name, data_dir=self.data_dir)
     key = self.image_key
     return builder.as_dataset(
-        split=split, shuffle_files=False,
-        decoders=tfds.decode.PartialDecoding({key: True},
-                                             decoders={key: tfds.decode.SkipDecoding()}),
-        read_config=tfds.ReadConfig(add_tfds_id=True, skip_prefetch=True, try_autocache=False))
+      split=split,
+      shuffle_files=False,
+      decoders=tfds.decode.PartialDecoding({key: True}, decoders={key: tfds.decode.SkipDecoding()}),
+      read_config=tfds.ReadConfig(add_tfds_id=True, skip_prefetch=True, try_autocache=False),
+    )
 
-  def train_stream(self, config: ml_collections.ConfigDict, rows: tuple[int, int],
-                   start_step: int, decoder: "pipeline.Decoder") -> tf.data.Dataset:
+  def train_stream(
+    self,
+    config: ml_collections.ConfigDict,
+    rows: tuple[int, int],
+    start_step: int,
+    decoder: "pipeline.Decoder",
+  ) -> tf.data.Dataset:
     global_batch, (lo, hi) = config.batch_size, rows
     n = hi - lo
     shard, num_shards = _host_shard(global_batch, rows)
@@ -70,11 +77,13 @@ class TfdsImages:
       position = (k // n) * global_batch + lo + k % n  # in the global stream: seeds the crop
       return decoder.bytes(record[self.image_key], record["tfds_id"], position)
 
-    return records.enumerate(start).map(decode_record, deterministic=True,
-                                        num_parallel_calls=config.data.num_parallel_calls)
+    return records.enumerate(start).map(
+      decode_record, deterministic=True, num_parallel_calls=config.data.num_parallel_calls
+    )
 
-  def _train_records(self, config: ml_collections.ConfigDict, *, shard: int, num_shards: int,
-                     start: int) -> tf.data.Dataset:
+  def _train_records(
+    self, config: ml_collections.ConfigDict, *, shard: int, num_shards: int, start: int
+  ) -> tf.data.Dataset:
     """This host's endless stream of TFDS records from its local position `start` on.
 
     Epoch e reads all of the host's chunks in an order permuted by (seed, e), in windows of
@@ -86,27 +95,33 @@ class TfdsImages:
     host_split = tfds.even_splits(self.split, num_shards, drop_remainder=True)[shard]
     host_size = _cardinality(self.records(host_split))
     if not host_size:
-      raise errors.DataError(f"config.data.train_split={self.split!r} of {self.name} has no "
-                             f"examples for process {shard} of {num_shards}: use a larger split")
+      raise errors.DataError(
+        f"config.data.train_split={self.split!r} of {self.name} has no "
+        f"examples for process {shard} of {num_shards}: use a larger split"
+      )
     num_chunks = min(_TFDS_CHUNKS, host_size)
-    chunks = [self.records(s) for s in tfds_chunk_splits(self.split, shard=shard,
-                                                         num_shards=num_shards,
-                                                         num_chunks=num_chunks)]
+    chunks = [
+      self.records(s)
+      for s in tfds_chunk_splits(
+        self.split, shard=shard, num_shards=num_shards, num_chunks=num_chunks
+      )
+    ]
     sizes = np.array([_cardinality(c) for c in chunks], np.int64)
     sizes_t = tf.constant(sizes)
     window = config.data.shuffle_window
 
     def epoch_records(epoch, chunk_datasets, skip: int = 0, first_window: int = 0):
       choices = tf.data.Dataset.from_tensor_slices(
-          _chunk_order(config.seed, epoch, num_chunks)).flat_map(
-              lambda j: tf.data.Dataset.from_tensors(j).repeat(tf.gather(sizes_t, j)))
+        _chunk_order(config.seed, epoch, num_chunks)
+      ).flat_map(lambda j: tf.data.Dataset.from_tensors(j).repeat(tf.gather(sizes_t, j)))
       records = tf.data.Dataset.choose_from_datasets(chunk_datasets, choices.skip(skip))
       epoch_seed = _fold_in(config.seed, _WINDOW_SALT, epoch)
 
       def shuffle_window(w, records):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(tf.shape(records["tfds_id"])[0]),
-            seed=tf.random.experimental.stateless_fold_in(epoch_seed, w))
+          tf.range(tf.shape(records["tfds_id"])[0]),
+          seed=tf.random.experimental.stateless_fold_in(epoch_seed, w),
+        )
         return {k: tf.gather(v, order) for k, v in records.items()}
 
       return records.batch(window).enumerate(first_window).map(shuffle_window).unbatch()
@@ -127,23 +142,30 @@ class TfdsImages:
     rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(lambda e: epoch_records(e, chunks))
     return first.concatenate(rest)
 
-  def eval_stream(self, config: ml_collections.ConfigDict, rows: tuple[int, int],
-                  decoder: "pipeline.Decoder") -> tf.data.Dataset:
+  def eval_stream(
+    self, config: ml_collections.ConfigDict, rows: tuple[int, int], decoder: "pipeline.Decoder"
+  ) -> tf.data.Dataset:
     global_batch, (lo, hi) = config.batch_size, rows
     num_batches = -(-self.num_examples // global_batch)
     ds = self.records(self.split).take(self.num_examples).enumerate()
     ds = ds.filter(lambda i, _: (i % global_batch >= lo) & (i % global_batch < hi))
-    ds = ds.map(lambda i, r: decoder.bytes(r[self.image_key], r["tfds_id"], i),
-                num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
+    ds = ds.map(
+      lambda i, r: decoder.bytes(r[self.image_key], r["tfds_id"], i),
+      num_parallel_calls=config.data.num_parallel_calls,
+      deterministic=True,
+    )
     # This host's rows of the padded last batch (and of batches past the data, when hosts > images).
     padding = tf.data.Dataset.from_tensors(
-        (tf.zeros([config.image_size] * 2 + [3], tf.uint8), tf.constant(False))).repeat()
+      (tf.zeros([config.image_size] * 2 + [3], tf.uint8), tf.constant(False))
+    ).repeat()
     return ds.concatenate(padding).take(num_batches * (hi - lo))
 
   def eval_records(self, decoder: "pipeline.Decoder") -> Iterator[tuple[bytes, str]]:
     del decoder  # the records hold the bytes
-    return ((r[self.image_key], r["tfds_id"].decode()) for r in
-            self.records(self.split).take(self.num_examples).as_numpy_iterator())
+    return (
+      (r[self.image_key], r["tfds_id"].decode())
+      for r in self.records(self.split).take(self.num_examples).as_numpy_iterator()
+    )
 
 
 def _cardinality(ds: tf.data.Dataset) -> int:
@@ -158,8 +180,9 @@ def _host_shard(global_batch: int, rows: tuple[int, int]) -> tuple[int, int]:
   lo, hi = rows
   n = hi - lo
   if n <= 0 or global_batch % n or lo % n:
-    raise ValueError(f"rows {rows} of a global batch of {global_batch} are not one of equal "
-                     "per-process blocks")
+    raise ValueError(
+      f"rows {rows} of a global batch of {global_batch} are not one of equal per-process blocks"
+    )
   return lo // n, global_batch // n
 
 
@@ -171,13 +194,15 @@ def tfds_chunk_splits(split: str, *, shard: int, num_shards: int, num_chunks: in
 
 def _fold_in(seed: int, salt: int, data):
   # int64 always: folding in the same number as int32 gives other bits (a Python int is int32).
-  return tf.random.experimental.stateless_fold_in(tf.constant([seed, salt], tf.int64),
-                                                  tf.cast(data, tf.int64))
+  return tf.random.experimental.stateless_fold_in(
+    tf.constant([seed, salt], tf.int64), tf.cast(data, tf.int64)
+  )
 
 
 def _chunk_order(seed: int, epoch, num_chunks: int):
-  return tf.random.experimental.stateless_shuffle(tf.range(num_chunks, dtype=tf.int64),
-                                                  seed=_fold_in(seed, _EPOCH_SALT, epoch))
+  return tf.random.experimental.stateless_shuffle(
+    tf.range(num_chunks, dtype=tf.int64), seed=_fold_in(seed, _EPOCH_SALT, epoch)
+  )
 
 
 def _tfds_builder(cfg: ml_collections.ConfigDict, data_dir: str | None):
@@ -185,23 +210,30 @@ def _tfds_builder(cfg: ml_collections.ConfigDict, data_dir: str | None):
   try:
     builder = tfds.builder(cfg.tfds_name, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except  (DatasetNotFoundError and friends)
-    raise errors.DataError(f"config.data.tfds_name={cfg.tfds_name!r} is not a TFDS dataset "
-                           f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    raise errors.DataError(
+      f"config.data.tfds_name={cfg.tfds_name!r} is not a TFDS dataset "
+      f"({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    ) from None
   features = builder.info.features
   if cfg.image_key not in features or not isinstance(features[cfg.image_key], tfds.features.Image):
     images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
-    raise errors.DataError(f"config.data.image_key={cfg.image_key!r} is not an image feature of "
-                           f"{cfg.tfds_name}: its image features are {images or 'none'}")
+    raise errors.DataError(
+      f"config.data.image_key={cfg.image_key!r} is not an image feature of "
+      f"{cfg.tfds_name}: its image features are {images or 'none'}"
+    )
   if features[cfg.image_key].shape[-1] == 1:
-    raise errors.DataError(f"{cfg.tfds_name}'s {cfg.image_key!r} images are grayscale: colorgan "
-                           "needs color photos")
+    raise errors.DataError(
+      f"{cfg.tfds_name}'s {cfg.image_key!r} images are grayscale: colorgan needs color photos"
+    )
   if cfg.tfds_download:
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except  (network, disk, manual downloads)
-      raise errors.DataError(f"config.data.tfds_name={cfg.tfds_name!r} could not be downloaded "
-                             f"and prepared: {type(e).__name__}: "
-                             f"{' '.join(str(e).split())[:300]}") from None
+      raise errors.DataError(
+        f"config.data.tfds_name={cfg.tfds_name!r} could not be downloaded "
+        f"and prepared: {type(e).__name__}: "
+        f"{' '.join(str(e).split())[:300]}"
+      ) from None
   return builder
 
 
@@ -216,12 +248,15 @@ def _tfds_split(cfg: ml_collections.ConfigDict, data_dir: str | None, key: str) 
       raise
     where = data_dir or "the TFDS data dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
     raise errors.DataError(
-        f"config.data.tfds_name={cfg.tfds_name!r} is not prepared in {where}: run "
-        f"`tfds build {cfg.tfds_name}` (with --data_dir, and --manual_dir where the dataset needs "
-        "a manual download) or set --config.data.tfds_download=True") from None
+      f"config.data.tfds_name={cfg.tfds_name!r} is not prepared in {where}: run "
+      f"`tfds build {cfg.tfds_name}` (with --data_dir, and --manual_dir where the dataset needs "
+      "a manual download) or set --config.data.tfds_download=True"
+    ) from None
   except (ValueError, KeyError, tf.errors.OpError) as e:
-    raise errors.DataError(f"config.data.{key}={split!r} is not a split of {cfg.tfds_name} "
-                           f"({' '.join(str(e).split())[:200]})") from None
+    raise errors.DataError(
+      f"config.data.{key}={split!r} is not a split of {cfg.tfds_name} "
+      f"({' '.join(str(e).split())[:200]})"
+    ) from None
   if not count:
     raise errors.DataError(f"config.data.{key}={split!r} of {cfg.tfds_name} holds no examples")
   return dataclasses.replace(images, num_examples=count)
@@ -232,11 +267,19 @@ def open_splits(config: ml_collections.ConfigDict) -> tuple[TfdsImages, TfdsImag
   cfg = config.data
   # configuration.validate says so too; tests and benchmarks build sources from unchecked configs.
   if not cfg.tfds_name:
-    raise errors.DataError("config.data.source='tfds' needs config.data.tfds_name: e.g. "
-                           "--config.data.tfds_name=coco/2017")
+    raise errors.DataError(
+      "config.data.source='tfds' needs config.data.tfds_name: e.g. "
+      "--config.data.tfds_name=coco/2017"
+    )
   data_dir = os.path.expanduser(cfg.tfds_data_dir) if cfg.tfds_data_dir else None
   _tfds_builder(cfg, data_dir)
   train, evals = _tfds_split(cfg, data_dir, "train_split"), _tfds_split(cfg, data_dir, "eval_split")
-  logging.info("Data: TFDS %s: train %r (%d examples), eval %r (%d examples)", cfg.tfds_name,
-               cfg.train_split, train.num_examples, cfg.eval_split, evals.num_examples)
+  logging.info(
+    "Data: TFDS %s: train %r (%d examples), eval %r (%d examples)",
+    cfg.tfds_name,
+    cfg.train_split,
+    train.num_examples,
+    cfg.eval_split,
+    evals.num_examples,
+  )
   return train, evals

@@ -22,9 +22,20 @@ from colorgan.data import decode
 from colorgan.data import sources
 
 # The keys that decide which photos an evaluation scores, and how they are cropped.
-EVAL_DATA_KEYS = ("image_size", "num_eval_images", "data.source", "data.path",
-                  "data.eval_fraction", "data.split_seed", "data.tfds_name", "data.tfds_data_dir",
-                  "data.eval_split", "data.image_key", "data.load_size", "data.resize_mode")
+EVAL_DATA_KEYS = (
+  "image_size",
+  "num_eval_images",
+  "data.source",
+  "data.path",
+  "data.eval_fraction",
+  "data.split_seed",
+  "data.tfds_name",
+  "data.tfds_data_dir",
+  "data.eval_split",
+  "data.image_key",
+  "data.load_size",
+  "data.resize_mode",
+)
 _MISSING = object()
 
 
@@ -50,8 +61,11 @@ def record(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 def input_record(inputs: Sequence[str]) -> dict[str, Any]:
   """The "data" entry of an evaluation of every photo of --input."""
-  return {"source": "input", "path": [os.path.abspath(os.path.expanduser(spec))
-                                      for spec in inputs], "split": "all"}
+  return {
+    "source": "input",
+    "path": [os.path.abspath(os.path.expanduser(spec)) for spec in inputs],
+    "split": "all",
+  }
 
 
 def _sanitized(text: str) -> str:
@@ -62,8 +76,9 @@ def _input_name(spec: str) -> str:
   spec = os.path.normpath(os.path.expanduser(spec))
   base = os.path.basename(spec)
   if glob.has_magic(base):  # photos/*.jpg -> photos_jpg
-    return "_".join(filter(None, (_sanitized(os.path.basename(os.path.dirname(spec))),
-                                  _sanitized(base))))
+    return "_".join(
+      filter(None, (_sanitized(os.path.basename(os.path.dirname(spec))), _sanitized(base)))
+    )
   return _sanitized(os.path.splitext(base)[0] if os.path.isfile(spec) else base)
 
 
@@ -105,8 +120,9 @@ def _input_paths(spec: str) -> list[str]:
   """The image files an --input names: a photo, a folder (recursive) or a glob."""
   expanded = os.path.expanduser(spec)
   found = []
-  for path in [expanded] if os.path.exists(expanded) else sorted(glob.glob(expanded,
-                                                                           recursive=True)):
+  for path in (
+    [expanded] if os.path.exists(expanded) else sorted(glob.glob(expanded, recursive=True))
+  ):
     if os.path.isdir(path):
       found += [os.path.join(path, p) for p in sources.list_image_files(path)]
     elif os.path.isfile(path) and path.lower().endswith(sources.IMAGE_EXTENSIONS):
@@ -124,12 +140,16 @@ def input_images(inputs: Sequence[str]) -> sources.FileImages:
   for spec in inputs:
     found = _input_paths(spec)
     if not found:
-      raise errors.DataError(f"--input={spec} names no photo ({' '.join(sources.IMAGE_EXTENSIONS)}"
-                             ", any case): give a photo, a folder of photos or a glob")
+      raise errors.DataError(
+        f"--input={spec} names no photo ({' '.join(sources.IMAGE_EXTENSIONS)}"
+        ", any case): give a photo, a folder of photos or a glob"
+      )
     paths.update(dict.fromkeys(found))
   good, bad = decode.check_image_files(tuple(paths), what="input")
   decode.report_checked_files("--input", len(paths), len(good), bad)
   if not good:
-    raise errors.DataError(f"--input: none of its {len(paths)} image files is usable "
-                           f"({decode.reason_counts(bad)}); colorgan scores color photos")
+    raise errors.DataError(
+      f"--input: none of its {len(paths)} image files is usable "
+      f"({decode.reason_counts(bad)}); colorgan scores color photos"
+    )
   return sources.FileImages(good)

@@ -64,8 +64,13 @@ def to_uint8(rgb: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-def eval_step(predict: Predict, g_variables: dict[str, Any], batch: dict[str, jax.Array], *,
-              with_images: bool = False):
+def eval_step(
+  predict: Predict,
+  g_variables: dict[str, Any],
+  batch: dict[str, jax.Array],
+  *,
+  with_images: bool = False,
+):
   """The metrics of one batch for the model and for the gray baseline.
 
   Args:
@@ -80,13 +85,16 @@ def eval_step(predict: Predict, g_variables: dict[str, Any], batch: dict[str, ja
   """
   rgb = batch["image"]
   generated, gray = eval_images_of(predict, g_variables, rgb)
-  scores = (metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]),
-            metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]))
+  scores = (
+    metrics.EvalMetrics.from_images(generated, rgb, batch["mask"]),
+    metrics.EvalMetrics.from_images(gray, rgb, batch["mask"]),
+  )
   return scores + (generated, gray) if with_images else scores
 
 
-def eval_images_of(predict: Predict, g_variables: dict[str, Any],
-                   rgb: jax.Array) -> tuple[jax.Array, jax.Array]:
+def eval_images_of(
+  predict: Predict, g_variables: dict[str, Any], rgb: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """(generated, gray baseline) uint8 RGB [B, S, S, 3] of uint8 RGB photos [B, S, S, 3]."""
   l, _ = color.rgb_uint8_to_model_lab(rgb)
   fake_ab = predict(g_variables, l, None)
@@ -101,9 +109,14 @@ def eval_images(config: ml_collections.ConfigDict, images: pipeline.Images) -> p
   return images.first(n) if n else images
 
 
-def accumulate_step(predict: Predict, g_variables: dict[str, Any], batch: dict[str, jax.Array],
-                    totals: tuple[metrics.EvalMetrics, metrics.EvalMetrics], *,
-                    with_images: bool = False):
+def accumulate_step(
+  predict: Predict,
+  g_variables: dict[str, Any],
+  batch: dict[str, jax.Array],
+  totals: tuple[metrics.EvalMetrics, metrics.EvalMetrics],
+  *,
+  with_images: bool = False,
+):
   """eval_step's metrics merged into the running (model, baseline) totals, in the same program.
 
   Merging outside jit runs each addition as a program of its own on every device; in a 2-process
@@ -115,9 +128,16 @@ def accumulate_step(predict: Predict, g_variables: dict[str, Any], batch: dict[s
   return (totals, *images) if with_images else totals
 
 
-def accumulate_hint_step(predict: Predict, g_variables: dict[str, Any],
-                         batch: dict[str, jax.Array], batch_index: jax.Array, count: jax.Array,
-                         total: metrics.EvalMetrics, *, max_count: int) -> metrics.EvalMetrics:
+def accumulate_hint_step(
+  predict: Predict,
+  g_variables: dict[str, Any],
+  batch: dict[str, jax.Array],
+  batch_index: jax.Array,
+  count: jax.Array,
+  total: metrics.EvalMetrics,
+  *,
+  max_count: int,
+) -> metrics.EvalMetrics:
   """The model's metrics of one batch with `count` ground-truth points per photo, merged into total.
 
   Args:
@@ -139,8 +159,9 @@ def hint_counts(config: ml_collections.ConfigDict, use_hints: bool) -> tuple[int
   counts = tuple(sorted(set(config.get("eval", {}).get("hint_counts", ()))))
   if counts and not use_hints:
     raise errors.ConfigError(
-        f"config.eval.hint_counts={counts} needs a generator trained with hints "
-        "(config.hints.enabled=True); this run's generator takes none")
+      f"config.eval.hint_counts={counts} needs a generator trained with hints "
+      "(config.hints.enabled=True); this run's generator takes none"
+    )
   return counts
 
 
@@ -151,9 +172,16 @@ class Evaluator:
   functools.partial(models.predict_ab, generator), so that evaluation needs no training code.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, predict: Predict,
-               mesh: jax.sharding.Mesh, images: pipeline.Images, *,
-               use_hints: bool | None = None, data: dict[str, Any] | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    predict: Predict,
+    mesh: jax.sharding.Mesh,
+    images: pipeline.Images,
+    *,
+    use_hints: bool | None = None,
+    data: dict[str, Any] | None = None,
+  ):
     """Compiles the eval step (and the step with hints, for config.eval.hint_counts).
 
     Args:
@@ -183,43 +211,63 @@ class Evaluator:
     self._data_config.batch_size = config.eval_batch_size
     self._rows = parallel.process_batch_rows(mesh, config.eval_batch_size)
     # FID, KID and LPIPS (config.eval.*): the step hands its images on to them, on the devices.
-    self.features = (features.FeatureMetrics(config, mesh) if features.enabled(config)
-                     else None)
+    self.features = features.FeatureMetrics(config, mesh) if features.enabled(config) else None
     if features.off_message(config):
       logging.info("%s", features.off_message(config))
     with_images = self.features is not None
     totals_out = parallel.replicated(mesh)
     self._step = jax.jit(
-        functools.partial(accumulate_step, predict, with_images=with_images),
-        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
-                      parallel.replicated(mesh)),
-        out_shardings=((totals_out, parallel.batch_sharding(mesh), parallel.batch_sharding(mesh))
-                       if with_images else totals_out), donate_argnums=2)
+      functools.partial(accumulate_step, predict, with_images=with_images),
+      in_shardings=(
+        parallel.replicated(mesh),
+        parallel.batch_sharding(mesh),
+        parallel.replicated(mesh),
+      ),
+      out_shardings=(
+        (totals_out, parallel.batch_sharding(mesh), parallel.batch_sharding(mesh))
+        if with_images
+        else totals_out
+      ),
+      donate_argnums=2,
+    )
     if use_hints is None:
       use_hints = hints_lib.enabled(config)
     self.hint_counts = hint_counts(config, use_hints)
     if self.hint_counts:
       self._hint_step = jax.jit(
-          functools.partial(accumulate_hint_step, predict, max_count=max(self.hint_counts)),
-          in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh),
-                        parallel.replicated(mesh), parallel.replicated(mesh),
-                        parallel.replicated(mesh)),
-          out_shardings=parallel.replicated(mesh), donate_argnums=4)
+        functools.partial(accumulate_hint_step, predict, max_count=max(self.hint_counts)),
+        in_shardings=(
+          parallel.replicated(mesh),
+          parallel.batch_sharding(mesh),
+          parallel.replicated(mesh),
+          parallel.replicated(mesh),
+          parallel.replicated(mesh),
+        ),
+        out_shardings=parallel.replicated(mesh),
+        donate_argnums=4,
+      )
 
   @property
   def num_batches(self) -> int:
     return math.ceil(self.num_images / self._data_config.batch_size)
 
-  def __call__(self, g_variables: dict[str, Any], step: int, *,
-               progress: bool = False) -> dict[str, Any]:
+  def __call__(
+    self, g_variables: dict[str, Any], step: int, *, progress: bool = False
+  ) -> dict[str, Any]:
     """Scores the generator `g_variables` (replicated over the mesh) at training step `step`."""
     dataset = pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
     empty = metrics.EvalMetrics.empty()
     totals = jax.tree.map(lambda x: parallel.replicate(self.mesh, np.asarray(x)), (empty, empty))
     feature_totals = self.features.start() if self.features else None
     with jax.set_mesh(self.mesh):
-      for batch in tqdm.tqdm(dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
-                             desc="evaluate", disable=not progress, leave=False):
+      for batch in tqdm.tqdm(
+        dataset.as_numpy_iterator(),
+        total=self.num_batches,
+        unit="batch",
+        desc="evaluate",
+        disable=not progress,
+        leave=False,
+      ):
         batch = parallel.global_batch(self.mesh, batch)
         if self.features:
           totals, generated, gray = self._step(g_variables, batch, totals)
@@ -231,13 +279,13 @@ class Evaluator:
     model_values = {k: float(v) for k, v in model.compute().items()}
     baseline_values = {k: float(v) for k, v in baseline.compute().items()}
     result = {
-        "step": int(step),
-        "num_images": model.num_images(),
-        "image_size": self.image_size,
-        "data": self.data,
-        "ground_truth": {"colorfulness": model_values["true_colorfulness"]},
-        "model": {k: model_values[k] for k in METRIC_NAMES},
-        "baseline": {k: baseline_values[k] for k in METRIC_NAMES},
+      "step": int(step),
+      "num_images": model.num_images(),
+      "image_size": self.image_size,
+      "data": self.data,
+      "ground_truth": {"colorfulness": model_values["true_colorfulness"]},
+      "model": {k: model_values[k] for k in METRIC_NAMES},
+      "baseline": {k: baseline_values[k] for k in METRIC_NAMES},
     }
     if self.features:
       extra = self.features.finish(feature_totals)
@@ -248,23 +296,34 @@ class Evaluator:
       result["by_hints"] = self.by_hints(g_variables, progress=progress)
     return result
 
-  def by_hints(self, g_variables: dict[str, Any], *,
-               progress: bool = False) -> dict[str, dict[str, float]]:
+  def by_hints(
+    self, g_variables: dict[str, Any], *, progress: bool = False
+  ) -> dict[str, dict[str, float]]:
     """{"<n>": the model's metrics with n ground-truth points per photo} for each of hint_counts."""
     dataset = pipeline.create_eval_dataset(self._data_config, self.images, rows=self._rows)
     replicate = lambda x: parallel.replicate(self.mesh, np.asarray(x))  # noqa: E731
     totals = [jax.tree.map(replicate, metrics.EvalMetrics.empty()) for _ in self.hint_counts]
     counts = [replicate(np.int32(n)) for n in self.hint_counts]
     with jax.set_mesh(self.mesh):
-      for i, batch in enumerate(tqdm.tqdm(
-          dataset.as_numpy_iterator(), total=self.num_batches, unit="batch",
-          desc="evaluate with hints", disable=not progress, leave=False)):
+      for i, batch in enumerate(
+        tqdm.tqdm(
+          dataset.as_numpy_iterator(),
+          total=self.num_batches,
+          unit="batch",
+          desc="evaluate with hints",
+          disable=not progress,
+          leave=False,
+        )
+      ):
         batch, index = parallel.global_batch(self.mesh, batch), replicate(np.int32(i))
-        totals = [self._hint_step(g_variables, batch, index, count, total)
-                  for count, total in zip(counts, totals)]
-    return {str(n): {k: float(v) for k, v in jax.device_get(total).compute().items()
-                     if k in METRIC_NAMES}
-            for n, total in zip(self.hint_counts, totals)}
+        totals = [
+          self._hint_step(g_variables, batch, index, count, total)
+          for count, total in zip(counts, totals)
+        ]
+    return {
+      str(n): {k: float(v) for k, v in jax.device_get(total).compute().items() if k in METRIC_NAMES}
+      for n, total in zip(self.hint_counts, totals)
+    }
 
 
 def _json_safe(value):
@@ -294,9 +353,15 @@ def record(result: dict[str, Any], workdir: str, writer=None, *, name: str | Non
   directory = os.path.join(workdir, EVAL_DIR, *([name] if name else []))
   tag = f"eval_{name}" if name else "eval"
   if writer is not None:
-    writer.write_scalars(step, {f"{tag}/{who}/{metric}": value
-                                for who in ("model", "baseline")
-                                for metric, value in result[who].items() if value is not None})
+    writer.write_scalars(
+      step,
+      {
+        f"{tag}/{who}/{metric}": value
+        for who in ("model", "baseline")
+        for metric, value in result[who].items()
+        if value is not None
+      },
+    )
   path = os.path.join(directory, f"step_{step}.json")
   fileio.write_text(path, to_json(result) + "\n")
   if "by_hints" in result:
@@ -304,8 +369,9 @@ def record(result: dict[str, Any], workdir: str, writer=None, *, name: str | Non
   return path
 
 
-def record_by_hints(result: dict[str, Any], directory: str, writer=None, *,
-                    tag: str = "eval") -> str:
+def record_by_hints(
+  result: dict[str, Any], directory: str, writer=None, *, tag: str = "eval"
+) -> str:
   """TensorBoard's <tag>/hints_<n>/<name> and the plot DIRECTORY/psnr_by_hints_step_<N>.png.
 
   Returns:
@@ -313,14 +379,22 @@ def record_by_hints(result: dict[str, Any], directory: str, writer=None, *,
   """
   step, by_hints = result["step"], result["by_hints"]
   if writer is not None:
-    writer.write_scalars(step, {f"{tag}/hints_{n}/{name}": value
-                                for n, values in by_hints.items()
-                                for name, value in values.items()})
+    writer.write_scalars(
+      step,
+      {
+        f"{tag}/hints_{n}/{name}": value
+        for n, values in by_hints.items()
+        for name, value in values.items()
+      },
+    )
   image = plot.line_plot(
-      [int(n) for n in by_hints], [values["psnr"] for values in by_hints.values()],
-      title=f"PSNR by number of hints (step {step}, {result['num_images']} photos)",
-      x_label="ground-truth points per photo", y_label="PSNR (dB)",
-      reference=(result["baseline"]["psnr"], "gray baseline"))
+    [int(n) for n in by_hints],
+    [values["psnr"] for values in by_hints.values()],
+    title=f"PSNR by number of hints (step {step}, {result['num_images']} photos)",
+    x_label="ground-truth points per photo",
+    y_label="PSNR (dB)",
+    reference=(result["baseline"]["psnr"], "gray baseline"),
+  )
   path = os.path.join(directory, f"psnr_by_hints_step_{step}.png")
   with fileio.atomic_path(path) as tmp:
     image.save(tmp, format="PNG")
@@ -333,30 +407,43 @@ def summary_line(result: dict[str, Any]) -> str:
   number = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
   line = " ".join(f"{k}={number(model[k])}/{number(baseline[k])}" for k in names)
   if "by_hints" in result:
-    line += "; psnr by hints: " + " ".join(f"{n}:{values['psnr']:.4g}"
-                                           for n, values in result["by_hints"].items())
+    line += "; psnr by hints: " + " ".join(
+      f"{n}:{values['psnr']:.4g}" for n, values in result["by_hints"].items()
+    )
   return line
 
 
 def ranking_metrics(result: dict[str, Any]) -> dict[str, float]:
   """The model's metrics as best_checkpoint_metric names them: {"eval/fid": ...}."""
-  return {f"eval/{k}": float(v) for k, v in result["model"].items()
-          if v is not None and math.isfinite(v)}
+  return {
+    f"eval/{k}": float(v) for k, v in result["model"].items() if v is not None and math.isfinite(v)
+  }
 
 
-def evaluate_and_record(evaluator: Evaluator, g_variables: dict[str, Any], step: int,
-                        workdir: str, writer=None) -> dict[str, Any]:
+def evaluate_and_record(
+  evaluator: Evaluator, g_variables: dict[str, Any], step: int, workdir: str, writer=None
+) -> dict[str, Any]:
   """The training loop's periodic evaluation: every host scores, the chief writes."""
   result = evaluator(g_variables, step)
   if jax.process_index() == 0:
     path = record(result, workdir, writer)
-    logging.info("eval step %d on %d photos (model/gray baseline): %s -> %s", step,
-                 result["num_images"], summary_line(result), path)
+    logging.info(
+      "eval step %d on %d photos (model/gray baseline): %s -> %s",
+      step,
+      result["num_images"],
+      summary_line(result),
+      path,
+    )
   return result
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
-                        *, inputs: Sequence[str] | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  step: int | None = None,
+  *,
+  inputs: Sequence[str] | None = None,
+) -> dict[str, Any]:
   """`--mode=evaluate`: restores the generator of a checkpoint and evaluates it on the eval split.
 
   The generator is built from the checkpoint's own config; `config` picks the eval data (data.*,
@@ -386,16 +473,26 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     config = config.copy_and_resolve_references()
     config.num_eval_images = 0  # every photo
   mesh = parallel.create_mesh()
-  inference = checkpointing.restore_for_inference(workdir, step,
-                                                  sharding=parallel.replicated(mesh))
+  inference = checkpointing.restore_for_inference(workdir, step, sharding=parallel.replicated(mesh))
   generator = models.create_generator(inference.config)
   if not inputs:
     images, data = sources.create_source(config).eval, eval_data.record(config)
-  evaluator = Evaluator(config, functools.partial(models.predict_ab, generator), mesh, images,
-                        use_hints=generator.use_hints, data=data)
+  evaluator = Evaluator(
+    config,
+    functools.partial(models.predict_ab, generator),
+    mesh,
+    images,
+    use_hints=generator.use_hints,
+    data=data,
+  )
   name = _data_folder(config, inference.config, data, evaluator)
-  logging.info("Evaluating step %d of %s on %d photos of %s", inference.step, workdir,
-               evaluator.num_images, "its own eval split" if name is None else name)
+  logging.info(
+    "Evaluating step %d of %s on %d photos of %s",
+    inference.step,
+    workdir,
+    evaluator.num_images,
+    "its own eval split" if name is None else name,
+  )
   result = evaluator(inference.g_variables, inference.step, progress=True)
   if writable:
     writer = metric_writers.create_default_writer(workdir, just_logging=False)
@@ -405,8 +502,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   return result
 
 
-def _data_folder(config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict,
-                 data: dict[str, Any], evaluator: Evaluator) -> str | None:
+def _data_folder(
+  config: ml_collections.ConfigDict,
+  run_config: ml_collections.ConfigDict,
+  data: dict[str, Any],
+  evaluator: Evaluator,
+) -> str | None:
   """None for the run's own eval split (eval/step_<N>.json), else the folder under eval/."""
   if data["source"] != "input" and eval_data.is_runs_own(config, run_config):
     return None

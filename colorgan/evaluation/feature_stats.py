@@ -87,6 +87,7 @@ class FeatureStats:
 @dataclasses.dataclass(frozen=True)
 class Stats:
   """What FID and KID need of one set of images."""
+
   mu: np.ndarray  # [d] float64
   sigma: np.ndarray  # [d, d] float64
   num_images: int | None  # None: a statistics file that does not say (pytorch-fid's)
@@ -117,13 +118,17 @@ def load(path: str) -> Stats:
   mu, sigma = arrays.get("mu"), arrays.get("sigma")
   if mu is None or sigma is None or mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
     raise errors.StatsError(
-        f"{path} is not a statistics file: it needs arrays mu [d] and sigma [d, d] "
-        f"(pytorch-fid's format), it has {', '.join(sorted(arrays)) or 'none'}")
+      f"{path} is not a statistics file: it needs arrays mu [d] and sigma [d, d] "
+      f"(pytorch-fid's format), it has {', '.join(sorted(arrays)) or 'none'}"
+    )
   features = arrays.get("features")
   if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
     features = None
-  num = int(arrays["num_images"]) if "num_images" in arrays else (
-      None if features is None else len(features))
+  num = (
+    int(arrays["num_images"])
+    if "num_images" in arrays
+    else (None if features is None else len(features))
+  )
   return Stats(mu.astype(np.float64), sigma.astype(np.float64), num, features)
 
 
@@ -137,21 +142,27 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
   sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-    raise ValueError(f"the two sets' statistics have different sizes ({mu1.shape[0]} and "
-                     f"{mu2.shape[0]} features)")
+    raise ValueError(
+      f"the two sets' statistics have different sizes ({mu1.shape[0]} and {mu2.shape[0]} features)"
+    )
   diff = mu1 - mu2
   # The product may be nearly singular (always, below d images).
   covmean = linalg.sqrtm(sigma1.dot(sigma2))
   if not np.isfinite(covmean).all():
-    logging.warning("FID: the covariance product is singular; adding %g to the diagonal of both "
-                    "covariances (as pytorch-fid does)", eps)
+    logging.warning(
+      "FID: the covariance product is singular; adding %g to the diagonal of both "
+      "covariances (as pytorch-fid does)",
+      eps,
+    )
     offset = np.eye(sigma1.shape[0]) * eps
     covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
   # Numerical error may leave a slight imaginary component.
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-      raise ValueError(f"FID: the matrix square root has an imaginary component of "
-                       f"{np.max(np.abs(covmean.imag)):.3g}")
+      raise ValueError(
+        f"FID: the matrix square root has an imaginary component of "
+        f"{np.max(np.abs(covmean.imag)):.3g}"
+      )
     covmean = covmean.real
   return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
@@ -165,8 +176,14 @@ def _polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
   return off_diagonal / (m * (m - 1)) - 2 * k_xy.sum() / (m * m)
 
 
-def kid(features_1: np.ndarray, features_2: np.ndarray, *, subsets: int = KID_SUBSETS,
-        subset_size: int = KID_SUBSET_SIZE, seed: int = KID_SEED) -> tuple[float, float]:
+def kid(
+  features_1: np.ndarray,
+  features_2: np.ndarray,
+  *,
+  subsets: int = KID_SUBSETS,
+  subset_size: int = KID_SUBSET_SIZE,
+  seed: int = KID_SEED,
+) -> tuple[float, float]:
   """(mean, std) of the KID over `subsets` random subsets, as torch-fidelity computes it.
 
   The subset size is min(subset_size, N1, N2): torch-fidelity's 1000 where both sets have that

@@ -40,7 +40,9 @@ def off_message(config: ml_collections.ConfigDict) -> str | None:
   """The log line naming the keys that turn the metrics that are off on, or None when all are on."""
   off = []
   if not config.eval.inception_weights:
-    off.append("fid and kid: set config.eval.inception_weights to pytorch-fid's Inception as a .npz")
+    off.append(
+      "fid and kid: set config.eval.inception_weights to pytorch-fid's Inception as a .npz"
+    )
   if not config.eval.lpips_weights:
     off.append("lpips: set config.eval.lpips_weights to the AlexNet LPIPS .npz")
   if not off:
@@ -55,8 +57,16 @@ def _load(key: str, path: str, loader):
     raise errors.ConfigError(f"config.eval.{key}: {e}") from None
 
 
-def _batch_outputs(variables: dict[str, Any], truth: jax.Array, generated: jax.Array,
-                   gray: jax.Array, mask: jax.Array, *, embed_truth: bool, baseline: bool):
+def _batch_outputs(
+  variables: dict[str, Any],
+  truth: jax.Array,
+  generated: jax.Array,
+  gray: jax.Array,
+  mask: jax.Array,
+  *,
+  embed_truth: bool,
+  baseline: bool,
+):
   """The features and distances of one eval batch (uint8 images [B, S, S, 3], mask [B])."""
   out = {"mask": mask}
   if "inception" in variables:
@@ -76,6 +86,7 @@ def _batch_outputs(variables: dict[str, Any], truth: jax.Array, generated: jax.A
 @dataclasses.dataclass
 class _Totals:
   """What one evaluation accumulates on the host (None: not computed this time)."""
+
   first: bool  # the gray baseline (and the eval split's ground truth) are embedded this time
   model: feature_stats.FeatureStats | None = None
   baseline: feature_stats.FeatureStats | None = None
@@ -91,20 +102,28 @@ class FeatureMetrics:
     cfg = config.eval
     host = {}
     if cfg.inception_weights:
-      host["inception"] = _load("inception_weights", cfg.inception_weights,
-                                inception.load_variables)
+      host["inception"] = _load(
+        "inception_weights", cfg.inception_weights, inception.load_variables
+      )
     if cfg.lpips_weights:
       host["lpips"] = _load("lpips_weights", cfg.lpips_weights, lpips.load_variables)
-    self._reference = (_load("fid_reference", cfg.fid_reference, feature_stats.load)
-                       if cfg.fid_reference and "inception" in host else None)
+    self._reference = (
+      _load("fid_reference", cfg.fid_reference, feature_stats.load)
+      if cfg.fid_reference and "inception" in host
+      else None
+    )
     if self._reference is not None and self._reference.mu.shape != (inception.FEATURES,):
       raise errors.ConfigError(
-          f"config.eval.fid_reference: {cfg.fid_reference} holds statistics of "
-          f"{self._reference.mu.size} features, not of the {inception.FEATURES} Inception pool "
-          "features")
+        f"config.eval.fid_reference: {cfg.fid_reference} holds statistics of "
+        f"{self._reference.mu.size} features, not of the {inception.FEATURES} Inception pool "
+        "features"
+      )
     if self._reference is not None and self._reference.features is None:
-      logging.warning("config.eval.fid_reference=%s holds no features (pytorch-fid's format): kid "
-                      "is not computed", cfg.fid_reference)
+      logging.warning(
+        "config.eval.fid_reference=%s holds no features (pytorch-fid's format): kid "
+        "is not computed",
+        cfg.fid_reference,
+      )
     self.reference_name = cfg.fid_reference or EVAL_SPLIT_REFERENCE
     self.mesh = mesh
     self._variables = jax.tree.map(lambda x: parallel.replicate(mesh, x), host)
@@ -114,24 +133,31 @@ class FeatureMetrics:
   def _program(self, first: bool):
     """The jitted batch program; `first` also embeds the gray baseline (and the ground truth)."""
     if first not in self._programs:
-      step = functools.partial(_batch_outputs, embed_truth=first and self._reference is None,
-                               baseline=first)
+      step = functools.partial(
+        _batch_outputs, embed_truth=first and self._reference is None, baseline=first
+      )
       batch = parallel.batch_sharding(self.mesh)
       self._programs[first] = jax.jit(
-          step, in_shardings=(parallel.replicated(self.mesh), batch, batch, batch, batch),
-          out_shardings=parallel.replicated(self.mesh))
+        step,
+        in_shardings=(parallel.replicated(self.mesh), batch, batch, batch, batch),
+        out_shardings=parallel.replicated(self.mesh),
+      )
     return self._programs[first]
 
   def start(self) -> _Totals:
     first = self._baseline_result is None
     fresh = lambda on: feature_stats.FeatureStats(inception.FEATURES) if on else None  # noqa: E731
     has_inception = "inception" in self._variables
-    return _Totals(first=first, model=fresh(has_inception),
-                   baseline=fresh(has_inception and first),
-                   truth=fresh(has_inception and first and self._reference is None))
+    return _Totals(
+      first=first,
+      model=fresh(has_inception),
+      baseline=fresh(has_inception and first),
+      truth=fresh(has_inception and first and self._reference is None),
+    )
 
-  def add(self, totals: _Totals, truth: jax.Array, generated: jax.Array, gray: jax.Array,
-          mask: jax.Array) -> None:
+  def add(
+    self, totals: _Totals, truth: jax.Array, generated: jax.Array, gray: jax.Array, mask: jax.Array
+  ) -> None:
     """Accumulates one eval batch: global uint8 images [B, S, S, 3] and mask [B] (False: padding)."""
     out = jax.device_get(self._program(totals.first)(self._variables, truth, generated, gray, mask))
     keep = np.asarray(out["mask"], bool)
@@ -150,8 +176,9 @@ class FeatureMetrics:
       if stats.count >= 2 and reference is not None:
         summary = stats.summary()
         try:
-          result["fid"] = feature_stats.frechet_distance(summary.mu, summary.sigma, reference.mu,
-                                                         reference.sigma)
+          result["fid"] = feature_stats.frechet_distance(
+            summary.mu, summary.sigma, reference.mu, reference.sigma
+          )
         except ValueError as e:
           logging.warning("%s", e)
         if reference.features is not None and len(reference.features) >= 2:
@@ -170,10 +197,11 @@ class FeatureMetrics:
     if reference is None and totals.truth is not None and totals.truth.count >= 2:
       reference = self._reference = totals.truth.summary()
     if self._baseline_result is None:
-      self._baseline_result = self._scores(totals.baseline, totals.lpips.get("baseline"),
-                                           reference)
-    result = {"model": self._scores(totals.model, totals.lpips.get("model"), reference),
-              "baseline": dict(self._baseline_result)}
+      self._baseline_result = self._scores(totals.baseline, totals.lpips.get("baseline"), reference)
+    result = {
+      "model": self._scores(totals.model, totals.lpips.get("model"), reference),
+      "baseline": dict(self._baseline_result),
+    }
     if totals.model is not None:
       result.update(fid_backend=inception.BACKEND, fid_reference=self.reference_name)
     return result

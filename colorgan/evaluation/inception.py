@@ -29,8 +29,9 @@ _BN_EPSILON = 1e-3  # torchvision's BasicConv2d
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                       np.ndarray]:
+def _linear_taps(
+  in_size: int, out_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """(i0, i1, w0, w1): output j = w0[j] * in[i0[j]] + w1[j] * in[i1[j]] along one axis.
 
   torch's bilinear source index with align_corners=False: (j + 0.5) * scale - 0.5 with the float32
@@ -79,6 +80,7 @@ class BasicConv(nn.Module):
   Variables: params {kernel [kh, kw, C, F], scale [F], bias [F]}, batch_stats {mean [F], var [F]}.
   The BatchNorm is folded into the conv's kernel and a bias: one pass over the output instead of two.
   """
+
   features: int
   kernel_size: tuple[int, int] = (1, 1)
   strides: int = 1
@@ -95,8 +97,9 @@ class BasicConv(nn.Module):
     var = self.variable("batch_stats", "var", jnp.ones, (f,)).value
     factor = scale * jax.lax.rsqrt(var + _BN_EPSILON)
     (ph, pw), s = self.padding, self.strides
-    y = jax.lax.conv_general_dilated(x, kernel * factor, (s, s), ((ph, ph), (pw, pw)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(
+      x, kernel * factor, (s, s), ((ph, ph), (pw, pw)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     return nn.relu(y + (bias - mean * factor))
 
 
@@ -112,6 +115,7 @@ def _max_pool_3x3(x, strides: int):
 
 class InceptionA(nn.Module):
   """FIDInceptionA: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avg pool (padding excluded)-1x1."""
+
   pool_features: int
 
   @nn.compact
@@ -140,6 +144,7 @@ class InceptionB(nn.Module):
 
 class InceptionC(nn.Module):
   """FIDInceptionC: factorized 7x7 convs, average pool with the padding excluded."""
+
   channels_7x7: int
 
   @nn.compact
@@ -175,18 +180,29 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
   """FIDInceptionE_1 (average pool, padding excluded) or, max_pool=True, FIDInceptionE_2 (the
   TensorFlow graph's max pool in the last block)."""
+
   max_pool: bool = False
 
   @nn.compact
   def __call__(self, x):
     branch1x1 = BasicConv(320, name="branch1x1")(x)
     b3 = BasicConv(384, name="branch3x3_1")(x)
-    b3 = jnp.concatenate([BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                          BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3)], -1)
+    b3 = jnp.concatenate(
+      [
+        BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
+        BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
+      ],
+      -1,
+    )
     dbl = BasicConv(448, name="branch3x3dbl_1")(x)
     dbl = BasicConv(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(dbl)
-    dbl = jnp.concatenate([BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(dbl),
-                           BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(dbl)], -1)
+    dbl = jnp.concatenate(
+      [
+        BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(dbl),
+        BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(dbl),
+      ],
+      -1,
+    )
     pool = _max_pool_3x3(x, 1) if self.max_pool else _avg_pool_3x3(x)
     pool = BasicConv(192, name="branch_pool")(pool)
     return jnp.concatenate([branch1x1, b3, dbl, pool], axis=-1)
@@ -240,15 +256,19 @@ def from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   X.bn.weight/bias -> params/X/scale/bias, X.bn.running_mean/var -> batch_stats/X/mean/var. The
   classifier (fc) and the BatchNorm step counters are not part of the feature network.
   """
-  suffixes = {"conv.weight": ("params", "kernel"), "bn.weight": ("params", "scale"),
-              "bn.bias": ("params", "bias"), "bn.running_mean": ("batch_stats", "mean"),
-              "bn.running_var": ("batch_stats", "var")}
+  suffixes = {
+    "conv.weight": ("params", "kernel"),
+    "bn.weight": ("params", "scale"),
+    "bn.bias": ("params", "bias"),
+    "bn.running_mean": ("batch_stats", "mean"),
+    "bn.running_var": ("batch_stats", "var"),
+  }
   arrays = {}
   for key, value in state_dict.items():
     suffix = next((s for s in suffixes if key.endswith("." + s)), None)
     if suffix is None:
       continue
-    module = key[:-len(suffix) - 1]
+    module = key[: -len(suffix) - 1]
     collection, leaf = suffixes[suffix]
     if leaf == "kernel":
       value = np.transpose(value, (2, 3, 1, 0))
@@ -265,4 +285,3 @@ def features(variables: dict[str, Any], images) -> jax.Array:
 def features_of_uint8(variables: dict[str, Any], images_uint8: jax.Array) -> jax.Array:
   """uint8 RGB [B, H, W, 3] (one size) -> [B, 2048]: pytorch-fid's resize and scaling, then the net."""
   return features(variables, preprocess(images_uint8))
-

@@ -25,8 +25,13 @@ SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 # torchvision's AlexNet `features` layers: (index, features, kernel, stride, padding), and after
 # which of them LPIPS taps the ReLU output (relu1 .. relu5).
-_CONVS = ((0, 64, 11, 4, 2), (3, 192, 5, 1, 2), (6, 384, 3, 1, 1), (8, 256, 3, 1, 1),
-          (10, 256, 3, 1, 1))
+_CONVS = (
+  (0, 64, 11, 4, 2),
+  (3, 192, 5, 1, 2),
+  (6, 384, 3, 1, 1),
+  (8, 256, 3, 1, 1),
+  (10, 256, 3, 1, 1),
+)
 _POOL_BEFORE = (3, 6)  # MaxPool2d(3, stride 2) comes before features.3 and features.6
 CHANNELS = tuple(c[1] for c in _CONVS)
 _NORM_EPSILON = 1e-10  # lpips.normalize_tensor
@@ -41,8 +46,15 @@ class AlexNetTaps(nn.Module):
     for index, features, kernel, stride, pad in _CONVS:
       if index in _POOL_BEFORE:
         x = nn.max_pool(x, (3, 3), strides=(2, 2))
-      x = nn.relu(nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                          padding=((pad, pad), (pad, pad)), name=f"features_{index}")(x))
+      x = nn.relu(
+        nn.Conv(
+          features,
+          (kernel, kernel),
+          strides=(stride, stride),
+          padding=((pad, pad), (pad, pad)),
+          name=f"features_{index}",
+        )(x)
+      )
       taps.append(x)
     return taps
 
@@ -101,7 +113,8 @@ def alexnet_from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarra
     if match:
       leaf = "kernel" if match.group(2) == "weight" else "bias"
       arrays[f"params/net/features_{match.group(1)}/{leaf}"] = (
-          _kernel(value) if leaf == "kernel" else np.asarray(value, np.float32))
+        _kernel(value) if leaf == "kernel" else np.asarray(value, np.float32)
+      )
   return arrays
 
 

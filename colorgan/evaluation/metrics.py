@@ -66,18 +66,19 @@ def image_metrics(pred_uint8, true_uint8) -> dict[str, jnp.ndarray]:
   pred_ab = color.rgb_to_lab(pred)[..., 1:]
   true_ab = color.rgb_to_lab(true)[..., 1:]
   return {
-      "psnr": dm_pix.psnr(pred, true),
-      "ssim": dm_pix.ssim(pred, true),
-      "colorfulness": colorfulness(pred_uint8),
-      "true_colorfulness": colorfulness(true_uint8),
-      "auc": ab_auc(pred_ab, true_ab),
-      "ab_l1": ab_l1(pred_ab, true_ab),
+    "psnr": dm_pix.psnr(pred, true),
+    "ssim": dm_pix.ssim(pred, true),
+    "colorfulness": colorfulness(pred_uint8),
+    "true_colorfulness": colorfulness(true_uint8),
+    "auc": ab_auc(pred_ab, true_ab),
+    "ab_l1": ab_l1(pred_ab, true_ab),
   }
 
 
 @flax.struct.dataclass
 class ColorfulnessGap(clu_metrics.Metric):
   """delta CF = |mean CF(pred) - mean CF(truth)| over the images seen (not a mean of per-image gaps)."""
+
   pred_total: jnp.ndarray
   true_total: jnp.ndarray
   count: jnp.ndarray
@@ -88,18 +89,28 @@ class ColorfulnessGap(clu_metrics.Metric):
     return cls(pred_total=zero, true_total=zero, count=jnp.array(0, jnp.int32))
 
   @classmethod
-  def from_model_output(cls, *, colorfulness: jnp.ndarray, true_colorfulness: jnp.ndarray,  # pylint: disable=redefined-outer-name
-                        mask: jnp.ndarray | None = None, **_) -> "ColorfulnessGap":
+  def from_model_output(
+    cls,
+    *,
+    colorfulness: jnp.ndarray,
+    true_colorfulness: jnp.ndarray,  # pylint: disable=redefined-outer-name
+    mask: jnp.ndarray | None = None,
+    **_,
+  ) -> "ColorfulnessGap":
     if mask is None:
       mask = jnp.ones(colorfulness.shape[:1], bool)
-    return cls(pred_total=jnp.sum(jnp.where(mask, colorfulness, 0.0)),
-               true_total=jnp.sum(jnp.where(mask, true_colorfulness, 0.0)),
-               count=jnp.sum(mask.astype(jnp.int32)))
+    return cls(
+      pred_total=jnp.sum(jnp.where(mask, colorfulness, 0.0)),
+      true_total=jnp.sum(jnp.where(mask, true_colorfulness, 0.0)),
+      count=jnp.sum(mask.astype(jnp.int32)),
+    )
 
   def merge(self, other: "ColorfulnessGap") -> "ColorfulnessGap":
-    return type(self)(pred_total=self.pred_total + other.pred_total,
-                      true_total=self.true_total + other.true_total,
-                      count=self.count + other.count)
+    return type(self)(
+      pred_total=self.pred_total + other.pred_total,
+      true_total=self.true_total + other.true_total,
+      count=self.count + other.count,
+    )
 
   def compute(self) -> jnp.ndarray:
     return jnp.abs(self.pred_total - self.true_total) / self.count
@@ -108,6 +119,7 @@ class ColorfulnessGap(clu_metrics.Metric):
 @flax.struct.dataclass
 class EvalMetrics(clu_metrics.Collection):
   """Averages over images (masked padding excluded); see the module docstring."""
+
   psnr: clu_metrics.Average.from_output("psnr")
   ssim: clu_metrics.Average.from_output("ssim")
   colorfulness: clu_metrics.Average.from_output("colorfulness")

@@ -30,8 +30,15 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
   return [first + i * step for i in range(int(math.ceil((high - first) / step)) + 1)]
 
 
-def line_plot(xs: Sequence[int], ys: Sequence[float], *, title: str, x_label: str, y_label: str,
-              reference: tuple[float, str] | None = None) -> Image.Image:
+def line_plot(
+  xs: Sequence[int],
+  ys: Sequence[float],
+  *,
+  title: str,
+  x_label: str,
+  y_label: str,
+  reference: tuple[float, str] | None = None,
+) -> Image.Image:
   """ys over categorical xs (evenly spaced, labelled with their values), as an RGB image.
 
   Args:

@@ -44,16 +44,25 @@ def progress_bar(total: int, unit: str, desc: str) -> tqdm.tqdm:
   between two redraws would land on the bar's line, so there is no bar there; the messages and the
   closing summary say what happened.
   """
-  return tqdm.tqdm(total=total, unit=unit, desc=desc, file=sys.stderr,
-                   disable=not sys.stderr.isatty())
+  return tqdm.tqdm(
+    total=total, unit=unit, desc=desc, file=sys.stderr, disable=not sys.stderr.isatty()
+  )
 
 
 class Colorizer:
   """A restored generator that colorizes batches of photos at full resolution."""
 
-  def __init__(self, config: ml_collections.ConfigDict, g_variables: dict, *, step: int,
-               size: int | None = None, batch_size: int = 16, mesh: jax.sharding.Mesh | None = None,
-               workers: int | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    g_variables: dict,
+    *,
+    step: int,
+    size: int | None = None,
+    batch_size: int = 16,
+    mesh: jax.sharding.Mesh | None = None,
+    workers: int | None = None,
+  ):
     """Args:
       config: the config the generator was trained with (model.*, image_size, data.resize_mode).
       g_variables: {"params": ..., "batch_stats": ...}, replicated over `mesh`.
@@ -70,8 +79,9 @@ class Colorizer:
     multiple = 2 ** configuration.generator_depth(config)
     if self.size < multiple or self.size % multiple:
       raise errors.PlanError(
-          f"--colorize_size={self.size} must be a multiple of {multiple} (2**U-Net depth of this "
-          f"run): use {max(multiple, self.size // multiple * multiple)}")
+        f"--colorize_size={self.size} must be a multiple of {multiple} (2**U-Net depth of this "
+        f"run): use {max(multiple, self.size // multiple * multiple)}"
+      )
     self.mesh = mesh or parallel.create_mesh()
     devices = self.mesh.devices.size
     self.batch_size = -(-batch_size // devices) * devices
@@ -84,16 +94,18 @@ class Colorizer:
     # where it has no hint, so that there is one program.
     batch = parallel.batch_sharding(self.mesh)
     shardings = (parallel.replicated(self.mesh), batch) + ((batch,) if self.takes_hints else ())
-    self._predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)),
-                            in_shardings=shardings)
+    self._predict = jax.jit(
+      functools.partial(models.predict_ab, models.create_generator(config)), in_shardings=shardings
+    )
 
   @classmethod
   def from_checkpoint(cls, workdir: str, step: int | None = None, **kwargs) -> "Colorizer":
     """The generator of a run's latest (or `step`) checkpoint. Raises FileNotFoundError and
     errors.RestoreError as checkpointing.restore_for_inference does."""
     mesh = parallel.create_mesh()
-    inference = checkpointing.restore_for_inference(workdir, step,
-                                                    sharding=parallel.replicated(mesh))
+    inference = checkpointing.restore_for_inference(
+      workdir, step, sharding=parallel.replicated(mesh)
+    )
     return cls(inference.config, inference.g_variables, step=inference.step, mesh=mesh, **kwargs)
 
   def predict_ab(self, inputs: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
@@ -114,17 +126,22 @@ class Colorizer:
       ab = self._predict(self.g_variables, *args)
     return np.asarray(jax.device_get(ab))[:n]
 
-  def colorize_photo(self, photo: photo_lib.Photo,
-                     hints: user_hints.UserHints | None = None) -> np.ndarray:
+  def colorize_photo(
+    self, photo: photo_lib.Photo, hints: user_hints.UserHints | None = None
+  ) -> np.ndarray:
     """One decoded photo (and its hints, for a generator trained with them) -> its colorization,
     uint8 RGB [H, W, 3] (the alpha is the caller's)."""
-    hint_map = (None if hints is None else
-                photo_lib.model_hints(hints, *photo.l.shape, self.size, self.squash)[None])
+    hint_map = (
+      None
+      if hints is None
+      else photo_lib.model_hints(hints, *photo.l.shape, self.size, self.squash)[None]
+    )
     ab = self.predict_ab(photo_lib.model_input(photo.l, self.size, self.squash)[None], hint_map)[0]
     return photo_lib.compose(photo.l, photo_lib.upsample_ab(ab, *photo.l.shape, self.squash))
 
-  def _prepare(self, job: photo_lib.Job, hint_file: str | None
-               ) -> tuple[photo_lib.Photo, np.ndarray, np.ndarray | None]:
+  def _prepare(
+    self, job: photo_lib.Job, hint_file: str | None
+  ) -> tuple[photo_lib.Photo, np.ndarray, np.ndarray | None]:
     """Decodes a job's photo: (the photo, its generator input, its hint map or None)."""
     photo = photo_lib.load_photo(job.source)
     hint_map = None
@@ -136,15 +153,22 @@ class Colorizer:
       hint_map = photo_lib.model_hints(points, *photo.l.shape, self.size, self.squash)
     return photo, photo_lib.model_input(photo.l, self.size, self.squash), hint_map
 
-  def _finish(self, job: photo_lib.Job, photo: photo_lib.Photo, ab: np.ndarray,
-              output_format: str) -> None:
+  def _finish(
+    self, job: photo_lib.Job, photo: photo_lib.Photo, ab: np.ndarray, output_format: str
+  ) -> None:
     """Composes a job's photo with its predicted ab and writes it."""
     height, width = photo.l.shape
     rgb = photo_lib.compose(photo.l, photo_lib.upsample_ab(ab, height, width, self.squash))
     photo_lib.save(job.output, rgb, photo.alpha, output_format)
 
-  def _run_chunk(self, pool: concurrent.futures.Executor, chunk: list[photo_lib.Job],
-                 hint_files: dict[str, str], output_format: str, report: Callable) -> int:
+  def _run_chunk(
+    self,
+    pool: concurrent.futures.Executor,
+    chunk: list[photo_lib.Job],
+    hint_files: dict[str, str],
+    output_format: str,
+    report: Callable,
+  ) -> int:
     """One batch of jobs: decoded in `pool`, predicted together, written in `pool`. A failing job
     goes to `report`; the others go on.
 
@@ -152,8 +176,9 @@ class Colorizer:
       How many of the decoded photos had an alpha channel.
     """
     prepared = []
-    for job, future in [(job, pool.submit(self._prepare, job, hint_files.get(job.source)))
-                        for job in chunk]:
+    for job, future in [
+      (job, pool.submit(self._prepare, job, hint_files.get(job.source))) for job in chunk
+    ]:
       try:
         prepared.append((job, *future.result()))
       except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the rest)
@@ -168,8 +193,10 @@ class Colorizer:
       empty = np.zeros((self.size, self.size, hints_lib.CHANNELS), np.float32)
       hint_maps = np.stack([empty if h is None else h for *_, h in prepared])
     abs_ = self.predict_ab(np.stack([inputs for _, _, inputs, _ in prepared]), hint_maps)
-    finishing = [(job, pool.submit(self._finish, job, photo, ab, output_format))
-                 for (job, photo, _, _), ab in zip(prepared, abs_)]
+    finishing = [
+      (job, pool.submit(self._finish, job, photo, ab, output_format))
+      for (job, photo, _, _), ab in zip(prepared, abs_)
+    ]
     for job, future in finishing:
       try:
         future.result()
@@ -197,31 +224,50 @@ class Colorizer:
     failed, alpha_dropped = [], 0
 
     def report(job: photo_lib.Job, error: BaseException) -> None:
-      reason = str(error) if isinstance(error, photo_lib.BadPhoto) else (
-          f"{type(error).__name__}: {' '.join(str(error).split())}")
+      reason = (
+        str(error)
+        if isinstance(error, photo_lib.BadPhoto)
+        else (f"{type(error).__name__}: {' '.join(str(error).split())}")
+      )
       tqdm.tqdm.write(f"colorgan: {job.source}: {reason}", file=sys.stderr)
       failed.append(job)
 
-    logging.info("Colorizing %d photo(s) with the generator of step %d at %d px, batches of %d",
-                 len(jobs), self.step, self.size, self.batch_size)
+    logging.info(
+      "Colorizing %d photo(s) with the generator of step %d at %d px, batches of %d",
+      len(jobs),
+      self.step,
+      self.size,
+      self.batch_size,
+    )
     if work.earlier_outputs:
-      logging.info("Skipped %d file(s) among the inputs that colorgan wrote (earlier outputs)",
-                   work.earlier_outputs)
-    with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, progress_bar(
-        len(jobs), "photo", "colorize") as bar:
+      logging.info(
+        "Skipped %d file(s) among the inputs that colorgan wrote (earlier outputs)",
+        work.earlier_outputs,
+      )
+    with (
+      concurrent.futures.ThreadPoolExecutor(self.workers) as pool,
+      progress_bar(len(jobs), "photo", "colorize") as bar,
+    ):
       for start in range(0, len(jobs), self.batch_size):
-        chunk = jobs[start:start + self.batch_size]
+        chunk = jobs[start : start + self.batch_size]
         alpha_dropped += self._run_chunk(pool, chunk, hint_files, output_format, report)
         bar.update(len(chunk))
     if alpha_dropped and output_format == "jpg":
-      logging.warning("%d photo(s) had an alpha channel, which jpg cannot hold: use "
-                      "--output_format=png to keep it", alpha_dropped)
+      logging.warning(
+        "%d photo(s) had an alpha channel, which jpg cannot hold: use "
+        "--output_format=png to keep it",
+        alpha_dropped,
+      )
     done = len(jobs) - len(failed)
-    with_hints = (f", {len(set(hint_files) - {job.source for job in failed})} with hints"
-                  if hint_files else "")
-    print(f"colorized {done} of {len(jobs)} photo(s) into {work.output_dir} (checkpoint step "
-          f"{self.step}, {self.size} px{with_hints})")
+    with_hints = (
+      f", {len(set(hint_files) - {job.source for job in failed})} with hints" if hint_files else ""
+    )
+    print(
+      f"colorized {done} of {len(jobs)} photo(s) into {work.output_dir} (checkpoint step "
+      f"{self.step}, {self.size} px{with_hints})"
+    )
     if failed:
-      print(f"colorgan: {len(failed)} of {len(jobs)} photo(s) failed (named above)",
-            file=sys.stderr)
+      print(
+        f"colorgan: {len(failed)} of {len(jobs)} photo(s) failed (named above)", file=sys.stderr
+      )
     return len(failed)

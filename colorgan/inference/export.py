@@ -128,8 +128,9 @@ def inference_generator(config: ml_collections.ConfigDict):
   return models.create_generator(config, fast_layers=False)
 
 
-def colorize_function(config: ml_collections.ConfigDict, g_variables: dict,
-                      size: int | None = None) -> Callable:
+def colorize_function(
+  config: ml_collections.ConfigDict, g_variables: dict, size: int | None = None
+) -> Callable:
   """uint8 [H, W, 3] -> uint8 [H, W, 3] with the weights as constants (what is exported)."""
   size = size or config.image_size
   generator = inference_generator(config)
@@ -154,8 +155,9 @@ def parse_export_size(text: str | None) -> tuple[int, int] | None:
   except ValueError:
     height = width = 0
   if len(parts) > 2 or height < 1 or width < 1:
-    raise errors.ExportError(f"--export_size={text} is not a size: use N (N x N pixels) or HxW, "
-                             "e.g. 768x1024")
+    raise errors.ExportError(
+      f"--export_size={text} is not a size: use N (N x N pixels) or HxW, e.g. 768x1024"
+    )
   return height, width
 
 
@@ -166,6 +168,7 @@ def input_shape(fixed: tuple[int, int] | None) -> str:
 
 def _export_stablehlo(fn: Callable, shape: str, path: str) -> None:
   from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+
   spec = jax.ShapeDtypeStruct(jax_export.symbolic_shape(shape), jnp.uint8)
   exported = jax_export.export(jax.jit(fn), platforms=("cpu", "cuda", "tpu"))(spec)
   with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -176,13 +179,17 @@ def _saved_model(fn: Callable, shape: str, path: str, platforms: Sequence[str]) 
   """jax2tf: a tf.Module whose serving signature maps {"image": uint8} to {"colorized": uint8}."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+
   dims = [None if d.strip() in ("height", "width") else int(d) for d in shape.split(",")]
-  converted = jax2tf.convert(fn, polymorphic_shapes=[f"({shape})"],
-                             native_serialization_platforms=tuple(platforms))
+  converted = jax2tf.convert(
+    fn, polymorphic_shapes=[f"({shape})"], native_serialization_platforms=tuple(platforms)
+  )
   module = tf.Module()
   module.colorize = tf.function(
-      lambda image: {OUTPUT_NAME: converted(image)}, autograph=False,
-      input_signature=[tf.TensorSpec(dims, tf.uint8, name=INPUT_NAME)])
+    lambda image: {OUTPUT_NAME: converted(image)},
+    autograph=False,
+    input_signature=[tf.TensorSpec(dims, tf.uint8, name=INPUT_NAME)],
+  )
   tf.saved_model.save(module, path, signatures={"serving_default": module.colorize})
 
 
@@ -203,7 +210,10 @@ class _NoGradientWarning(logging.Filter):
 @contextlib.contextmanager
 def _without_gradient_warnings():
   # TensorFlow logs it through absl's logger (tensorflow.python.saved_model.function_deserialization).
-  loggers, quiet = (logging.getLogger("absl"), logging.getLogger("tensorflow")), _NoGradientWarning()
+  loggers, quiet = (
+    (logging.getLogger("absl"), logging.getLogger("tensorflow")),
+    _NoGradientWarning(),
+  )
   for logger in loggers:
     logger.addFilter(quiet)
   try:
@@ -215,6 +225,7 @@ def _without_gradient_warnings():
 
 def _export_tflite(fn: Callable, shape: str, path: str) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   with fileio.atomic_path(path) as tmp:
     # The TFLite converter lowers the SavedModel's StableHLO to TFLite ops; it takes one platform.
     _saved_model(fn, shape, tmp + ".savedmodel", ("cpu",))
@@ -224,8 +235,10 @@ def _export_tflite(fn: Callable, shape: str, path: str) -> None:
     except Exception as e:  # pylint: disable=broad-except  (the converter raises many kinds)
       lines = [line for line in str(e).splitlines() if "error" in line.lower()] or [str(e)]
       hint = " (or try a fixed --export_size=HxW)" if "height" in shape else ""
-      raise errors.ExportError(f"--format=tflite: the TFLite converter cannot take this model: "
-                               f"{' '.join(lines[0].split())[:300]}{hint}") from e
+      raise errors.ExportError(
+        f"--format=tflite: the TFLite converter cannot take this model: "
+        f"{' '.join(lines[0].split())[:300]}{hint}"
+      ) from e
     finally:
       shutil.rmtree(tmp + ".savedmodel", ignore_errors=True)
     with open(tmp, "wb") as f:
@@ -237,22 +250,28 @@ def _export_onnx(fn: Callable, shape: str, path: str) -> None:
     from colorgan.inference import onnx_export  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise errors.ExportError(
-        f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}") from e
-  model = onnx_export.to_onnx(fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-                              opset=ONNX_OPSET)
+      f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}"
+    ) from e
+  model = onnx_export.to_onnx(
+    fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME, opset=ONNX_OPSET
+  )
   with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
     f.write(model.SerializeToString())
 
 
-_WRITERS = {"savedmodel": _export_savedmodel, "tflite": _export_tflite, "onnx": _export_onnx,
-            "stablehlo": _export_stablehlo}
+_WRITERS = {
+  "savedmodel": _export_savedmodel,
+  "tflite": _export_tflite,
+  "onnx": _export_onnx,
+  "stablehlo": _export_stablehlo,
+}
 _HOW_TO_RUN = {
-    "savedmodel": "tf.saved_model.load(path).signatures['serving_default'](image=rgb)['colorized']",
-    "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=path) (pip install "
-              "ai-edge-litert): resize_tensor_input(0, [H, W, 3]), allocate_tensors, set_tensor, "
-              "invoke, get_tensor",
-    "onnx": "onnxruntime.InferenceSession(path).run(['colorized'], {'image': rgb})[0]",
-    "stablehlo": "jax.export.deserialize(open(path, 'rb').read()).call(rgb)",
+  "savedmodel": "tf.saved_model.load(path).signatures['serving_default'](image=rgb)['colorized']",
+  "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=path) (pip install "
+  "ai-edge-litert): resize_tensor_input(0, [H, W, 3]), allocate_tensors, set_tensor, "
+  "invoke, get_tensor",
+  "onnx": "onnxruntime.InferenceSession(path).run(['colorized'], {'image': rgb})[0]",
+  "stablehlo": "jax.export.deserialize(open(path, 'rb').read()).call(rgb)",
 }
 
 
@@ -260,17 +279,26 @@ def contract(fmt: str, size: int, squash: bool, fixed: tuple[int, int] | None) -
   """The input/output contract written into the JSON beside an export."""
   shape = ["height", "width", 3] if fixed is None else [fixed[0], fixed[1], 3]
   return {
-      "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": shape,
-                "meaning": "sRGB photo; gray replicated into 3 channels, or RGB whose color is "
-                           "discarded (only its CIE L is used)"},
-      "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": shape,
-                 "meaning": "the colorized sRGB photo: the input's own full-resolution L, the "
-                            "generator's ab upsampled bilinearly, out-of-gamut chroma reduced"},
-      "dynamic_shape": fixed is None,
-      "model_size": size,
-      "resize": "squash to model_size x model_size" if squash else
-                "long side to model_size, mirror-padded to a square",
-      "run": _HOW_TO_RUN[fmt],
+    "input": {
+      "name": INPUT_NAME,
+      "dtype": "uint8",
+      "shape": shape,
+      "meaning": "sRGB photo; gray replicated into 3 channels, or RGB whose color is "
+      "discarded (only its CIE L is used)",
+    },
+    "output": {
+      "name": OUTPUT_NAME,
+      "dtype": "uint8",
+      "shape": shape,
+      "meaning": "the colorized sRGB photo: the input's own full-resolution L, the "
+      "generator's ab upsampled bilinearly, out-of-gamut chroma reduced",
+    },
+    "dynamic_shape": fixed is None,
+    "model_size": size,
+    "resize": "squash to model_size x model_size"
+    if squash
+    else "long side to model_size, mirror-padded to a square",
+    "run": _HOW_TO_RUN[fmt],
   }
 
 
@@ -282,17 +310,27 @@ def check_output(fmt: str, output: str) -> None:
     errors.ExportError: one line naming --output and the fix.
   """
   if fmt == "savedmodel" and os.path.exists(output) and not os.path.isdir(output):
-    raise errors.ExportError(f"--output={output} is a file: a SavedModel is a folder, name another "
-                             "path")
+    raise errors.ExportError(
+      f"--output={output} is a file: a SavedModel is a folder, name another path"
+    )
   if fmt != "savedmodel" and os.path.isdir(output):
     raise errors.ExportError(f"--output={output} is a folder: --format={fmt} writes one file")
   # The export and its JSON are written beside `output` (fileio.atomic_path), never into it.
-  photo.check_writable(os.path.dirname(os.path.abspath(output)), "--output", output,
-                       errors.ExportError)
+  photo.check_writable(
+    os.path.dirname(os.path.abspath(output)), "--output", output, errors.ExportError
+  )
 
 
-def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, fmt: str,
-           output: str, size: int | None = None, fixed: tuple[int, int] | None = None) -> dict:
+def export(
+  config: ml_collections.ConfigDict,
+  g_variables: dict,
+  *,
+  step: int,
+  fmt: str,
+  output: str,
+  size: int | None = None,
+  fixed: tuple[int, int] | None = None,
+) -> dict:
   """Writes the colorize function in `fmt` to `output` and its JSON to `output + ".json"`.
 
   Args:
@@ -316,14 +354,19 @@ def export(config: ml_collections.ConfigDict, g_variables: dict, *, step: int, f
   multiple = 2 ** configuration.generator_depth(config)
   if size < multiple or size % multiple:
     use = max(multiple, size // multiple * multiple)
-    raise errors.ExportError(f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net "
-                             f"depth of this run): use {use}")
+    raise errors.ExportError(
+      f"--colorize_size={size} must be a multiple of {multiple} (2**U-Net "
+      f"depth of this run): use {use}"
+    )
   check_output(fmt, output)
   fn = colorize_function(config, g_variables, size)
   _WRITERS[fmt](fn, input_shape(fixed), output)
-  info = {"format": fmt, "step": step, "contract": contract(fmt, size, config.data.resize_mode
-                                                          == "resize", fixed),
-          "config": config.to_dict()}
+  info = {
+    "format": fmt,
+    "step": step,
+    "contract": contract(fmt, size, config.data.resize_mode == "resize", fixed),
+    "config": config.to_dict(),
+  }
   if fmt == "onnx":
     info["opset"] = ONNX_OPSET
   if fmt == "savedmodel":
@@ -342,6 +385,7 @@ def _tflite_interpreter(path: str):
     from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
   except ImportError:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     with warnings.catch_warnings():  # "use ai_edge_litert instead": not installed here
       warnings.simplefilter("ignore", UserWarning)
       return tf.lite.Interpreter(model_path=path)
@@ -357,6 +401,7 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
   """
   if fmt == "savedmodel":
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     signature = tf.saved_model.load(path).signatures["serving_default"]
     return lambda rgb: signature(**{INPUT_NAME: tf.constant(rgb)})[OUTPUT_NAME].numpy()
   if fmt == "tflite":
@@ -379,13 +424,15 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
       import onnxruntime  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise errors.ExportError(
-          "running an ONNX export needs onnxruntime: pip install onnxruntime") from e
+        "running an ONNX export needs onnxruntime: pip install onnxruntime"
+      ) from e
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return lambda rgb: session.run([OUTPUT_NAME], {INPUT_NAME: rgb})[0]
   if fmt == "stablehlo":
     from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+
     with open(path, "rb") as f:
       exported = jax_export.deserialize(bytearray(f.read()))
     return lambda rgb: np.asarray(exported.call(rgb))

@@ -24,16 +24,37 @@ import onnx
 from onnx import helper
 from onnx import numpy_helper
 
-_TO_ONNX_TYPE = {np.dtype(np.float32): onnx.TensorProto.FLOAT,
-                 np.dtype(np.int32): onnx.TensorProto.INT32,
-                 np.dtype(np.int64): onnx.TensorProto.INT64,
-                 np.dtype(np.uint8): onnx.TensorProto.UINT8,
-                 np.dtype(np.bool_): onnx.TensorProto.BOOL}
-_ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
-                "pow": "Pow", "abs": "Abs", "sign": "Sign", "tanh": "Tanh", "exp": "Exp",
-                "log": "Log", "sqrt": "Sqrt", "neg": "Neg", "floor": "Floor", "ceil": "Ceil",
-                "eq": "Equal", "gt": "Greater", "ge": "GreaterOrEqual", "lt": "Less",
-                "le": "LessOrEqual", "logistic": "Sigmoid"}
+_TO_ONNX_TYPE = {
+  np.dtype(np.float32): onnx.TensorProto.FLOAT,
+  np.dtype(np.int32): onnx.TensorProto.INT32,
+  np.dtype(np.int64): onnx.TensorProto.INT64,
+  np.dtype(np.uint8): onnx.TensorProto.UINT8,
+  np.dtype(np.bool_): onnx.TensorProto.BOOL,
+}
+_ELEMENTWISE = {
+  "add": "Add",
+  "sub": "Sub",
+  "mul": "Mul",
+  "div": "Div",
+  "max": "Max",
+  "min": "Min",
+  "pow": "Pow",
+  "abs": "Abs",
+  "sign": "Sign",
+  "tanh": "Tanh",
+  "exp": "Exp",
+  "log": "Log",
+  "sqrt": "Sqrt",
+  "neg": "Neg",
+  "floor": "Floor",
+  "ceil": "Ceil",
+  "eq": "Equal",
+  "gt": "Greater",
+  "ge": "GreaterOrEqual",
+  "lt": "Less",
+  "le": "LessOrEqual",
+  "logistic": "Sigmoid",
+}
 _REDUCTIONS = {"reduce_sum": "ReduceSum", "reduce_max": "ReduceMax", "reduce_min": "ReduceMin"}
 
 
@@ -129,8 +150,11 @@ class _Translator:
       return self._inline(params["call_jaxpr"], inputs)
     if prim == "custom_vjp_call":
       return self._inline(params.get("call_jaxpr") or params["fun_jaxpr"], inputs)
-    if all(kind == "const" for kind, _ in inputs) and all(
-        _static(v.aval.shape) for v in eqn.outvars) and prim != "dim_as_value":
+    if (
+      all(kind == "const" for kind, _ in inputs)
+      and all(_static(v.aval.shape) for v in eqn.outvars)
+      and prim != "dim_as_value"
+    ):
       outs = eqn.primitive.bind(*[jnp.asarray(value) for _, value in inputs], **params)
       outs = outs if eqn.primitive.multiple_results else [outs]
       return [("const", np.asarray(o)) for o in outs]
@@ -249,13 +273,15 @@ class _Translator:
 
   def _stack(self, eqn, names):
     axes = self.g.const(np.array([eqn.params["axis"]], np.int64))
-    return self.g.op("Concat", [self.g.op("Unsqueeze", [n, axes]) for n in names],
-                     axis=eqn.params["axis"])
+    return self.g.op(
+      "Concat", [self.g.op("Unsqueeze", [n, axes]) for n in names], axis=eqn.params["axis"]
+    )
 
   def _unstack(self, eqn, names):
     axis = eqn.params["axis"]
-    parts = self.g.op("Split", names, outputs=len(eqn.outvars), axis=axis,
-                      num_outputs=len(eqn.outvars))
+    parts = self.g.op(
+      "Split", names, outputs=len(eqn.outvars), axis=axis, num_outputs=len(eqn.outvars)
+    )
     parts = parts if isinstance(parts, list) else [parts]
     axes = self.g.const(np.array([axis], np.int64))
     return [self.g.op("Squeeze", [p, axes]) for p in parts]
@@ -265,8 +291,9 @@ class _Translator:
     shape, dimension = eqn.params["shape"], eqn.params["dimension"]
     dtype = eqn.params["dtype"]
     limit = self.g.op("Squeeze", [self.g.shape_of([shape[dimension]])])
-    values = self.g.op("Range", [self.g.const(np.array(0, np.int64)), limit,
-                                 self.g.const(np.array(1, np.int64))])
+    values = self.g.op(
+      "Range", [self.g.const(np.array(0, np.int64)), limit, self.g.const(np.array(1, np.int64))]
+    )
     values = self.g.op("Cast", [values], to=_onnx_type(dtype))
     if len(shape) == 1:
       return values
@@ -280,18 +307,25 @@ class _Translator:
     strides = eqn.params["strides"] or (1,) * len(starts)
     if not (_static(starts) and _static(limits)):
       raise UnsupportedError("a slice with symbolic bounds")
-    return self.g.op("Slice", [names[0], self.g.const(np.array(starts, np.int64)),
-                               self.g.const(np.array(limits, np.int64)),
-                               self.g.const(np.arange(len(starts), dtype=np.int64)),
-                               self.g.const(np.array(strides, np.int64))])
+    return self.g.op(
+      "Slice",
+      [
+        names[0],
+        self.g.const(np.array(starts, np.int64)),
+        self.g.const(np.array(limits, np.int64)),
+        self.g.const(np.arange(len(starts), dtype=np.int64)),
+        self.g.const(np.array(strides, np.int64)),
+      ],
+    )
 
   def _pad(self, eqn, names):
     config = eqn.params["padding_config"]
     if any(interior for _, _, interior in config) or any(lo < 0 or hi < 0 for lo, hi, _ in config):
       raise UnsupportedError("pad with interior or negative padding")
     pads = [lo for lo, _, _ in config] + [hi for _, hi, _ in config]
-    return self.g.op("Pad", [names[0], self.g.const(np.array(pads, np.int64)), names[1]],
-                     mode="constant")
+    return self.g.op(
+      "Pad", [names[0], self.g.const(np.array(pads, np.int64)), names[1]], mode="constant"
+    )
 
   def _dot_general(self, eqn, names):
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
@@ -304,9 +338,11 @@ class _Translator:
       rhs_letters = [next(letters) for _ in range(rhs.ndim)]
       for l, r in zip(list(lc) + list(lb), list(rc) + list(rb)):
         rhs_letters[r] = lhs_letters[l]
-      out_letters = ([lhs_letters[i] for i in lb]
-                     + [lhs_letters[i] for i in range(lhs.ndim) if i not in lc and i not in lb]
-                     + [rhs_letters[i] for i in range(rhs.ndim) if i not in rc and i not in rb])
+      out_letters = (
+        [lhs_letters[i] for i in lb]
+        + [lhs_letters[i] for i in range(lhs.ndim) if i not in lc and i not in lb]
+        + [rhs_letters[i] for i in range(rhs.ndim) if i not in rc and i not in rb]
+      )
       equation = f"{''.join(lhs_letters)},{''.join(rhs_letters)}->{''.join(out_letters)}"
       out = self.g.op("Einsum", names, equation=equation)
     wanted = eqn.params.get("preferred_element_type") or eqn.outvars[0].aval.dtype
@@ -326,9 +362,13 @@ class _Translator:
       raise UnsupportedError("reduce_window_max that pools other than the spatial axes")
     perm = kept + pooled
     x = self.g.op("Transpose", names, perm=perm)
-    y = self.g.op("MaxPool", [x], kernel_shape=[p["window_dimensions"][i] for i in pooled],
-                  strides=[p["window_strides"][i] for i in pooled],
-                  pads=[p["padding"][i][0] for i in pooled] + [p["padding"][i][1] for i in pooled])
+    y = self.g.op(
+      "MaxPool",
+      [x],
+      kernel_shape=[p["window_dimensions"][i] for i in pooled],
+      strides=[p["window_strides"][i] for i in pooled],
+      pads=[p["padding"][i][0] for i in pooled] + [p["padding"][i][1] for i in pooled],
+    )
     return self.g.op("Transpose", [y], perm=list(np.argsort(perm)))
 
   def _conv_general_dilated(self, eqn, names):
@@ -355,20 +395,38 @@ class _Translator:
       if any(pad < 0 for pad in pads):
         raise UnsupportedError("a transposed convolution with padding beyond the kernel")
       flipped = kernel[(slice(None), slice(None)) + (slice(None, None, -1),) * len(k)]
-      y = self.g.op("ConvTranspose", [x, self.g.const(np.swapaxes(flipped, 0, 1).copy())],
-                    strides=list(p["lhs_dilation"]), pads=pads, kernel_shape=k)
+      y = self.g.op(
+        "ConvTranspose",
+        [x, self.g.const(np.swapaxes(flipped, 0, 1).copy())],
+        strides=list(p["lhs_dilation"]),
+        pads=pads,
+        kernel_shape=k,
+      )
     else:
       if any(pad < 0 for pad in pads):
         raise UnsupportedError("a convolution with negative padding")
-      y = self.g.op("Conv", [x, self.g.const(np.ascontiguousarray(kernel))],
-                    strides=list(p["window_strides"]), pads=pads,
-                    dilations=list(p["rhs_dilation"]), group=p["feature_group_count"],
-                    kernel_shape=list(spatial))
+      y = self.g.op(
+        "Conv",
+        [x, self.g.const(np.ascontiguousarray(kernel))],
+        strides=list(p["window_strides"]),
+        pads=pads,
+        dilations=list(p["rhs_dilation"]),
+        group=p["feature_group_count"],
+        kernel_shape=list(spatial),
+      )
     return self.g.op("Transpose", [y], perm=list(np.argsort(out_spec)))
 
 
-def to_onnx(fn: Callable, input_shape: str, input_dtype, *, input_name: str, output_name: str,
-            opset: int, dim_names: dict[str, str] | None = None) -> onnx.ModelProto:
+def to_onnx(
+  fn: Callable,
+  input_shape: str,
+  input_dtype,
+  *,
+  input_name: str,
+  output_name: str,
+  opset: int,
+  dim_names: dict[str, str] | None = None,
+) -> onnx.ModelProto:
   """Translates fn (one array in, one array out) into an ONNX model.
 
   Args:
@@ -403,11 +461,15 @@ def to_onnx(fn: Callable, input_shape: str, input_dtype, *, input_name: str, out
   out_aval = closed.jaxpr.outvars[0].aval
   out_shape = [d if isinstance(d, int) else dim_names.get(str(d), str(d)) for d in out_aval.shape]
   model = helper.make_model(
-      helper.make_graph(
-          graph.nodes, "colorgan",
-          [helper.make_tensor_value_info(input_name, _onnx_type(input_dtype), onnx_shape)],
-          [helper.make_tensor_value_info(output_name, _onnx_type(out_aval.dtype), out_shape)],
-          initializer=graph.initializers),
-      opset_imports=[helper.make_opsetid("", opset)], producer_name="colorgan")
+    helper.make_graph(
+      graph.nodes,
+      "colorgan",
+      [helper.make_tensor_value_info(input_name, _onnx_type(input_dtype), onnx_shape)],
+      [helper.make_tensor_value_info(output_name, _onnx_type(out_aval.dtype), out_shape)],
+      initializer=graph.initializers,
+    ),
+    opset_imports=[helper.make_opsetid("", opset)],
+    producer_name="colorgan",
+  )
   onnx.checker.check_model(model)
   return model

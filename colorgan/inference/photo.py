@@ -85,8 +85,9 @@ def _walk(folder: str, skip: str) -> list[str]:
   """Every non-hidden file below folder, sorted, except those below `skip` (the output folder)."""
   files = []
   for root, dirs, names in os.walk(folder):
-    dirs[:] = sorted(d for d in dirs if not _is_hidden(d)
-                     and os.path.realpath(os.path.join(root, d)) != skip)
+    dirs[:] = sorted(
+      d for d in dirs if not _is_hidden(d) and os.path.realpath(os.path.join(root, d)) != skip
+    )
     files += [os.path.join(root, n) for n in sorted(names) if not _is_hidden(n)]
   return files
 
@@ -116,8 +117,11 @@ def _sources(spec: str, skip: str) -> list[tuple[str, str]]:
     for match in sorted(glob.glob(spec, recursive=True)):
       if os.path.isdir(match):
         found += [(f, os.path.relpath(f, base)) for f in _walk(match, skip)]
-      elif (os.path.isfile(match) and not _is_hidden(os.path.basename(match))
-            and not below_output(match)):
+      elif (
+        os.path.isfile(match)
+        and not _is_hidden(os.path.basename(match))
+        and not below_output(match)
+      ):
         found.append((match, os.path.relpath(match, base)))
     if not found:
       raise errors.PlanError(f"--input={spec}: the pattern matches no file")
@@ -180,13 +184,16 @@ def plan(inputs: Sequence[str], output_dir: str, output_format: str = "png") -> 
   jobs = [Job(path, os.path.join(output_dir, name)) for (path, _), name in zip(sources, names)]
   for job in jobs:
     if os.path.realpath(job.output) in seen:
-      raise errors.PlanError(f"--output_dir={output_dir} would overwrite the input {job.output}: "
-                             "choose an output folder that is not an input's folder")
+      raise errors.PlanError(
+        f"--output_dir={output_dir} would overwrite the input {job.output}: "
+        "choose an output folder that is not an input's folder"
+      )
   return Plan(jobs, output_dir, output_format, earlier_outputs)
 
 
-def check_writable(folder: str, flag: str, value: str,
-                   error: type[errors.ColorganError] = errors.PlanError) -> None:
+def check_writable(
+  folder: str, flag: str, value: str, error: type[errors.ColorganError] = errors.PlanError
+) -> None:
   """Raises `error` when files cannot be written in `folder`, or it cannot be created: checked
   before any work, so that a read-only place is one line at once, not a failure after the work
   that names an internal temporary file. Creates nothing: the nearest existing folder is probed.
@@ -206,8 +213,10 @@ def check_writable(folder: str, flag: str, value: str,
       pass
   except OSError as e:
     made = "written" if existing == os.path.abspath(folder) else "created"
-    raise error(f"{flag}={value} cannot be {made}: {e.strerror or e} (a read-only file system or "
-                f"a missing permission: choose another {flag})") from None
+    raise error(
+      f"{flag}={value} cannot be {made}: {e.strerror or e} (a read-only file system or "
+      f"a missing permission: choose another {flag})"
+    ) from None
 
 
 def is_colorgan_output(path: str) -> bool:
@@ -229,10 +238,13 @@ def lightness(rgb: np.ndarray) -> np.ndarray:
   flat = rgb.reshape(-1, 3)
   l = np.empty(len(flat), np.float32)
   for start in range(0, len(flat), _BLOCK_PIXELS):
-    block = flat[start:start + _BLOCK_PIXELS]
-    linear = (_LINEAR_OF_UINT8[block] if block.dtype == np.uint8
-              else color.srgb_to_linear(block.astype(np.float32), np))
-    l[start:start + len(block)] = color.linear_to_lightness(linear, np)
+    block = flat[start : start + _BLOCK_PIXELS]
+    linear = (
+      _LINEAR_OF_UINT8[block]
+      if block.dtype == np.uint8
+      else color.srgb_to_linear(block.astype(np.float32), np)
+    )
+    l[start : start + len(block)] = color.linear_to_lightness(linear, np)
   return l.reshape(rgb.shape[:2])
 
 
@@ -279,8 +291,9 @@ def model_input(l: np.ndarray, size: int, squash: bool) -> np.ndarray:
   return np.asarray(color.scale_l(small), np.float32)[..., None]
 
 
-def model_hints(hints: user_hints.UserHints, height: int, width: int, size: int,
-                squash: bool) -> np.ndarray:
+def model_hints(
+  hints: user_hints.UserHints, height: int, width: int, size: int, squash: bool
+) -> np.ndarray:
   """A photo's hints (its pixels) -> the generator's hint map [size, size, 3], placed exactly as
   model_input places the photo (user_hints.to_grid)."""
   return user_hints.to_grid(hints, (height, width), content_size(height, width, size, squash), size)
@@ -323,8 +336,10 @@ def load_photo(path: str) -> Photo:
     with Image.open(path) as image:
       width, height = image.size  # from the header: nothing is decoded yet
       if width * height > MAX_PIXELS:
-        raise BadPhoto(f"too large: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel "
-                       "limit (decompression-bomb guard)")
+        raise BadPhoto(
+          f"too large: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel "
+          "limit (decompression-bomb guard)"
+        )
       frames = getattr(image, "n_frames", 1)
       image = ImageOps.exif_transpose(image)
       rgb, alpha = _to_rgb_and_alpha(image)
@@ -340,8 +355,11 @@ def load_photo(path: str) -> Photo:
     raise BadPhoto(f"corrupt or unreadable: {' '.join(str(e).split()) or type(e).__name__}") from e
   if min(rgb.shape[:2]) < 1:
     raise BadPhoto("empty image")
-  note = (f"{frames} frames (an animation or several pages): only the first one is colorized"
-          if frames > 1 else None)
+  note = (
+    f"{frames} frames (an animation or several pages): only the first one is colorized"
+    if frames > 1
+    else None
+  )
   return Photo(lightness(rgb), alpha, note)
 
 

@@ -27,9 +27,10 @@ _EXIF_ORIENTATION = 0x0112
 
 class UserHints(NamedTuple):
   """Hint pixels of a photo, in its pixel coordinates (after its EXIF orientation)."""
+
   rows: np.ndarray  # int64 [N]
   cols: np.ndarray  # int64 [N]
-  ab: np.ndarray    # float32 [N, 2], Lab units: the hint colors' own ab (the photo keeps its L)
+  ab: np.ndarray  # float32 [N, 2], Lab units: the hint colors' own ab (the photo keeps its L)
 
 
 def rgb_to_ab(rgb: np.ndarray) -> np.ndarray:
@@ -59,29 +60,38 @@ def _whole(value) -> bool:
 def _json_point(point, where: str, height: int, width: int) -> tuple[int, int, list, int]:
   """One entry of "points", checked: (x, y, rgb, size)."""
   if not isinstance(point, dict):
-    raise errors.HintError(f"{where} is not an object: write {{\"x\": 120, \"y\": 64, \"rgb\": "
-                           "[200, 30, 40], \"size\": 5}")
+    raise errors.HintError(
+      f'{where} is not an object: write {{"x": 120, "y": 64, "rgb": [200, 30, 40], "size": 5}}'
+    )
   missing = [key for key in ("x", "y", "rgb") if key not in point]
   if missing:
-    raise errors.HintError(f"{where} lacks \"{missing[0]}\": each point needs x, y (pixels of the "
-                           "photo) and rgb (size is optional, 1 by default)")
+    raise errors.HintError(
+      f'{where} lacks "{missing[0]}": each point needs x, y (pixels of the '
+      "photo) and rgb (size is optional, 1 by default)"
+    )
   unknown = sorted(set(point) - {"x", "y", "rgb", "size"})
   if unknown:
-    raise errors.HintError(f"{where} has an unknown key \"{unknown[0]}\": the keys are x, y, rgb, "
-                           "size")
+    raise errors.HintError(
+      f'{where} has an unknown key "{unknown[0]}": the keys are x, y, rgb, size'
+    )
   x, y, rgb, size = point["x"], point["y"], point["rgb"], point.get("size", 1)
   for key, value in (("x", x), ("y", y)):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-      raise errors.HintError(f"{where}: \"{key}\"={value!r} is not a number of pixels")
+      raise errors.HintError(f'{where}: "{key}"={value!r} is not a number of pixels')
   if not 0 <= x < width or not 0 <= y < height:
-    raise errors.HintError(f"{where} at (x={x}, y={y}) is outside the photo ({width}x{height} "
-                           f"pixels): x must be in [0, {width}) and y in [0, {height})")
-  if not (isinstance(rgb, list) and len(rgb) == 3
-          and all(_whole(c) and 0 <= c <= 255 for c in rgb)):
-    raise errors.HintError(f"{where}: \"rgb\"={rgb!r} is not a color: write three whole numbers "
-                           "from 0 to 255, e.g. [200, 30, 40]")
+    raise errors.HintError(
+      f"{where} at (x={x}, y={y}) is outside the photo ({width}x{height} "
+      f"pixels): x must be in [0, {width}) and y in [0, {height})"
+    )
+  if not (
+    isinstance(rgb, list) and len(rgb) == 3 and all(_whole(c) and 0 <= c <= 255 for c in rgb)
+  ):
+    raise errors.HintError(
+      f'{where}: "rgb"={rgb!r} is not a color: write three whole numbers '
+      "from 0 to 255, e.g. [200, 30, 40]"
+    )
   if not _whole(size) or size < 1:
-    raise errors.HintError(f"{where}: \"size\"={size!r} must be a whole number of pixels >= 1")
+    raise errors.HintError(f'{where}: "size"={size!r} must be a whole number of pixels >= 1')
   return int(x), int(y), rgb, size
 
 
@@ -93,8 +103,10 @@ def parse_points(data, height: int, width: int, *, what: str) -> UserHints:
     errors.HintError: the first problem, its message starting with `what` (e.g. "--hints=p.json").
   """
   if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-    raise errors.HintError(f"{what} is not a hint file: write {{\"points\": [{{\"x\": 120, "
-                           "\"y\": 64, \"rgb\": [200, 30, 40], \"size\": 5}, ...]}")
+    raise errors.HintError(
+      f'{what} is not a hint file: write {{"points": [{{"x": 120, '
+      '"y": 64, "rgb": [200, 30, 40], "size": 5}, ...]}'
+    )
   if not data["points"]:
     raise errors.HintError(f"{what} holds no point: give at least one, or no hints for this photo")
   rows, cols, rgbs = [], [], []
@@ -119,11 +131,13 @@ def read_json_hints(path: str, height: int, width: int) -> UserHints:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
   except (OSError, UnicodeDecodeError) as e:
-    raise errors.HintError(f"--hints={path} cannot be read: "
-                           f"{getattr(e, 'strerror', None) or e}") from None
+    raise errors.HintError(
+      f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
+    ) from None
   except json.JSONDecodeError as e:
-    raise errors.HintError(f"--hints={path} is not JSON ({e.msg} at line {e.lineno} column "
-                           f"{e.colno})") from None
+    raise errors.HintError(
+      f"--hints={path} is not JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    ) from None
   return parse_points(data, height, width, what=f"--hints={path}")
 
 
@@ -138,22 +152,28 @@ def read_png_hints(path: str, height: int, width: int) -> UserHints:
     with Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       if image.size != (width, height):
-        raise errors.HintError(f"--hints={path} is {image.size[0]}x{image.size[1]} pixels but the "
-                               f"photo is {width}x{height}: paint the hints on a transparent layer "
-                               "of the photo's size")
+        raise errors.HintError(
+          f"--hints={path} is {image.size[0]}x{image.size[1]} pixels but the "
+          f"photo is {width}x{height}: paint the hints on a transparent layer "
+          "of the photo's size"
+        )
       if "A" not in image.getbands() and "transparency" not in image.info:
-        raise errors.HintError(f"--hints={path} has no transparency, so every pixel would be a "
-                               "hint: save the hints alone on a transparent background (RGBA PNG)")
+        raise errors.HintError(
+          f"--hints={path} has no transparency, so every pixel would be a "
+          "hint: save the hints alone on a transparent background (RGBA PNG)"
+        )
       rgba = np.asarray(image.convert("RGBA"))
   except errors.HintError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (Pillow raises many kinds on bad files)
-    raise errors.HintError(f"--hints={path} cannot be read as an image "
-                           f"({' '.join(str(e).split()) or type(e).__name__})") from None
+    raise errors.HintError(
+      f"--hints={path} cannot be read as an image ({' '.join(str(e).split()) or type(e).__name__})"
+    ) from None
   rows, cols = np.nonzero(rgba[..., 3] >= MIN_ALPHA)
   if not len(rows):
-    raise errors.HintError(f"--hints={path} holds no hint: no pixel is at least half opaque "
-                           f"(alpha >= {MIN_ALPHA})")
+    raise errors.HintError(
+      f"--hints={path} holds no hint: no pixel is at least half opaque (alpha >= {MIN_ALPHA})"
+    )
   return UserHints(rows, cols, rgb_to_ab(rgba[rows, cols, :3]))
 
 
@@ -179,8 +199,9 @@ def _cells(coords: np.ndarray, photo_side: int, grid_side: int) -> tuple[np.ndar
   return coords * grid_side // photo_side, -(-(coords + 1) * grid_side // photo_side) - 1
 
 
-def to_grid(hints: UserHints, photo_shape: tuple[int, int], content_shape: tuple[int, int],
-            size: int) -> np.ndarray:
+def to_grid(
+  hints: UserHints, photo_shape: tuple[int, int], content_shape: tuple[int, int], size: int
+) -> np.ndarray:
   """A photo's hints on the generator's size x size input grid: [size, size, 3] float32.
 
   The photo fills the grid's top-left content_shape (h, w) cells, as photo.model_input puts it;
@@ -205,8 +226,9 @@ def to_grid(hints: UserHints, photo_shape: tuple[int, int], content_shape: tuple
   return grid.reshape(size, size, hints_lib.CHANNELS).astype(np.float32)
 
 
-def match_hint_files(hints_path: str, sources: list[str], outputs: list[str],
-                     output_dir: str) -> dict[str, str]:
+def match_hint_files(
+  hints_path: str, sources: list[str], outputs: list[str], output_dir: str
+) -> dict[str, str]:
   """--hints for the photos of a colorize plan: {photo: its hint file}.
 
   Args:
@@ -222,9 +244,11 @@ def match_hint_files(hints_path: str, sources: list[str], outputs: list[str],
   """
   if os.path.isfile(hints_path):
     if len(sources) != 1:
-      raise errors.HintError(f"--hints={hints_path} is one photo's hints but the inputs are "
-                             f"{len(sources)} photos: give a folder holding <name>.json or "
-                             "<name>.png per photo")
+      raise errors.HintError(
+        f"--hints={hints_path} is one photo's hints but the inputs are "
+        f"{len(sources)} photos: give a folder holding <name>.json or "
+        "<name>.png per photo"
+      )
     _check_kind(hints_path)
     return {sources[0]: hints_path}
   if not os.path.isdir(hints_path):
@@ -232,27 +256,37 @@ def match_hint_files(hints_path: str, sources: list[str], outputs: list[str],
   found, matched = {}, set()
   for source, output in zip(sources, outputs):
     stem = os.path.splitext(os.path.relpath(output, output_dir))[0]
-    candidates = [stem + ext for ext in HINT_EXTENSIONS
-                  if os.path.isfile(os.path.join(hints_path, stem + ext))]
+    candidates = [
+      stem + ext for ext in HINT_EXTENSIONS if os.path.isfile(os.path.join(hints_path, stem + ext))
+    ]
     if len(candidates) > 1:
-      raise errors.HintError(f"--hints={hints_path} holds both {candidates[0]} and "
-                             f"{candidates[1]} for {source}: keep one")
+      raise errors.HintError(
+        f"--hints={hints_path} holds both {candidates[0]} and "
+        f"{candidates[1]} for {source}: keep one"
+      )
     if candidates:
       found[source] = os.path.join(hints_path, candidates[0])
       matched.add(os.path.normpath(candidates[0]))
   if not found:
-    raise errors.HintError(f"--hints={hints_path} holds no hint file for any input photo: name "
-                           "them as the photos' outputs below --output_dir, <name>.json or "
-                           "<name>.png")
+    raise errors.HintError(
+      f"--hints={hints_path} holds no hint file for any input photo: name "
+      "them as the photos' outputs below --output_dir, <name>.json or "
+      "<name>.png"
+    )
   for root, dirs, names in os.walk(hints_path):
     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     for name in sorted(names):
       rel = os.path.normpath(os.path.relpath(os.path.join(root, name), hints_path))
-      if (os.path.splitext(name)[1].lower() in HINT_EXTENSIONS and not name.startswith(".")
-          and rel not in matched):
-        raise errors.HintError(f"--hints={hints_path}: {rel} matches no input photo (a photo's "
-                               "hint file is named as its output below --output_dir: sub/cat.json "
-                               "for photos/sub/cat.jpg)")
+      if (
+        os.path.splitext(name)[1].lower() in HINT_EXTENSIONS
+        and not name.startswith(".")
+        and rel not in matched
+      ):
+        raise errors.HintError(
+          f"--hints={hints_path}: {rel} matches no input photo (a photo's "
+          "hint file is named as its output below --output_dir: sub/cat.json "
+          "for photos/sub/cat.jpg)"
+        )
   return found
 
 

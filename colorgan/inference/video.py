@@ -36,7 +36,9 @@ from colorgan.inference import video_io
 from colorgan.inference import video_temporal
 
 TEMPORAL_MODES = video_temporal.MODES
-SEGMENT_FRAMES = 256  # rounded up to a multiple of the batch size; a resumed run redoes < one segment
+SEGMENT_FRAMES = (
+  256  # rounded up to a multiple of the batch size; a resumed run redoes < one segment
+)
 _FORMAT_VERSION = 1  # of the partial folder; a change makes --resume start over
 
 is_video = video_io.is_video
@@ -55,6 +57,7 @@ def output_path(photo_output: str, source: str) -> str:
 @dataclasses.dataclass
 class Result:
   """What colorize_video did (for the command's summary line)."""
+
   path: str
   frames: int
   resumed_from: int  # frames taken from an earlier interrupted run
@@ -62,8 +65,9 @@ class Result:
   seconds: float
 
 
-def read_keyframe_hints(path: str, height: int, width: int,
-                        frames: int = 0) -> dict[int, user_hints.UserHints]:
+def read_keyframe_hints(
+  path: str, height: int, width: int, frames: int = 0
+) -> dict[int, user_hints.UserHints]:
   """A video's hint file: {"frames": {"0": {"points": [...]}, "120": {...}}}, points as for photos
   (user_hints.parse_points), in the pixels of the frame as a player shows it (height x width).
 
@@ -74,20 +78,24 @@ def read_keyframe_hints(path: str, height: int, width: int,
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
   except (OSError, UnicodeDecodeError) as e:
-    raise errors.HintError(f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
-                           ) from None
+    raise errors.HintError(
+      f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
+    ) from None
   except json.JSONDecodeError as e:
     raise errors.HintError(f"--hints={path} is not JSON ({e.msg} at line {e.lineno})") from None
   if not isinstance(data, dict) or not isinstance(data.get("frames"), dict) or not data["frames"]:
-    raise errors.HintError(f"--hints={path} is not a video hint file: write {{\"frames\": {{\"0\": "
-                           "{\"points\": [{\"x\": 120, \"y\": 64, \"rgb\": [200, 30, 40]}]}}}")
+    raise errors.HintError(
+      f'--hints={path} is not a video hint file: write {{"frames": {{"0": '
+      '{"points": [{"x": 120, "y": 64, "rgb": [200, 30, 40]}]}}}'
+    )
   keyframes = {}
   for key, entry in data["frames"].items():
     if not (isinstance(key, str) and key.isdigit()) or (frames and int(key) >= frames):
       last = f" (0 to {frames - 1})" if frames else ""
-      raise errors.HintError(f"--hints={path}: \"{key}\" is not a frame number of the video{last}")
-    keyframes[int(key)] = user_hints.parse_points(entry, height, width,
-                                                  what=f"--hints={path}: frame {key}")
+      raise errors.HintError(f'--hints={path}: "{key}" is not a frame number of the video{last}')
+    keyframes[int(key)] = user_hints.parse_points(
+      entry, height, width, what=f"--hints={path}: frame {key}"
+    )
   return keyframes
 
 
@@ -109,12 +117,19 @@ def _settings(colorizer, src: str, temporal: str, hints: str | None, segment: in
   """Everything an output depends on: a resumed run must match it to reuse the segments."""
   stat = os.stat(src)
   hint_stat = os.stat(hints) if hints else None
-  return {"version": _FORMAT_VERSION, "source": os.path.abspath(src), "source_size": stat.st_size,
-          "source_mtime_ns": stat.st_mtime_ns, "temporal": temporal,
-          "hints": [os.path.abspath(hints), hint_stat.st_size, hint_stat.st_mtime_ns] if hints else
-          None, "step": int(colorizer.step), "size": int(colorizer.size),
-          "squash": bool(colorizer.squash), "segment_frames": segment,
-          "work_side": video_temporal.WORK_SIDE}
+  return {
+    "version": _FORMAT_VERSION,
+    "source": os.path.abspath(src),
+    "source_size": stat.st_size,
+    "source_mtime_ns": stat.st_mtime_ns,
+    "temporal": temporal,
+    "hints": [os.path.abspath(hints), hint_stat.st_size, hint_stat.st_mtime_ns] if hints else None,
+    "step": int(colorizer.step),
+    "size": int(colorizer.size),
+    "squash": bool(colorizer.squash),
+    "segment_frames": segment,
+    "work_side": video_temporal.WORK_SIDE,
+  }
 
 
 def _open_partial(partial: str, settings: dict, resume: bool) -> tuple[int, dict]:
@@ -130,15 +145,17 @@ def _open_partial(partial: str, settings: dict, resume: bool) -> tuple[int, dict
       if earlier != settings:
         changed = sorted(k for k in settings if not earlier or earlier.get(k) != settings[k])
         raise errors.VideoError(
-            f"--resume: the partial output {partial} was made with other settings "
-            f"({', '.join(changed) or 'unreadable'}): rerun without --resume to start over")
+          f"--resume: the partial output {partial} was made with other settings "
+          f"({', '.join(changed) or 'unreadable'}): rerun without --resume to start over"
+        )
       done = 0
       while os.path.exists(_state_path(partial, done)):
         done += 1
       state = dict(np.load(_state_path(partial, done - 1))) if done else {}
       return done, state
-    logging.info("Starting %s over (an earlier run was interrupted; --resume continues it)",
-                 partial)
+    logging.info(
+      "Starting %s over (an earlier run was interrupted; --resume continues it)", partial
+    )
     shutil.rmtree(partial)
   os.makedirs(partial)
   fileio.write_text(meta, json.dumps(settings, indent=1))
@@ -149,8 +166,14 @@ def _open_partial(partial: str, settings: dict, resume: bool) -> tuple[int, dict
 class _Video:
   """One video's colorization: the colorizer, the temporal filter and the frame geometry."""
 
-  def __init__(self, colorizer, info: video_io.VideoInfo, temporal: str,
-               keyframes: dict[int, user_hints.UserHints], state: dict):
+  def __init__(
+    self,
+    colorizer,
+    info: video_io.VideoInfo,
+    temporal: str,
+    keyframes: dict[int, user_hints.UserHints],
+    state: dict,
+  ):
     self.colorizer = colorizer
     self.info = info
     self.turns = info.rotation // 90  # quarter turns counter-clockwise, as a player shows it
@@ -158,8 +181,7 @@ class _Video:
     self.height, self.width = shown
     self.work = video_temporal.work_shape(*shown)
     self.content = photo_lib.content_size(*shown, colorizer.size, colorizer.squash)
-    self.filter = video_temporal.TemporalFilter(
-        temporal, video_temporal.State.from_arrays(state))
+    self.filter = video_temporal.TemporalFilter(temporal, video_temporal.State.from_arrays(state))
     self.keyframes = keyframes
     self.pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, colorizer.workers)))
 
@@ -172,8 +194,9 @@ class _Video:
     if carried is not None and self.filter.mode == "hints":
       grid = video_temporal.hint_map(carried, self.content, size)
     if index in self.keyframes:
-      user = photo_lib.model_hints(self.keyframes[index], self.height, self.width, size,
-                                   self.colorizer.squash)
+      user = photo_lib.model_hints(
+        self.keyframes[index], self.height, self.width, size, self.colorizer.squash
+      )
       grid = np.where(user[..., 2:] > 0, user, grid)
     return grid
 
@@ -191,7 +214,8 @@ class _Video:
     """A batch of consecutive frames -> their colorized RGB (stored orientation), in order."""
     prepared = list(self.pool.map(self._prepare, frames))
     sequential = self.filter.mode == "hints" or (
-        self.colorizer.takes_hints and any(f.index in self.keyframes for f in frames))
+      self.colorizer.takes_hints and any(f.index in self.keyframes for f in frames)
+    )
     squash, size = self.colorizer.squash, self.colorizer.size
     outputs = []
     if sequential:  # a frame's hints come from the previous output: one frame at a time
@@ -230,15 +254,17 @@ def _save_state(partial: str, k: int, video: _Video, end: int, last_pts: int) ->
     np.savez(f, **arrays)
 
 
-def _encode(video: _Video, partial: str, segment: int, done: int, state: dict,
-            bar: tqdm.tqdm) -> tuple[int, int | None, int]:
+def _encode(
+  video: _Video, partial: str, segment: int, done: int, state: dict, bar: tqdm.tqdm
+) -> tuple[int, int | None, int]:
   """Colorizes and encodes the frames after the `done` complete segments, one segment file at a
   time. Returns (frames decoded in all, the last one's timestamp, segments written in all)."""
   count = int(state.get("end", 0))
   last_pts = int(state["last_pts"]) if "last_pts" in state else None
   k, writer, tmp = done, None, None
-  for batch in _batches(video_io.read_frames(video.info, done * segment),
-                        video.colorizer.batch_size):
+  for batch in _batches(
+    video_io.read_frames(video.info, done * segment), video.colorizer.batch_size
+  ):
     for frame, rgb in zip(batch, video.colorize(batch)):
       if writer is None:
         tmp = _segment_path(partial, k) + ".tmp"
@@ -259,9 +285,17 @@ def _encode(video: _Video, partial: str, segment: int, done: int, state: dict,
   return count, last_pts, k
 
 
-def colorize_video(colorizer, src: str, dst: str, *, temporal: str = "ema",
-                   hints: str | None = None, resume: bool = False, progress: bool = True,
-                   segment_frames: int = SEGMENT_FRAMES) -> Result:
+def colorize_video(
+  colorizer,
+  src: str,
+  dst: str,
+  *,
+  temporal: str = "ema",
+  hints: str | None = None,
+  resume: bool = False,
+  progress: bool = True,
+  segment_frames: int = SEGMENT_FRAMES,
+) -> Result:
   """Colorizes the video `src` into `dst` (see the module docstring).
 
   Args:
@@ -285,12 +319,16 @@ def colorize_video(colorizer, src: str, dst: str, *, temporal: str = "ema",
     raise errors.VideoError(f"--temporal={temporal} is not known: use {', '.join(TEMPORAL_MODES)}")
   info = video_io.probe(src)
   if info is None:
-    raise errors.VideoError(f"{src}: not a video colorgan can read (corrupt, truncated, or not a "
-                            "video; mp4, mov, mkv, webm and avi are read)")
+    raise errors.VideoError(
+      f"{src}: not a video colorgan can read (corrupt, truncated, or not a "
+      "video; mp4, mov, mkv, webm and avi are read)"
+    )
   if (temporal == "hints" or hints) and not colorizer.takes_hints:
     what = "--temporal=hints" if temporal == "hints" else f"--hints={hints}"
-    raise errors.VideoError(f"{what} needs a generator trained with hints (configs/hints.py); this "
-                            f"one (step {colorizer.step}) was trained without")
+    raise errors.VideoError(
+      f"{what} needs a generator trained with hints (configs/hints.py); this "
+      f"one (step {colorizer.step}) was trained without"
+    )
   shown = (info.width, info.height) if info.rotation % 180 else (info.height, info.width)
   keyframes = read_keyframe_hints(hints, *shown, info.frames) if hints else {}
   segment = -(-segment_frames // colorizer.batch_size) * colorizer.batch_size
@@ -302,8 +340,15 @@ def colorize_video(colorizer, src: str, dst: str, *, temporal: str = "ema",
   video.filter.cuts = int(state.get("cuts", 0))
   started = time.monotonic()
   total = info.frames or round(info.duration * info.rate) or None
-  bar = tqdm.tqdm(total=total, initial=done * segment, unit="frame", file=sys.stderr,
-                  desc=os.path.basename(src), disable=not progress, dynamic_ncols=True)
+  bar = tqdm.tqdm(
+    total=total,
+    initial=done * segment,
+    unit="frame",
+    file=sys.stderr,
+    desc=os.path.basename(src),
+    disable=not progress,
+    dynamic_ncols=True,
+  )
   try:
     count, last_pts, segments = _encode(video, partial, segment, done, state, bar)
     video_io.check_complete(info, count, last_pts)
@@ -313,8 +358,11 @@ def colorize_video(colorizer, src: str, dst: str, *, temporal: str = "ema",
     shutil.rmtree(partial, ignore_errors=True)
     raise
   except BaseException:  # Ctrl-C or a failure: the segments stay for --resume, dst is not written
-    tqdm.tqdm.write(f"colorgan: {src}: stopped; the frames done so far are kept in {partial}: "
-                    "rerun with --resume to continue", file=sys.stderr)
+    tqdm.tqdm.write(
+      f"colorgan: {src}: stopped; the frames done so far are kept in {partial}: "
+      "rerun with --resume to continue",
+      file=sys.stderr,
+    )
     raise
   finally:
     bar.close()
@@ -344,31 +392,46 @@ def split_plan(work: photo_lib.Plan) -> tuple[photo_lib.Plan, list[photo_lib.Job
       videos.append(photo_lib.Job(job.source, output_path(job.output, job.source)))
   for job in videos:
     if os.path.realpath(job.output) in inputs:
-      raise errors.PlanError(f"--output_dir={work.output_dir} would overwrite the input "
-                             f"{job.output}: choose an output folder that is not an input's folder")
+      raise errors.PlanError(
+        f"--output_dir={work.output_dir} would overwrite the input "
+        f"{job.output}: choose an output folder that is not an input's folder"
+      )
   return work._replace(jobs=photos), videos
 
 
-def run(colorizer, jobs: list[photo_lib.Job], *, temporal: str, hints: str | None,
-        resume: bool) -> int:
+def run(
+  colorizer, jobs: list[photo_lib.Job], *, temporal: str, hints: str | None, resume: bool
+) -> int:
   """Colorizes each video job; a video that cannot be read is one line and the others go on.
 
   Returns:
     The number of videos that failed.
   """
   if hints is not None and len(jobs) != 1:
-    raise errors.HintError(f"--hints={hints}: for videos, a keyframe file ({{\"frames\": {{\"0\": "
-                           "{\"points\": [...]}}}}) goes with one video --input at a time")
+    raise errors.HintError(
+      f'--hints={hints}: for videos, a keyframe file ({{"frames": {{"0": '
+      '{"points": [...]}}}}) goes with one video --input at a time'
+    )
   failures = 0
   for job in jobs:
     try:
-      result = colorize_video(colorizer, job.source, job.output, temporal=temporal, hints=hints,
-                              resume=resume)
+      result = colorize_video(
+        colorizer, job.source, job.output, temporal=temporal, hints=hints, resume=resume
+      )
     except errors.VideoError as e:
       tqdm.tqdm.write(f"colorgan: error: {e}", file=sys.stderr)
       failures += 1
       continue
-    resumed = f", {result.resumed_from} taken from the interrupted run" if result.resumed_from else ""
-    logging.info("Wrote %s: %d frames in %.1f s (temporal=%s, %d scene cut(s)%s)", result.path,
-                 result.frames, result.seconds, temporal, result.scene_cuts, resumed)
+    resumed = (
+      f", {result.resumed_from} taken from the interrupted run" if result.resumed_from else ""
+    )
+    logging.info(
+      "Wrote %s: %d frames in %.1f s (temporal=%s, %d scene cut(s)%s)",
+      result.path,
+      result.frames,
+      result.seconds,
+      temporal,
+      result.scene_cuts,
+      resumed,
+    )
   return failures

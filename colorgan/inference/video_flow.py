@@ -10,9 +10,11 @@ both the temporal filter and colorgan.video_metrics.
 import cv2
 import numpy as np
 
-PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-           "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-           "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+PRESETS = {
+  "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+  "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+  "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
 HISTOGRAM_BINS = 32
 MIN_SIDE = 16
 
@@ -50,8 +52,13 @@ def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   height, width = flow.shape[:2]
   xs, ys = _grid(height, width)
   map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
-  warped = cv2.remap(np.ascontiguousarray(image, np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
+  warped = cv2.remap(
+    np.ascontiguousarray(image, np.float32),
+    map_x,
+    map_y,
+    cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_REPLICATE,
+  )
   inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
   return warped.reshape(image.shape), inside
 
@@ -64,14 +71,14 @@ def occluded(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
   (an addition) where the flow leaves the frame.
   """
   back, inside = warp(flow_ba, flow_ab)
-  mag_ab = np.sum(flow_ab ** 2, axis=-1)
-  mag_back = np.sum(back ** 2, axis=-1)
+  mag_ab = np.sum(flow_ab**2, axis=-1)
+  mag_back = np.sum(back**2, axis=-1)
   round_trip = np.sum((flow_ab + back) ** 2, axis=-1) > 0.01 * (mag_ab + mag_back) + 0.5
   du = np.zeros_like(flow_ab)
   dv = np.zeros_like(flow_ab)
   du[:, :-1] = flow_ab[:, :-1] - flow_ab[:, 1:]  # as in Lai et al.'s compute_flow_gradients
   dv[:-1, :] = flow_ab[:-1, :] - flow_ab[1:, :]
-  boundary = np.sum(du ** 2 + dv ** 2, axis=-1) > 0.01 * mag_ab + 0.002
+  boundary = np.sum(du**2 + dv**2, axis=-1) > 0.01 * mag_ab + 0.002
   return round_trip | boundary | ~inside
 
 
@@ -91,6 +98,9 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   if image.shape[:2] == (height, width):
     return image
   shrink = height * width < image.shape[0] * image.shape[1]
-  out = cv2.resize(np.ascontiguousarray(image, np.float32), (width, height),
-                   interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+  out = cv2.resize(
+    np.ascontiguousarray(image, np.float32),
+    (width, height),
+    interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
+  )
   return out.reshape((height, width) + image.shape[2:])

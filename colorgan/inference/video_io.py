@@ -25,11 +25,11 @@ from colorgan import fileio
 _DEMUXERS = {"mov": "mp4", "mp4": "mp4", "matroska": "matroska", "webm": "matroska", "avi": "avi"}
 # container -> (muxer, the extensions it is written with; the first one is the default)
 CONTAINERS = {
-    "mp4": ("mp4", (".mp4", ".m4v")),
-    "mov": ("mov", (".mov", ".qt")),
-    "matroska": ("matroska", (".mkv",)),
-    "webm": ("webm", (".webm",)),
-    "avi": ("avi", (".avi",)),
+  "mp4": ("mp4", (".mp4", ".m4v")),
+  "mov": ("mov", (".mov", ".qt")),
+  "matroska": ("matroska", (".mkv",)),
+  "webm": ("webm", (".webm",)),
+  "avi": ("avi", (".avi",)),
 }
 VIDEO_EXTENSIONS = tuple(ext for _, exts in CONTAINERS.values() for ext in exts)
 # Written into every output's container metadata, so that a rerun can recognize colorgan's outputs.
@@ -43,6 +43,7 @@ _VP9_OPTIONS = {"crf": "24", "b": "0", "cpu-used": "4", "row-mt": "1", "deadline
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
   """What a video file holds, from its headers."""
+
   path: str
   container: str  # a key of CONTAINERS
   width: int  # stored frame size (before the rotation a player applies)
@@ -83,18 +84,28 @@ def probe(path: str) -> VideoInfo | None:
         return None
       stream = container.streams.video[0]
       rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-      duration = (float(stream.duration * stream.time_base) if stream.duration
-                  else (container.duration or 0) / av.time_base)
+      duration = (
+        float(stream.duration * stream.time_base)
+        if stream.duration
+        else (container.duration or 0) / av.time_base
+      )
       rotation = 0
       for frame in container.decode(stream):  # the display matrix reaches the decoded frames
         rotation = int(round(frame.rotation)) % 360
         break
       return VideoInfo(
-          path=path, container=kind, width=stream.codec_context.width,
-          height=stream.codec_context.height, rate=fractions.Fraction(rate or 25),
-          time_base=fractions.Fraction(stream.time_base), frames=int(stream.frames or 0),
-          duration=duration, rotation=rotation, audio_streams=len(container.streams.audio),
-          dropped_streams=len(container.streams) - 1 - len(container.streams.audio))
+        path=path,
+        container=kind,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        rate=fractions.Fraction(rate or 25),
+        time_base=fractions.Fraction(stream.time_base),
+        frames=int(stream.frames or 0),
+        duration=duration,
+        rotation=rotation,
+        audio_streams=len(container.streams.audio),
+        dropped_streams=len(container.streams) - 1 - len(container.streams.audio),
+      )
   except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError, IndexError):
     return None
 
@@ -135,15 +146,16 @@ def read_frames(info: VideoInfo, start: int = 0) -> Iterator[Frame]:
       stream = container.streams.video[0]
       stream.thread_type = "AUTO"
       for frame in container.decode(stream):
-        pts = frame.pts if frame.pts is not None else (
-            0 if last_pts is None else last_pts + step)
+        pts = frame.pts if frame.pts is not None else (0 if last_pts is None else last_pts + step)
         last_pts = pts
         if index >= start:
           yield Frame(index, pts, frame.to_ndarray(format="rgb24"))
         index += 1
   except av.FFmpegError as e:
-    raise errors.VideoError(f"{info.path}: damaged video data near frame {index} ("
-                            f"{' '.join(str(e).split())}): repair or re-encode it") from None
+    raise errors.VideoError(
+      f"{info.path}: damaged video data near frame {index} ("
+      f"{' '.join(str(e).split())}): repair or re-encode it"
+    ) from None
 
 
 def check_complete(info: VideoInfo, frames: int, last_pts: int | None) -> None:
@@ -152,14 +164,17 @@ def check_complete(info: VideoInfo, frames: int, last_pts: int | None) -> None:
     raise errors.VideoError(f"{info.path}: no frame could be decoded (corrupt or truncated video)")
   # Only mp4/mov headers count the frames themselves (AVI's count is of its time base's ticks).
   if info.container in ("mp4", "mov") and info.frames and frames < info.frames:
-    raise errors.VideoError(f"{info.path}: truncated or damaged: {frames} of its {info.frames} "
-                            "frames could be decoded")
+    raise errors.VideoError(
+      f"{info.path}: truncated or damaged: {frames} of its {info.frames} frames could be decoded"
+    )
   if info.duration and last_pts is not None:
     end = float((last_pts + 1) * info.time_base)  # the last frame's start, plus a tick
     # Headers' durations are loose (the last frame's length, audio longer than video): a margin.
     if end + max(2 / float(info.rate), 0.25, 0.05 * info.duration) < info.duration:
-      raise errors.VideoError(f"{info.path}: truncated or damaged: frames stop at {end:.2f} s of "
-                              f"its {info.duration:.2f} s")
+      raise errors.VideoError(
+        f"{info.path}: truncated or damaged: frames stop at {end:.2f} s of "
+        f"its {info.duration:.2f} s"
+      )
 
 
 def _encoder(info: VideoInfo) -> tuple[str, str, dict[str, str]]:
@@ -225,8 +240,11 @@ def assemble(segments: list[str], info: VideoInfo, dst: str) -> None:
 
   Packets are merged by time (a heap over two streams of packets), so memory stays constant.
   """
-  with fileio.atomic_path(dst) as tmp, av.open(segments[0]) as first, \
-      av.open(info.path, metadata_errors="ignore") as source:
+  with (
+    fileio.atomic_path(dst) as tmp,
+    av.open(segments[0]) as first,
+    av.open(info.path, metadata_errors="ignore") as source,
+  ):
     with av.open(tmp, "w", format=CONTAINERS[info.container][0]) as out:
       for key, value in source.metadata.items():
         if key not in ("encoder", "major_brand", "minor_version", "compatible_brands"):

@@ -41,6 +41,7 @@ def work_shape(height: int, width: int) -> tuple[int, int]:
 
 class State(NamedTuple):
   """What the filter carries from one frame to the next (saved with each segment for --resume)."""
+
   l: np.ndarray  # float32 [h, w]: the previous frame's L at work size
   ab: np.ndarray  # float32 [h, w, 2]: the previous output's ab at work size
 
@@ -74,8 +75,10 @@ class TemporalFilter:
     if self.mode == "none" or self.state is None or self.state.l.shape != l.shape:
       return None
     prev = self.state
-    if video_flow.histogram_distance(video_flow.histogram(prev.l),
-                                     video_flow.histogram(l)) > CUT_DISTANCE:
+    if (
+      video_flow.histogram_distance(video_flow.histogram(prev.l), video_flow.histogram(l))
+      > CUT_DISTANCE
+    ):
       self.cuts += 1
       return None
     back = self._flow(l, prev.l)  # on this frame's grid, to the previous frame
@@ -113,7 +116,7 @@ def hint_map(carried: Carried, content: tuple[int, int], size: int) -> np.ndarra
   confidence = video_flow.resize(carried.confidence, h, w)
   grid = np.zeros((size, size, 3), np.float32)
   sparse = np.zeros((h, w), bool)
-  sparse[HINT_STRIDE // 2::HINT_STRIDE, HINT_STRIDE // 2::HINT_STRIDE] = True
+  sparse[HINT_STRIDE // 2 :: HINT_STRIDE, HINT_STRIDE // 2 :: HINT_STRIDE] = True
   mask = sparse & (confidence >= HINT_CONFIDENCE * STRENGTH)
   grid[:h, :w, :2] = np.where(mask[..., None], np.asarray(color.scale_ab(ab), np.float32), 0.0)
   grid[:h, :w, 2] = mask

@@ -38,16 +38,24 @@ def use_fast_layers(config: ml_collections.ConfigDict, backend: str | None = Non
 
 def _unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   return UNetGenerator(
-      num_downs=config.model.num_downs or unet_num_downs(config.image_size),
-      base_features=config.model.g_base_features,
-      dropout_rate=config.model.dropout_rate,
-      dtype=dtype, fast_layers=fast_layers, use_hints=hints.enabled(config))
+    num_downs=config.model.num_downs or unet_num_downs(config.image_size),
+    base_features=config.model.g_base_features,
+    dropout_rate=config.model.dropout_rate,
+    dtype=dtype,
+    fast_layers=fast_layers,
+    use_hints=hints.enabled(config),
+  )
 
 
 def _resnet_unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
   del fast_layers  # flax's layers throughout
-  return ResNetUNet(depth=config.model.resnet_depth, width=config.model.g_base_features,
-                    ab_bound=config.model.ab_bound, dtype=dtype, use_hints=hints.enabled(config))
+  return ResNetUNet(
+    depth=config.model.resnet_depth,
+    width=config.model.g_base_features,
+    ab_bound=config.model.ab_bound,
+    dtype=dtype,
+    use_hints=hints.enabled(config),
+  )
 
 
 # name -> (config, dtype, fast_layers) -> module; fast_layers is use_fast_layers(config) resolved.
@@ -61,15 +69,21 @@ GENERATORS = {"unet": _unet, "resnet_unet": _resnet_unet}
 # blind to the hints rewards vivid colors whatever the hints say: hinted results then came out too
 # colorful, more so with every hint, and PSNR fell past 20 points (README "Color hints").
 def _patchgan(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
-  return PatchGAN(base_features=config.model.d_base_features, n_layers=config.model.d_layers,
-                  dtype=dtype, fast_layers=fast_layers, use_hints=hints.enabled(config))
+  return PatchGAN(
+    base_features=config.model.d_base_features,
+    n_layers=config.model.d_layers,
+    dtype=dtype,
+    fast_layers=fast_layers,
+    use_hints=hints.enabled(config),
+  )
 
 
 DISCRIMINATORS = {"patchgan": _patchgan}
 
 
-def create_generator(config: ml_collections.ConfigDict, backend: str | None = None, *,
-                     fast_layers: bool | None = None):
+def create_generator(
+  config: ml_collections.ConfigDict, backend: str | None = None, *, fast_layers: bool | None = None
+):
   """The config's generator; `backend` as use_fast_layers (None: the default backend), unless
   `fast_layers` says which layers to use."""
   if fast_layers is None:
@@ -79,11 +93,14 @@ def create_generator(config: ml_collections.ConfigDict, backend: str | None = No
 
 def create_discriminator(config: ml_collections.ConfigDict, backend: str | None = None):
   """The config's discriminator; `backend` as use_fast_layers (None: the default backend)."""
-  return DISCRIMINATORS[config.model.discriminator](config, jnp.dtype(config.compute_dtype),
-                                                    use_fast_layers(config, backend))
+  return DISCRIMINATORS[config.model.discriminator](
+    config, jnp.dtype(config.compute_dtype), use_fast_layers(config, backend)
+  )
 
 
-def predict_ab(generator, variables: dict, l: jax.Array, hints: jax.Array | None = None) -> jax.Array:
+def predict_ab(
+  generator, variables: dict, l: jax.Array, hints: jax.Array | None = None
+) -> jax.Array:
   """The generator in inference mode (BatchNorm running statistics, no dropout): every caller that
   colorizes (samples, evaluation, colorize, export) goes through here.
 
@@ -117,30 +134,35 @@ def summarize(config: ml_collections.ConfigDict) -> tuple[str, dict]:
     JSON-able dict of their sizes, the discriminator's logits shape and the layers in use.
   """
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top  (clu: only when asked)
+
   generator, discriminator = create_generator(config), create_discriminator(config)
   size = config.image_size
   l = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
   ab = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
   g_vars = abstract_variables(generator, size)
-  d_vars = jax.eval_shape(functools.partial(discriminator.init, train=False), jax.random.key(0),
-                          l, ab)
+  d_vars = jax.eval_shape(
+    functools.partial(discriminator.init, train=False), jax.random.key(0), l, ab
+  )
   logits = jax.eval_shape(functools.partial(discriminator.apply, train=False), d_vars, l, ab)
   tables = []
-  for name, module, variables in (("Generator", generator, g_vars),
-                                  ("Discriminator", discriminator, d_vars)):
+  for name, module, variables in (
+    ("Generator", generator, g_vars),
+    ("Discriminator", discriminator, d_vars),
+  ):
     tables.append(f"{name} ({type(module).__name__}):")
-    tables.append(parameter_overview.get_parameter_overview(variables["params"],
-                                                            include_stats=False))
+    tables.append(
+      parameter_overview.get_parameter_overview(variables["params"], include_stats=False)
+    )
   count = lambda tree: sum(int(x.size) for x in jax.tree.leaves(tree))  # noqa: E731
   return "\n".join(tables), {
-      "generator": config.model.generator,
-      "generator_params": count(g_vars["params"]),
-      "discriminator": config.model.discriminator,
-      "discriminator_params": count(d_vars["params"]),
-      "discriminator_logits_shape": list(logits.shape[1:3]),
-      "image_size": size,
-      # configuration.generator_depth (which imports this package: not imported here)
-      "unet_num_downs": config.model.num_downs or unet_num_downs(size),
-      "fast_layers": use_fast_layers(config),  # config.model.fast_layers on this backend
-      "backend": jax.default_backend(),
+    "generator": config.model.generator,
+    "generator_params": count(g_vars["params"]),
+    "discriminator": config.model.discriminator,
+    "discriminator_params": count(d_vars["params"]),
+    "discriminator_logits_shape": list(logits.shape[1:3]),
+    "image_size": size,
+    # configuration.generator_depth (which imports this package: not imported here)
+    "unet_num_downs": config.model.num_downs or unet_num_downs(size),
+    "fast_layers": use_fast_layers(config),  # config.model.fast_layers on this backend
+    "backend": jax.default_backend(),
   }

@@ -17,20 +17,37 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # PyTorch's BatchNorm momentum 0.1 updates running = 0.9 * running + 0.1 * batch: Flax's momentum=0.9.
 # epsilon 1e-5 as in PyTorch. Statistics and scale/bias stay float32 under bf16 compute.
 BatchNorm = functools.partial(
-    nn.BatchNorm, momentum=0.9, epsilon=1e-5, scale_init=bn_scale_init, param_dtype=jnp.float32)
+  nn.BatchNorm, momentum=0.9, epsilon=1e-5, scale_init=bn_scale_init, param_dtype=jnp.float32
+)
 
 
-def down_conv(features: int, *, strides: int = 2, use_bias: bool, dtype, fast: bool = False,
-              name: str | None = None):
+def down_conv(
+  features: int,
+  *,
+  strides: int = 2,
+  use_bias: bool,
+  dtype,
+  fast: bool = False,
+  name: str | None = None,
+):
   """4x4 conv with PyTorch padding 1: halves the size at stride 2 (and shrinks by 1 at stride 1).
 
   fast: the MatmulConv formulation (same parameters and outputs); otherwise flax's nn.Conv.
   """
   if fast:
-    return MatmulConv(features, kernel_size=4, strides=strides, pad=1, use_bias=use_bias,
-                      dtype=dtype, name=name)
-  return nn.Conv(features, (4, 4), strides=(strides, strides), padding=((1, 1), (1, 1)),
-                 use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
+    return MatmulConv(
+      features, kernel_size=4, strides=strides, pad=1, use_bias=use_bias, dtype=dtype, name=name
+    )
+  return nn.Conv(
+    features,
+    (4, 4),
+    strides=(strides, strides),
+    padding=((1, 1), (1, 1)),
+    use_bias=use_bias,
+    kernel_init=conv_init,
+    dtype=dtype,
+    name=name,
+  )
 
 
 def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, name: str | None = None):
@@ -41,8 +58,16 @@ def up_conv(features: int, *, use_bias: bool, dtype, fast: bool = False, name: s
   """
   if fast:
     return MatmulConvTranspose(features, use_bias=use_bias, dtype=dtype, name=name)
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                          use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
+  return nn.ConvTranspose(
+    features,
+    (4, 4),
+    strides=(2, 2),
+    padding=((2, 2), (2, 2)),
+    use_bias=use_bias,
+    kernel_init=conv_init,
+    dtype=dtype,
+    name=name,
+  )
 
 
 # ---- The fast path (config.model.fast_layers): the same layers written as matrix products.
@@ -68,10 +93,13 @@ def _patches(x, taps: int, stride: int, out_h: int, out_w: int):
   """
   batch, channels = x.shape[0], x.shape[-1]
   n = taps // stride  # blocks each tap window spans, per axis
-  x = x[:, :stride * (out_h + n - 1), :stride * (out_w + n - 1)].reshape(
-      batch, out_h + n - 1, stride, out_w + n - 1, stride, channels)
-  x = jnp.stack([x[:, a:a + out_h] for a in range(n)], axis=2)  # [B, oh, a, p, bw, q, C]
-  x = jnp.stack([x[:, :, :, :, b:b + out_w] for b in range(n)], axis=5)  # [B, oh, a, p, ow, b, q, C]
+  x = x[:, : stride * (out_h + n - 1), : stride * (out_w + n - 1)].reshape(
+    batch, out_h + n - 1, stride, out_w + n - 1, stride, channels
+  )
+  x = jnp.stack([x[:, a : a + out_h] for a in range(n)], axis=2)  # [B, oh, a, p, bw, q, C]
+  x = jnp.stack(
+    [x[:, :, :, :, b : b + out_w] for b in range(n)], axis=5
+  )  # [B, oh, a, p, ow, b, q, C]
   # ky = a * stride + p, kx = b * stride + q.
   return x.transpose(0, 1, 4, 2, 3, 5, 6, 7).reshape(batch * out_h * out_w, -1)
 
@@ -81,8 +109,9 @@ def _patches(x, taps: int, stride: int, out_h: int, out_w: int):
 _FLOPS_PER_COPIED_FLOAT = 300
 
 
-def _output_side_is_cheaper(channels: int, features: int, kernel_size: int, stride: int, out_h: int,
-                            out_w: int) -> bool:
+def _output_side_is_cheaper(
+  channels: int, features: int, kernel_size: int, stride: int, out_h: int, out_w: int
+) -> bool:
   """Whether _conv_output_side beats im2col for this layer, by the floats each copies (per image).
 
   im2col copies k*k*C floats per output pixel. The output side copies n*n*F per block of the input
@@ -110,12 +139,14 @@ def _conv_output_side(x, kernel, stride: int, out_h: int, out_w: int):
   k, features = kernel.shape[0], kernel.shape[-1]
   n = k // stride
   rows, cols = out_h + n - 1, out_w + n - 1
-  blocks = x[:, :stride * rows, :stride * cols].reshape(batch, rows, stride, cols, stride, channels)
+  blocks = x[:, : stride * rows, : stride * cols].reshape(
+    batch, rows, stride, cols, stride, channels
+  )
   blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(batch * rows * cols, -1)  # (p, q, C)
   w = kernel.reshape(n, stride, n, stride, channels, features).transpose(1, 3, 4, 0, 2, 5)
   z = jnp.dot(blocks, w.reshape(stride * stride * channels, n * n * features))
   z = z.reshape(batch, rows, cols, n, n, features)
-  return sum(z[:, a:a + out_h, b:b + out_w, a, b] for a in range(n) for b in range(n))
+  return sum(z[:, a : a + out_h, b : b + out_w, a, b] for a in range(n) for b in range(n))
 
 
 class MatmulConv(nn.Module):
@@ -124,6 +155,7 @@ class MatmulConv(nn.Module):
   Two formulations: im2col + one matmul, or _conv_output_side; output_side=None picks the one
   that copies less for the layer's shape (True/False force one, for tests and benchmarks).
   """
+
   features: int
   kernel_size: int = 4
   strides: int = 2
@@ -163,6 +195,7 @@ class MatmulConvTranspose(nn.Module):
   input pixel x[m] adds x[m] . W[k] to output 2m + k - 1 (per axis). So: one product gives each
   pixel's 16 tap contributions, and col2im (the transpose of _patches) adds them in place.
   """
+
   features: int
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
@@ -180,8 +213,9 @@ class MatmulConvTranspose(nn.Module):
       # Few pixels (the inner layers, and small batches): one product per tap, batched. It reads the
       # kernel in place, and copying x 16 times costs less than the transposed copy of the kernel
       # that the single product below needs (which dominates the layer at batch 1).
-      z = jnp.einsum("tnc,tcf->tnf", jnp.broadcast_to(x, (16,) + x.shape),
-                     kernel.reshape(16, channels, f))
+      z = jnp.einsum(
+        "tnc,tcf->tnf", jnp.broadcast_to(x, (16,) + x.shape), kernel.reshape(16, channels, f)
+      )
       z = z.reshape(4, 4, batch, height, width, f).transpose(2, 3, 4, 0, 1, 5)
       z = z[:, :, :, ::-1, ::-1]
     elif x.shape[0] > channels:
@@ -208,7 +242,10 @@ def _col2im(z):
   """
   batch, height, width, _, _, f = z.shape
   z = z.reshape(batch, height, width, 2, 2, 2, 2, f)  # [B, H, W, a, p, b, q, F]
-  blocks = sum(jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
-               for a in (0, 1) for b in (0, 1))  # [B, H + 1, W + 1, p, q, F]
+  blocks = sum(
+    jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
+    for a in (0, 1)
+    for b in (0, 1)
+  )  # [B, H + 1, W + 1, p, q, F]
   y = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height + 2, 2 * width + 2, f)
   return y[:, 1:-1, 1:-1]

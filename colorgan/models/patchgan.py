@@ -18,6 +18,7 @@ class PatchGAN(nn.Module):
     use_hints: also conditioned on the generator's hint map (colorgan/hints.py): concat(L, ab,
       hints), 6 input channels instead of 3 (see models._patchgan).
   """
+
   base_features: int = 64
   n_layers: int = 3
   dtype: jnp.dtype = jnp.float32
@@ -34,15 +35,23 @@ class PatchGAN(nn.Module):
     elif hints is not None:
       raise ValueError("this discriminator was built without hint inputs")
     x = x.astype(self.dtype)
-    x = layers.down_conv(self.base_features, use_bias=True, dtype=self.dtype,
-                         fast=self.fast_layers, name="conv0")(x)
+    x = layers.down_conv(
+      self.base_features, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="conv0"
+    )(x)
     x = nn.leaky_relu(x, 0.2)
     for i in range(1, self.n_layers + 1):
       stride = 1 if i == self.n_layers else 2
-      x = layers.down_conv(self.base_features * min(2**i, 8), strides=stride, use_bias=False,
-                           dtype=self.dtype, fast=self.fast_layers, name=f"conv{i}")(x)
+      x = layers.down_conv(
+        self.base_features * min(2**i, 8),
+        strides=stride,
+        use_bias=False,
+        dtype=self.dtype,
+        fast=self.fast_layers,
+        name=f"conv{i}",
+      )(x)
       x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
       x = nn.leaky_relu(x, 0.2)
-    x = layers.down_conv(1, strides=1, use_bias=True, dtype=self.dtype,
-                         fast=self.fast_layers, name="logits")(x)
+    x = layers.down_conv(
+      1, strides=1, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="logits"
+    )(x)
     return x.astype(jnp.float32)

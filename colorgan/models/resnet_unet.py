@@ -34,17 +34,33 @@ _decoder_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 _BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5, param_dtype=jnp.float32)
 
 
-def _conv(features: int, kernel: int, *, strides: int = 1, init=_encoder_init, use_bias=False,
-          dtype, name: str):
+def _conv(
+  features: int,
+  kernel: int,
+  *,
+  strides: int = 1,
+  init=_encoder_init,
+  use_bias=False,
+  dtype,
+  name: str,
+):
   """A conv with PyTorch's symmetric padding kernel // 2 (torchvision pads 7x7 by 3, 3x3 by 1)."""
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, kernel_init=init, dtype=dtype,
-                 name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(strides, strides),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=use_bias,
+    kernel_init=init,
+    dtype=dtype,
+    name=name,
+  )
 
 
 class BasicBlock(nn.Module):
   """torchvision's BasicBlock: two 3x3 convs and a shortcut (1x1 conv + BN where the shape changes)."""
+
   features: int
   strides: int = 1
   dtype: jnp.dtype = jnp.float32
@@ -68,6 +84,7 @@ class ResNetEncoder(nn.Module):
 
   Returns [stem (H/2, w), layer1 (H/4, w), layer2 (H/8, 2w), layer3 (H/16, 4w), layer4 (H/32, 8w)].
   """
+
   stage_sizes: Sequence[int] = STAGE_SIZES[18]
   width: int = 64
   dtype: jnp.dtype = jnp.float32
@@ -81,14 +98,16 @@ class ResNetEncoder(nn.Module):
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock(self.width * 2**stage, strides=strides, dtype=self.dtype,
-                       name=f"layer{stage + 1}_{block}")(x, train=train)
+        x = BasicBlock(
+          self.width * 2**stage, strides=strides, dtype=self.dtype, name=f"layer{stage + 1}_{block}"
+        )(x, train=train)
       features.append(x)
     return features
 
 
 class UpBlock(nn.Module):
   """2x bilinear upsampling, a 3x3 conv, concatenation with the skip, two 3x3 convs (+BN, ReLU)."""
+
   features: int
   dtype: jnp.dtype = jnp.float32
 
@@ -116,6 +135,7 @@ class ResNetUNet(nn.Module):
       Lab units); smaller values keep predictions inside a tighter gamut.
     dtype: activation dtype; parameters and the output stay float32.
   """
+
   depth: int = 18
   width: int = 64
   ab_bound: float = 1.0
@@ -134,13 +154,15 @@ class ResNetUNet(nn.Module):
     if l.shape[1] % 32 or l.shape[2] % 32:
       raise ValueError(f"ResNetUNet needs sides that are multiples of 32, got {l.shape[1:3]}")
     x_in = hints_lib.generator_input(l, hints, self.use_hints)
-    skips = ResNetEncoder(STAGE_SIZES[self.depth], self.width, dtype=self.dtype,
-                          name="encoder")(x_in, train=train)
+    skips = ResNetEncoder(STAGE_SIZES[self.depth], self.width, dtype=self.dtype, name="encoder")(
+      x_in, train=train
+    )
     x = skips.pop()
     w = self.width
     # 1/32 -> 1/16, 1/8, 1/4 (skips of 4w, 2w, w channels), 1/2 (the stem's w), 1/1 (the input).
-    for i, (skip, features) in enumerate(zip(
-        [*reversed(skips), x_in], [4 * w, 2 * w, w, w, max(w // 2, 1)])):
+    for i, (skip, features) in enumerate(
+      zip([*reversed(skips), x_in], [4 * w, 2 * w, w, w, max(w // 2, 1)])
+    ):
       x = UpBlock(features, dtype=self.dtype, name=f"up{i}")(x, skip, train=train)
     x = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, name="to_ab")(x)
     return self.ab_bound * jnp.tanh(x.astype(jnp.float32))

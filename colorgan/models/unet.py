@@ -27,6 +27,7 @@ class UNetGenerator(nn.Module):
     use_hints: the input is L and a hint map (colorgan/hints.py), 4 channels instead of 1; only the
       outermost conv changes (3 more input channels).
   """
+
   num_downs: int
   base_features: int = 64
   out_channels: int = 2
@@ -49,12 +50,14 @@ class UNetGenerator(nn.Module):
     for level, f in enumerate(features):
       if level > 0:
         x = nn.leaky_relu(x, 0.2)
-      x = layers.down_conv(f, use_bias=False, dtype=self.dtype, fast=self.fast_layers,
-                           name=f"down{level}")(x)
+      x = layers.down_conv(
+        f, use_bias=False, dtype=self.dtype, fast=self.fast_layers, name=f"down{level}"
+      )(x)
       # The outermost and innermost down convs have no norm in pix2pix.
       if 0 < level < n - 1:
-        x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype,
-                             name=f"down{level}_bn")(x)
+        x = layers.BatchNorm(
+          use_running_average=not train, dtype=self.dtype, name=f"down{level}_bn"
+        )(x)
       skips.append(x)
 
     for level in reversed(range(n)):
@@ -62,11 +65,17 @@ class UNetGenerator(nn.Module):
         x = jnp.concatenate([skips[level], x], axis=-1)
       x = nn.relu(x)
       if level == 0:
-        x = layers.up_conv(self.out_channels, use_bias=True, dtype=self.dtype,
-                           fast=self.fast_layers, name="up0")(x)
+        x = layers.up_conv(
+          self.out_channels, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="up0"
+        )(x)
         return jnp.tanh(x.astype(jnp.float32))
-      x = layers.up_conv(features[level - 1], use_bias=False, dtype=self.dtype,
-                         fast=self.fast_layers, name=f"up{level}")(x)
+      x = layers.up_conv(
+        features[level - 1],
+        use_bias=False,
+        dtype=self.dtype,
+        fast=self.fast_layers,
+        name=f"up{level}",
+      )(x)
       x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"up{level}_bn")(x)
       if 4 <= level <= n - 2:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

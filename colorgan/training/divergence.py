@@ -41,14 +41,18 @@ def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
 @flax.struct.dataclass
 class FirstNonFinite(clu_metrics.Metric):
   """The earliest non-finite step of the merged steps and every scalar the step reported."""
+
   step: jax.Array  # int32 []; _NONE while all were finite
   values: dict[str, jax.Array]
 
   @classmethod
   def from_model_output(cls, *, finite: jax.Array, step: jax.Array, **outputs) -> "FirstNonFinite":
     outputs.pop("nonfinite", None)  # the flag itself, as a metric
-    values = {k: jnp.asarray(v, jnp.float32) for k, v in outputs.items()
-              if jnp.ndim(v) == 0 and jnp.issubdtype(jnp.result_type(v), jnp.floating)}
+    values = {
+      k: jnp.asarray(v, jnp.float32)
+      for k, v in outputs.items()
+      if jnp.ndim(v) == 0 and jnp.issubdtype(jnp.result_type(v), jnp.floating)
+    }
     return cls(step=jnp.where(finite, _NONE, step).astype(jnp.int32), values=values)
 
   def merge(self, other: "FirstNonFinite") -> "FirstNonFinite":
@@ -59,15 +63,19 @@ class FirstNonFinite(clu_metrics.Metric):
     return jnp.where(self.step == _NONE, -1, self.step)
 
 
-def exclude_from_averages(metrics: clu_metrics.Collection, finite: jax.Array,
-                          keep: tuple[str, ...]) -> clu_metrics.Collection:
+def exclude_from_averages(
+  metrics: clu_metrics.Collection, finite: jax.Array, keep: tuple[str, ...]
+) -> clu_metrics.Collection:
   """Drops a non-finite step from the Average metrics (but `keep`): a skipped step's NaN would
   otherwise turn its whole log interval's means into NaN."""
+
   def mask(name, metric):
     if name in keep or not isinstance(metric, clu_metrics.Average):
       return metric
-    return metric.replace(total=jnp.where(finite, metric.total, 0),
-                          count=jnp.where(finite, metric.count, 0))
+    return metric.replace(
+      total=jnp.where(finite, metric.total, 0), count=jnp.where(finite, metric.count, 0)
+    )
+
   return metrics.replace(**{name: mask(name, m) for name, m in vars(metrics).items()})
 
 

@@ -25,6 +25,7 @@ class GanLoss(NamedTuple):
   generator(*, fake_logits) -> scalar
   default_penalty: the discriminator penalty the objective is defined with ("none", "gp", "r1").
   """
+
   discriminator: Callable[..., jax.Array]
   generator: Callable[..., jax.Array]
   default_penalty: str = "none"
@@ -61,11 +62,11 @@ def minimax_g(*, fake_logits):
 
 def lsgan_d(*, real_logits, fake_logits):
   """Least squares GAN (Mao et al.), targets 1 / 0, halved as in pix2pix."""
-  return 0.5 * (jnp.mean((real_logits - 1.0)**2) + jnp.mean(fake_logits**2))
+  return 0.5 * (jnp.mean((real_logits - 1.0) ** 2) + jnp.mean(fake_logits**2))
 
 
 def lsgan_g(*, fake_logits):
-  return jnp.mean((fake_logits - 1.0)**2)
+  return jnp.mean((fake_logits - 1.0) ** 2)
 
 
 def hinge_d(*, real_logits, fake_logits):
@@ -84,12 +85,12 @@ def wasserstein_d(*, real_logits, fake_logits):
 
 
 GAN_LOSSES: dict[str, GanLoss] = {
-    "vanilla": GanLoss(vanilla_d, vanilla_g),
-    "nonsaturating": GanLoss(nonsaturating_d, nonsaturating_g),
-    "minimax": GanLoss(nonsaturating_d, minimax_g),
-    "lsgan": GanLoss(lsgan_d, lsgan_g),
-    "hinge": GanLoss(hinge_d, wasserstein_g),
-    "wgan_gp": GanLoss(wasserstein_d, wasserstein_g, default_penalty="gp"),
+  "vanilla": GanLoss(vanilla_d, vanilla_g),
+  "nonsaturating": GanLoss(nonsaturating_d, nonsaturating_g),
+  "minimax": GanLoss(nonsaturating_d, minimax_g),
+  "lsgan": GanLoss(lsgan_d, lsgan_g),
+  "hinge": GanLoss(hinge_d, wasserstein_g),
+  "wgan_gp": GanLoss(wasserstein_d, wasserstein_g, default_penalty="gp"),
 }
 
 
@@ -100,7 +101,7 @@ GAN_LOSSES: dict[str, GanLoss] = {
 def _input_grad_sq_norm(d_of_ab, ab):
   """Per-example squared L2 norm of d(sum of logits)/d(ab)."""
   grads = jax.grad(lambda x: jnp.sum(d_of_ab(x)))(ab)
-  return jnp.sum(grads.reshape(grads.shape[0], -1)**2, axis=-1)
+  return jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1)
 
 
 def no_penalty(d_of_ab, *, real_ab, fake_ab, rng):
@@ -114,7 +115,7 @@ def gradient_penalty(d_of_ab, *, real_ab, fake_ab, rng):
   interpolates = alpha * real_ab + (1.0 - alpha) * fake_ab
   # sqrt has an infinite slope at 0: a tiny epsilon keeps the second derivative finite.
   norms = jnp.sqrt(_input_grad_sq_norm(d_of_ab, interpolates) + 1e-12)
-  return jnp.mean((norms - 1.0)**2)
+  return jnp.mean((norms - 1.0) ** 2)
 
 
 def r1_penalty(d_of_ab, *, real_ab, fake_ab, rng):
@@ -124,9 +125,9 @@ def r1_penalty(d_of_ab, *, real_ab, fake_ab, rng):
 
 
 PENALTIES: dict[str, Callable[..., jax.Array]] = {
-    "none": no_penalty,
-    "gp": gradient_penalty,
-    "r1": r1_penalty,
+  "none": no_penalty,
+  "gp": gradient_penalty,
+  "r1": r1_penalty,
 }
 
 
@@ -147,9 +148,9 @@ def huber_loss(pred, target, *, huber_delta: float):
 
 
 RECONSTRUCTION_LOSSES: dict[str, Callable[..., jax.Array]] = {
-    "l1": l1_loss,
-    "l2": l2_loss,
-    "huber": huber_loss,
+  "l1": l1_loss,
+  "l2": l2_loss,
+  "huber": huber_loss,
 }
 
 

@@ -56,8 +56,12 @@ class StopRequest:
     if self.signal_name is not None:
       if not self._noticed:
         self._noticed = True
-        logging.warning("%s received: saving a checkpoint of step %d, then stopping (send it again "
-                        "to quit at once)", self.signal_name, step)
+        logging.warning(
+          "%s received: saving a checkpoint of step %d, then stopping (send it again "
+          "to quit at once)",
+          self.signal_name,
+          step,
+        )
       return True
     if jax.process_count() > 1 and ocp.multihost.reached_preemption(step):
       self.signal_name = "preemption notice"

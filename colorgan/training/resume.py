@@ -28,29 +28,53 @@ from colorgan.training.state import GanState
 # writes, not what it learns. Any other key (model.*, optim.*, loss.*, data.*, seed, image_size,
 # batch_size, ...) changes the training itself; a resumed run refuses a change there unless
 # config.allow_config_change is set. A new bookkeeping key belongs here.
-FREE_KEYS = frozenset({
-    "total_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "num_samples", "nan_policy", "allow_config_change",
-    "best_checkpoint_metric", "best_checkpoint_mode", "data.num_parallel_calls", "data.prefetch",
-    "data.cache", "eval_every_steps", "eval_batch_size", "num_eval_images",
+FREE_KEYS = frozenset(
+  {
+    "total_steps",
+    "log_every_steps",
+    "sample_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "num_samples",
+    "nan_policy",
+    "allow_config_change",
+    "best_checkpoint_metric",
+    "best_checkpoint_mode",
+    "data.num_parallel_calls",
+    "data.prefetch",
+    "data.cache",
+    "eval_every_steps",
+    "eval_batch_size",
+    "num_eval_images",
     # Evaluation only.
-    "eval.inception_weights", "eval.lpips_weights", "eval.fid_reference", "eval.hint_counts",
+    "eval.inception_weights",
+    "eval.lpips_weights",
+    "eval.fid_reference",
+    "eval.hint_counts",
     # Only read when a run starts from scratch: a resumed run never looks at them again.
-    "init_generator_from", "model.init_from",
+    "init_generator_from",
+    "model.init_from",
     # The same parameters and function on both layer paths: a run moves between CPU and GPU/TPU.
     "model.fast_layers",
-})
+  }
+)
 
 
 class Start(NamedTuple):
   """Where a run starts: its state (restored, or fresh and warm-started) and its data stream."""
+
   state: GanState
   data_start: int  # global batches of the training stream to skip
 
 
-def start(config: ml_collections.ConfigDict, manager: ocp.CheckpointManager, generator: nn.Module,
-          discriminator: nn.Module, mesh: jax.sharding.Mesh,
-          heartbeat: heartbeat_lib.Heartbeat) -> Start:
+def start(
+  config: ml_collections.ConfigDict,
+  manager: ocp.CheckpointManager,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  mesh: jax.sharding.Mesh,
+  heartbeat: heartbeat_lib.Heartbeat,
+) -> Start:
   """The latest checkpoint in `manager` if there is one, else a fresh state (config.seed) with
   config.init_generator_from / model.init_from applied.
 
@@ -80,9 +104,13 @@ def data_start_batch(position: checkpointing.DataPosition, batch_size: int) -> i
   """
   start_batch = -(-position.examples // batch_size)
   if start_batch * batch_size != position.examples:
-    logging.warning("The batch size changed from %d to %d: the data stream resumes at example %d, "
-                    "skipping %d", position.batch_size, batch_size, start_batch * batch_size,
-                    start_batch * batch_size - position.examples)
+    logging.warning(
+      "The batch size changed from %d to %d: the data stream resumes at example %d, skipping %d",
+      position.batch_size,
+      batch_size,
+      start_batch * batch_size,
+      start_batch * batch_size - position.examples,
+    )
   return start_batch
 
 
@@ -94,8 +122,11 @@ def _schedule_horizon_keys(*flat_configs: dict[str, Any]) -> set[str]:
   of training, made only on request (allow_config_change): the schedule is then rebuilt over the new
   total_steps from the resumed step on.
   """
-  decaying = any(flat.get(f"optim.{net}_schedule", "constant") != "constant"
-                 for flat in flat_configs for net in ("g", "d"))
+  decaying = any(
+    flat.get(f"optim.{net}_schedule", "constant") != "constant"
+    for flat in flat_configs
+    for net in ("g", "d")
+  )
   return {"total_steps"} if decaying else set()
 
 
@@ -104,16 +135,20 @@ def _flat_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return configuration.flatten(json.loads(config.to_json_best_effort()))
 
 
-def config_changes(saved: ml_collections.ConfigDict | dict,
-                   config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+def config_changes(
+  saved: ml_collections.ConfigDict | dict, config: ml_collections.ConfigDict
+) -> tuple[list[str], list[str]]:
   """(keys whose values differ outside the free keys, keys present on one side only).
 
   The free keys are FREE_KEYS, less total_steps when either config decays a learning rate.
   """
   old, new = configuration.flatten(saved), _flat_json(config)
   free = FREE_KEYS - _schedule_horizon_keys(old, new)
-  differing = sorted(k for k in old.keys() & new.keys()
-                     if k not in free and old[k] != new[k] and not _both_nan(old[k], new[k]))
+  differing = sorted(
+    k
+    for k in old.keys() & new.keys()
+    if k not in free and old[k] != new[k] and not _both_nan(old[k], new[k])
+  )
   one_sided = sorted((old.keys() ^ new.keys()) - free)
   return differing, one_sided
 
@@ -134,8 +169,9 @@ def check_config_change(manager: ocp.CheckpointManager, config: ml_collections.C
     return
   differing, one_sided = config_changes(saved, config)
   if one_sided:  # a newer colorgan added keys (or an older one dropped them): their defaults apply
-    logging.warning("Config keys present only in the checkpoint or only now: %s",
-                    ", ".join(one_sided))
+    logging.warning(
+      "Config keys present only in the checkpoint or only now: %s", ", ".join(one_sided)
+    )
   if not differing:
     return
   old, new = configuration.flatten(saved), _flat_json(config)
@@ -146,8 +182,9 @@ def check_config_change(manager: ocp.CheckpointManager, config: ml_collections.C
     logging.warning("Resuming with a changed config (allow_config_change): %s", listing)
     return
   raise errors.ConfigError(
-      f"{manager.directory} was trained with a different config: {listing}; use another --workdir, "
-      "or pass --config.allow_config_change=True to continue with the new values")
+    f"{manager.directory} was trained with a different config: {listing}; use another --workdir, "
+    "or pass --config.allow_config_change=True to continue with the new values"
+  )
 
 
 def _schedule_jump(old: dict[str, Any], new: dict[str, Any], step: int) -> str:
@@ -155,12 +192,20 @@ def _schedule_jump(old: dict[str, Any], new: dict[str, Any], step: int) -> str:
   old = {**new, **old}  # a checkpoint from before a key existed: the new value stands in
 
   def rate(flat, net):
-    return float(schedules.create_schedule(
-        flat[f"optim.{net}_schedule"], flat[f"optim.{net}_learning_rate"],
-        total_steps=flat["total_steps"], warmup_steps=flat["optim.warmup_steps"],
-        decay_steps=flat["optim.decay_steps"])(step))
+    return float(
+      schedules.create_schedule(
+        flat[f"optim.{net}_schedule"],
+        flat[f"optim.{net}_learning_rate"],
+        total_steps=flat["total_steps"],
+        warmup_steps=flat["optim.warmup_steps"],
+        decay_steps=flat["optim.decay_steps"],
+      )(step)
+    )
 
-  rates = [f"the {name}'s learning rate at step {step} would go from {rate(old, net):.3g} to "
-           f"{rate(new, net):.3g}" for net, name in (("g", "generator"), ("d", "discriminator"))
-           if {old[f"optim.{net}_schedule"], new[f"optim.{net}_schedule"]} != {"constant"}]
+  rates = [
+    f"the {name}'s learning rate at step {step} would go from {rate(old, net):.3g} to "
+    f"{rate(new, net):.3g}"
+    for net, name in (("g", "generator"), ("d", "discriminator"))
+    if {old[f"optim.{net}_schedule"], new[f"optim.{net}_schedule"]} != {"constant"}
+  ]
   return "; ".join(rates) + ": linear_decay and cosine schedules are built from total_steps"

@@ -23,8 +23,9 @@ Schedule = Callable[[int], float]  # step -> learning rate (works on Python ints
 SCHEDULES = ("constant", "linear_decay", "cosine")
 
 
-def create_schedule(name: str, base: float, *, total_steps: int, warmup_steps: int = 0,
-                    decay_steps: int = 0) -> Schedule:
+def create_schedule(
+  name: str, base: float, *, total_steps: int, warmup_steps: int = 0, decay_steps: int = 0
+) -> Schedule:
   """The learning rate at each train step.
 
   Args:

@@ -17,6 +17,7 @@ class GanState(flax.struct.PyTreeNode):
   `g_ema` is {"params": ..., "batch_stats": ...}, an exponential moving average of the generator's
   variables when config.g_ema_decay > 0 (used for samples, evaluation and colorize), {} otherwise.
   """
+
   step: jax.Array
   rng: jax.Array
   g_params: Any

@@ -27,17 +27,29 @@ from colorgan.training.state import GanState
 
 # Every train_step returns these scalars (zeros where a term is off), averaged over each log interval.
 METRIC_NAMES = (
-    "d_loss", "d_adv", "d_penalty", "d_real_logit", "d_fake_logit",
-    "g_loss", "g_adv", "g_adv_weighted", "g_recon", "g_recon_weighted", "ab_l1_lab",
-    "nonfinite",  # the fraction of steps with a non-finite loss or gradient (skipped or fatal)
+  "d_loss",
+  "d_adv",
+  "d_penalty",
+  "d_real_logit",
+  "d_fake_logit",
+  "g_loss",
+  "g_adv",
+  "g_adv_weighted",
+  "g_recon",
+  "g_recon_weighted",
+  "ab_l1_lab",
+  "nonfinite",  # the fraction of steps with a non-finite loss or gradient (skipped or fatal)
 )
 
 
 @flax.struct.dataclass
 class TrainMetrics(clu_metrics.Collection):
   """Averages of METRIC_NAMES over a log interval, and the interval's first non-finite step."""
-  __annotations__ = {**{name: clu_metrics.Average.from_output(name) for name in METRIC_NAMES},
-                     "first_nonfinite": divergence.FirstNonFinite}
+
+  __annotations__ = {
+    **{name: clu_metrics.Average.from_output(name) for name in METRIC_NAMES},
+    "first_nonfinite": divergence.FirstNonFinite,
+  }
 
   def compute(self) -> dict[str, jax.Array]:
     """The averages; first_nonfinite is read by the loop's NaN check (divergence.first_nonfinite)."""
@@ -46,6 +58,7 @@ class TrainMetrics(clu_metrics.Collection):
 
 class LossSpec(NamedTuple):
   """The losses named in config.loss, looked up once; static in the jitted step."""
+
   gan: losses.GanLoss | None  # None: loss.gan="none", reconstruction only and no D step
   gan_weight: float
   reconstruction: Callable[..., jax.Array]
@@ -60,38 +73,50 @@ def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
   cfg = config.loss
   adversarial = cfg.gan != "none"
   return LossSpec(
-      gan=losses.GAN_LOSSES[cfg.gan] if adversarial else None,
-      gan_weight=cfg.gan_weight,
-      reconstruction=losses.RECONSTRUCTION_LOSSES[cfg.reconstruction],
-      reconstruction_weight=cfg.l1_weight,
-      huber_delta=cfg.huber_delta,
-      penalty=losses.PENALTIES[losses.resolve_penalty(cfg.gan, cfg.penalty) if adversarial
-                               else "none"],
-      penalty_weight=cfg.penalty_weight)
+    gan=losses.GAN_LOSSES[cfg.gan] if adversarial else None,
+    gan_weight=cfg.gan_weight,
+    reconstruction=losses.RECONSTRUCTION_LOSSES[cfg.reconstruction],
+    reconstruction_weight=cfg.l1_weight,
+    huber_delta=cfg.huber_delta,
+    penalty=losses.PENALTIES[
+      losses.resolve_penalty(cfg.gan, cfg.penalty) if adversarial else "none"
+    ],
+    penalty_weight=cfg.penalty_weight,
+  )
 
 
 class OptimSpec(NamedTuple):
   """How the step optimizes (config.optim, config.g_ema_decay); static in the jitted step."""
+
   g_schedule: schedules.Schedule
   d_schedule: schedules.Schedule
-  d_steps: int               # D updates per G update, on the same batch and generated ab
-  g_ema_decay: float         # > 0: state.g_ema follows G's variables
-  g_first_update_step: int   # the train step of G's first update (after config.d_warmup_steps)
+  d_steps: int  # D updates per G update, on the same batch and generated ab
+  g_ema_decay: float  # > 0: state.g_ema follows G's variables
+  g_first_update_step: int  # the train step of G's first update (after config.d_warmup_steps)
 
 
 def create_schedules(config: ml_collections.ConfigDict):
   """(g_schedule, d_schedule): each network's learning rate as a function of the train step."""
   cfg = config.optim
-  make = functools.partial(schedules.create_schedule, total_steps=config.total_steps,
-                           warmup_steps=cfg.warmup_steps, decay_steps=cfg.decay_steps)
+  make = functools.partial(
+    schedules.create_schedule,
+    total_steps=config.total_steps,
+    warmup_steps=cfg.warmup_steps,
+    decay_steps=cfg.decay_steps,
+  )
   return make(cfg.g_schedule, cfg.g_learning_rate), make(cfg.d_schedule, cfg.d_learning_rate)
 
 
 def create_optim_spec(config: ml_collections.ConfigDict) -> OptimSpec:
   """The schedules, D steps and EMA of a config, for train_step."""
   g_schedule, d_schedule = create_schedules(config)
-  return OptimSpec(g_schedule=g_schedule, d_schedule=d_schedule, d_steps=config.optim.d_steps,
-                   g_ema_decay=config.g_ema_decay, g_first_update_step=config.d_warmup_steps)
+  return OptimSpec(
+    g_schedule=g_schedule,
+    d_schedule=d_schedule,
+    d_steps=config.optim.d_steps,
+    g_ema_decay=config.g_ema_decay,
+    g_first_update_step=config.d_warmup_steps,
+  )
 
 
 def _adam(learning_rate, b1, b2, clip_norm):
@@ -127,8 +152,9 @@ def ema_decay(decay: float, num_updates: jax.Array) -> jax.Array:
   return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
-                       discriminator: nn.Module, rng: jax.Array) -> GanState:
+def create_train_state(
+  config: ml_collections.ConfigDict, generator: nn.Module, discriminator: nn.Module, rng: jax.Array
+) -> GanState:
   """Initializes both networks and optimizers (pure: jit it with out_shardings to place the state)."""
   g_rng, d_rng, state_rng = jax.random.split(rng, 3)
   size = config.image_size
@@ -139,18 +165,31 @@ def create_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
   g_tx, d_tx = create_optimizers(config)
   g_batch_stats = g_vars.get("batch_stats", {})
   return GanState(
-      step=jnp.zeros((), jnp.int32), rng=state_rng,
-      g_params=g_vars["params"], g_batch_stats=g_batch_stats,
-      g_opt_state=g_tx.init(g_vars["params"]),
-      d_params=d_vars["params"],
-      d_opt_state=d_tx.init(d_vars["params"]),
-      g_tx=g_tx, d_tx=d_tx,
-      g_ema=({"params": g_vars["params"], "batch_stats": g_batch_stats}
-             if config.g_ema_decay > 0 else {}))
+    step=jnp.zeros((), jnp.int32),
+    rng=state_rng,
+    g_params=g_vars["params"],
+    g_batch_stats=g_batch_stats,
+    g_opt_state=g_tx.init(g_vars["params"]),
+    d_params=d_vars["params"],
+    d_opt_state=d_tx.init(d_vars["params"]),
+    g_tx=g_tx,
+    d_tx=d_tx,
+    g_ema=(
+      {"params": g_vars["params"], "batch_stats": g_batch_stats} if config.g_ema_decay > 0 else {}
+    ),
+  )
 
 
-def _d_update(state: GanState, discriminate, fake_ab, real_ab, rng: jax.Array, *, loss: LossSpec,
-              optim: OptimSpec):
+def _d_update(
+  state: GanState,
+  discriminate,
+  fake_ab,
+  real_ab,
+  rng: jax.Array,
+  *,
+  loss: LossSpec,
+  optim: OptimSpec,
+):
   """D's optim.d_steps updates on (real, generated), fake and real passing separately (BatchNorm
   sees each batch on its own), as in pix2pix. Returns (d_params, d_opt_state, metrics)."""
   fake_ab = jax.lax.stop_gradient(fake_ab)
@@ -159,34 +198,53 @@ def _d_update(state: GanState, discriminate, fake_ab, real_ab, rng: jax.Array, *
     fake_logits = discriminate(d_params, fake_ab)
     real_logits = discriminate(d_params, real_ab)
     adv = loss.gan.discriminator(real_logits=real_logits, fake_logits=fake_logits)
-    penalty = loss.penalty(lambda ab: discriminate(d_params, ab), real_ab=real_ab,
-                           fake_ab=fake_ab, rng=rng)
-    aux = dict(d_adv=adv, d_penalty=penalty, d_real_logit=jnp.mean(real_logits),
-               d_fake_logit=jnp.mean(fake_logits))
+    penalty = loss.penalty(
+      lambda ab: discriminate(d_params, ab), real_ab=real_ab, fake_ab=fake_ab, rng=rng
+    )
+    aux = dict(
+      d_adv=adv,
+      d_penalty=penalty,
+      d_real_logit=jnp.mean(real_logits),
+      d_fake_logit=jnp.mean(fake_logits),
+    )
     return adv + loss.penalty_weight * penalty, aux
 
   def one_update(d_params, opt_state, rng):
     (d_loss, aux), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params, rng)
     updates, opt_state = state.d_tx.update(grads, opt_state, d_params)
-    return optax.apply_updates(d_params, updates), opt_state, dict(
-        d_loss=d_loss, d_grad_norm=divergence.grad_norm(grads), **aux)
+    return (
+      optax.apply_updates(d_params, updates),
+      opt_state,
+      dict(d_loss=d_loss, d_grad_norm=divergence.grad_norm(grads), **aux),
+    )
 
   d_opt_state = _with_learning_rate(state.d_opt_state, optim.d_schedule, state.step)
   carry = one_update(state.d_params, d_opt_state, rng)
   if optim.d_steps > 1:  # a loop, not an unrolled body: compile time stays that of one D step
     carry = jax.lax.fori_loop(
-        1, optim.d_steps, lambda i, carry: one_update(*carry[:2], jax.random.fold_in(rng, i)),
-        carry)
+      1, optim.d_steps, lambda i, carry: one_update(*carry[:2], jax.random.fold_in(rng, i)), carry
+    )
   return carry
 
 
-def _g_update(state: GanState, discriminate, d_params, fake_ab, real_ab, pull_back_to_g,
-              g_batch_stats, *, loss: LossSpec, optim: OptimSpec):
+def _g_update(
+  state: GanState,
+  discriminate,
+  d_params,
+  fake_ab,
+  real_ab,
+  pull_back_to_g,
+  g_batch_stats,
+  *,
+  loss: LossSpec,
+  optim: OptimSpec,
+):
   """G's update through the updated discriminator, and its EMA.
 
   Returns:
     (g_params, g_opt_state, g_ema, metrics); g_batch_stats are those of the forward pass.
   """
+
   def g_loss_fn(fake_ab):
     recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
     aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
@@ -205,14 +263,16 @@ def _g_update(state: GanState, discriminate, d_params, fake_ab, real_ab, pull_ba
   g_ema = state.g_ema
   if optim.g_ema_decay > 0:  # ema <- decay * ema + (1 - decay) * new, leaf by leaf
     decay = ema_decay(optim.g_ema_decay, jnp.maximum(state.step - optim.g_first_update_step, 0))
-    g_ema = optax.incremental_update({"params": g_params, "batch_stats": g_batch_stats}, g_ema,
-                                     step_size=1.0 - decay)
+    g_ema = optax.incremental_update(
+      {"params": g_params, "batch_stats": g_batch_stats}, g_ema, step_size=1.0 - decay
+    )
   metrics = dict(g_loss=g_loss, g_grad_norm=divergence.grad_norm(g_grads), **g_aux)
   return g_params, g_opt_state, g_ema, metrics
 
 
-def _guard_nonfinite(state: GanState, new_state: GanState, metrics: dict[str, jax.Array], *,
-                     skip_nonfinite: bool) -> tuple[GanState, TrainMetrics]:
+def _guard_nonfinite(
+  state: GanState, new_state: GanState, metrics: dict[str, jax.Array], *, skip_nonfinite: bool
+) -> tuple[GanState, TrainMetrics]:
   """The finite flag (every loss term and gradient norm), computed on device every step and read by
   the loop only where it syncs anyway. "skip" selects the old state on device (the step still
   advances); "stop" does not pay for that select: the loop stops before the broken state is saved."""
@@ -220,15 +280,24 @@ def _guard_nonfinite(state: GanState, new_state: GanState, metrics: dict[str, ja
   if skip_nonfinite:
     new_state = divergence.keep_if_finite(finite, new_state, state.replace(step=new_state.step))
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
-  step_metrics = TrainMetrics.single_from_model_output(**metrics, finite=finite,
-                                                      step=new_state.step)
+  step_metrics = TrainMetrics.single_from_model_output(
+    **metrics, finite=finite, step=new_state.step
+  )
   return new_state, divergence.exclude_from_averages(step_metrics, finite, keep=("nonfinite",))
 
 
-def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Module,
-               discriminator: nn.Module, loss: LossSpec, optim: OptimSpec,
-               hints: hints_lib.HintSpec | None = None, train_g: bool = True,
-               skip_nonfinite: bool = False) -> tuple[GanState, Any]:
+def train_step(
+  state: GanState,
+  batch: dict[str, jax.Array],
+  *,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  loss: LossSpec,
+  optim: OptimSpec,
+  hints: hints_lib.HintSpec | None = None,
+  train_g: bool = True,
+  skip_nonfinite: bool = False,
+) -> tuple[GanState, Any]:
   """One joint update: the discriminator on (real, generated), then the generator through the new D.
 
   Variants, all static: loss.gan None (L1 pretraining) skips D; train_g=False (D warm-up) leaves G's
@@ -252,70 +321,112 @@ def train_step(state: GanState, batch: dict[str, jax.Array], *, generator: nn.Mo
     step_rng, hint_rng = jax.random.split(step_rng)
     g_inputs = (l, hints_lib.simulate(hint_rng, real_ab, hints))
   dropout_rng, penalty_rng = jax.random.split(step_rng)
-  metrics = {name: jnp.zeros((), jnp.float32)
-             for name in METRIC_NAMES + ("d_grad_norm", "g_grad_norm")}
+  metrics = {
+    name: jnp.zeros((), jnp.float32) for name in METRIC_NAMES + ("d_grad_norm", "g_grad_norm")
+  }
 
   def generate(g_params):
     fake_ab, updates = generator.apply(
-        {"params": g_params, "batch_stats": state.g_batch_stats}, *g_inputs, train=True,
-        rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+      {"params": g_params, "batch_stats": state.g_batch_stats},
+      *g_inputs,
+      train=True,
+      rngs={"dropout": dropout_rng},
+      mutable=["batch_stats"],
+    )
     return fake_ab, updates["batch_stats"]
 
   def discriminate(d_params, ab):
     # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
     # BatchNorm running averages would never be read, so they are not kept.
-    return discriminator.apply({"params": d_params}, l, ab, *g_inputs[1:], train=True,
-                               mutable=["batch_stats"])[0]
+    return discriminator.apply(
+      {"params": d_params}, l, ab, *g_inputs[1:], train=True, mutable=["batch_stats"]
+    )[0]
 
   fake_ab, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
   d_params, d_opt_state = state.d_params, state.d_opt_state
   if loss.gan is not None:
-    d_params, d_opt_state, d_metrics = _d_update(state, discriminate, fake_ab, real_ab, penalty_rng,
-                                                 loss=loss, optim=optim)
+    d_params, d_opt_state, d_metrics = _d_update(
+      state, discriminate, fake_ab, real_ab, penalty_rng, loss=loss, optim=optim
+    )
     metrics.update(d_metrics)
   g_params, g_opt_state, g_ema = state.g_params, state.g_opt_state, state.g_ema
   if train_g:
     g_params, g_opt_state, g_ema, g_metrics = _g_update(
-        state, discriminate, d_params, fake_ab, real_ab, pull_back_to_g, g_batch_stats, loss=loss,
-        optim=optim)
+      state,
+      discriminate,
+      d_params,
+      fake_ab,
+      real_ab,
+      pull_back_to_g,
+      g_batch_stats,
+      loss=loss,
+      optim=optim,
+    )
     metrics.update(g_metrics)
   else:  # D warm-up: G is frozen, its running statistics included; report how it reconstructs.
     g_batch_stats = state.g_batch_stats
     recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
     metrics.update(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
   new_state = state.replace(
-      step=state.step + 1,
-      g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_opt_state, g_ema=g_ema,
-      d_params=d_params, d_opt_state=d_opt_state)
+    step=state.step + 1,
+    g_params=g_params,
+    g_batch_stats=g_batch_stats,
+    g_opt_state=g_opt_state,
+    g_ema=g_ema,
+    d_params=d_params,
+    d_opt_state=d_opt_state,
+  )
   metrics["ab_l1_lab"] = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
   return _guard_nonfinite(state, new_state, metrics, skip_nonfinite=skip_nonfinite)
 
 
-def init_train_state(config: ml_collections.ConfigDict, generator: nn.Module,
-                     discriminator: nn.Module, mesh: jax.sharding.Mesh) -> GanState:
+def init_train_state(
+  config: ml_collections.ConfigDict,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  mesh: jax.sharding.Mesh,
+) -> GanState:
   """A fresh GanState from config.seed, replicated over the mesh."""
-  init = jax.jit(functools.partial(create_train_state, config, generator, discriminator),
-                 out_shardings=parallel.replicated(mesh))
+  init = jax.jit(
+    functools.partial(create_train_state, config, generator, discriminator),
+    out_shardings=parallel.replicated(mesh),
+  )
   return init(jax.random.key(config.seed))
 
 
-def make_train_step(config: ml_collections.ConfigDict, generator: nn.Module,
-                    discriminator: nn.Module, mesh: jax.sharding.Mesh, *, train_g: bool = True):
+def make_train_step(
+  config: ml_collections.ConfigDict,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  mesh: jax.sharding.Mesh,
+  *,
+  train_g: bool = True,
+):
   """train_step jitted for the mesh: state replicated (and donated), batch split on the data axis.
 
   train_g=False gives the D warm-up step (config.d_warmup_steps): D learns, G stays frozen.
   """
   return jax.jit(
-      functools.partial(train_step, generator=generator, discriminator=discriminator,
-                        loss=create_loss_spec(config), optim=create_optim_spec(config),
-                        hints=hints_lib.create_spec(config), train_g=train_g,
-                        skip_nonfinite=config.nan_policy == "skip"),
-      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-      out_shardings=parallel.replicated(mesh), donate_argnums=0)
+    functools.partial(
+      train_step,
+      generator=generator,
+      discriminator=discriminator,
+      loss=create_loss_spec(config),
+      optim=create_optim_spec(config),
+      hints=hints_lib.create_spec(config),
+      train_g=train_g,
+      skip_nonfinite=config.nan_policy == "skip",
+    ),
+    in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+    out_shardings=parallel.replicated(mesh),
+    donate_argnums=0,
+  )
 
 
 def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
   """The learning rates the scheduled update of train step `step` (1-based, as the loop counts) used."""
   g_schedule, d_schedule = create_schedules(config)
-  return {"g_learning_rate": float(g_schedule(step - 1)),
-          "d_learning_rate": float(d_schedule(step - 1))}
+  return {
+    "g_learning_rate": float(g_schedule(step - 1)),
+    "d_learning_rate": float(d_schedule(step - 1)),
+  }

@@ -32,15 +32,18 @@ ENCODER = "encoder"  # the generator's submodule that config.model.init_from fil
 
 def _check_fits(loaded: dict, expected: dict, what: str) -> None:
   """Raises ConfigError naming the first missing, unexpected or differently shaped array."""
-  fileio.check_tree(loaded, expected, what=f"{what} does not fit this config's generator",
-                    error=errors.ConfigError)
+  fileio.check_tree(
+    loaded, expected, what=f"{what} does not fit this config's generator", error=errors.ConfigError
+  )
 
 
 def save_encoder_npz(path: str, encoder_variables: dict) -> None:
   """Writes {"params": ..., "batch_stats": ...} of an encoder as a .npz that init_from reads."""
-  arrays = {f"{collection}/{key}": np.asarray(value)
-            for collection, tree in encoder_variables.items()
-            for key, value in fileio.flatten(tree).items()}
+  arrays = {
+    f"{collection}/{key}": np.asarray(value)
+    for collection, tree in encoder_variables.items()
+    for key, value in fileio.flatten(tree).items()
+  }
   np.savez(path, **arrays)
 
 
@@ -57,6 +60,7 @@ def load_encoder(path: str, expected: dict) -> dict:
       arrays = {key: npz[key] for key in npz.files}
     if any(key.startswith(("conv1.", "layer1.")) for key in arrays):
       from colorgan.models import resnet_unet  # pylint: disable=g-import-not-at-top
+
       try:
         loaded = resnet_unet.encoder_from_torchvision(arrays)
       except ValueError as e:
@@ -70,12 +74,14 @@ def load_encoder(path: str, expected: dict) -> dict:
     loaded = {collection: tree.get(ENCODER, {}) for collection, tree in variables.items()}
   else:  # an orbax checkpoint of the encoder's variables
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
     checkpointer = ocp.StandardCheckpointer()
     try:
       tree = checkpointer.metadata(path).item_metadata.tree
     except Exception as e:  # pylint: disable=broad-except
-      raise errors.ConfigError(f"{what} is neither a .npz, a colorgan workdir nor an orbax "
-                               f"checkpoint ({type(e).__name__})") from None
+      raise errors.ConfigError(
+        f"{what} is neither a .npz, a colorgan workdir nor an orbax checkpoint ({type(e).__name__})"
+      ) from None
     _check_fits(tree, expected, what)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
@@ -114,7 +120,8 @@ def _replicate(tree, mesh: jax.sharding.Mesh):
   """Host arrays -> global arrays replicated over the mesh (on any number of processes)."""
   sharding = parallel.replicated(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]), tree)
+    lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]), tree
+  )
 
 
 def apply(config: ml_collections.ConfigDict, state: GanState, mesh: jax.sharding.Mesh) -> GanState:
@@ -128,10 +135,13 @@ def apply(config: ml_collections.ConfigDict, state: GanState, mesh: jax.sharding
     variables = _to_host(variables)
     expected = {c: tree.get(ENCODER, {}) for c, tree in variables.items()}
     encoder = load_encoder(config.model.init_from, expected)
-    variables = {c: {**tree, ENCODER: encoder.get(c, {})} if ENCODER in tree else tree
-                 for c, tree in variables.items()}
+    variables = {
+      c: {**tree, ENCODER: encoder.get(c, {})} if ENCODER in tree else tree
+      for c, tree in variables.items()
+    }
   # Each tree gets its own buffers: the state is donated to the step, and the EMA must not alias G.
   return state.replace(
-      g_params=_replicate(variables["params"], mesh),
-      g_batch_stats=_replicate(variables["batch_stats"], mesh),
-      g_ema=_replicate(variables, mesh) if state.g_ema else state.g_ema)
+    g_params=_replicate(variables["params"], mesh),
+    g_batch_stats=_replicate(variables["batch_stats"], mesh),
+    g_ema=_replicate(variables, mesh) if state.g_ema else state.g_ema,
+  )

@@ -32,9 +32,12 @@ LOCK_NAME = ".colorgan.lock"
 
 
 def _holder() -> dict:
-  return {"host": socket.gethostname(), "pid": os.getpid(),
-          "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-          "argv": sys.argv}
+  return {
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    "argv": sys.argv,
+  }
 
 
 def _describe(path: str) -> str:
@@ -62,12 +65,17 @@ def claim(workdir: str) -> Iterator[None]:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-        raise errors.WorkdirError(f"--workdir={workdir} is in use by another colorgan run "
-                                  f"({_describe(path)}): wait for it to end, stop it, or choose "
-                                  "another --workdir") from None
+        raise errors.WorkdirError(
+          f"--workdir={workdir} is in use by another colorgan run "
+          f"({_describe(path)}): wait for it to end, stop it, or choose "
+          "another --workdir"
+        ) from None
       # A file system without locks (some FUSE mounts): run, but say that nothing guards it.
-      logging.warning("%s cannot be locked (%s): nothing stops a second run on this workdir",
-                      path, e.strerror or e)
+      logging.warning(
+        "%s cannot be locked (%s): nothing stops a second run on this workdir",
+        path,
+        e.strerror or e,
+      )
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(_holder()) + "\n").encode(), 0)
     try:
