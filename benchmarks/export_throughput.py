@@ -105,7 +105,7 @@ def main() -> None:
     for name, run in runners.items():
       results[name] = {}
       for size, photo in photos.items():
-        seconds = seconds_per_call(lambda rgb: np.asarray(run(rgb)), photo, args.repeats)
+        seconds = seconds_per_call(lambda rgb, run=run: np.asarray(run(rgb)), photo, args.repeats)
         results[name][size] = {"seconds": round(seconds, 4), "photos_per_s": round(1 / seconds, 2)}
       print(
         f"{name:<12}"

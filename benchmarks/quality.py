@@ -6,8 +6,9 @@
   python benchmarks/quality.py ... --config.hints.enabled=True \
       --config.eval.hint_counts='(0,1,2,5,10,20,50)'            # color hints, scored by hint count
 
-Trains with colorgan.training.loop.train_and_evaluate in --workdir (default: a new temporary folder), then
-scores the final generator with colorgan.evaluation.evaluator on every photo of --eval_path (center crops at the
+Trains with colorgan.training.loop.train_and_evaluate in --workdir (default: a new temporary
+folder), then scores the final generator with colorgan.evaluation.evaluator on every photo of
+--eval_path (center crops at the
 config's image_size). Prints one JSON line: the model's and the gray baseline's metrics, the data and
 run sizes, and the wall times (training, evaluation, total).
 """
@@ -76,6 +77,7 @@ def main(argv):
   import jax
   from colorgan import checkpointing
   from colorgan.evaluation import evaluator
+  from colorgan.evaluation import records
   from colorgan import models
   from colorgan import parallel
   from colorgan.training import loop
@@ -105,11 +107,11 @@ def main(argv):
     inference.g_variables, inference.step
   )
   eval_wall = time.time() - start_eval
-  evaluator.record(result, workdir)
+  records.record(result, workdir)
 
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
   print(
-    evaluator.to_json(
+    records.to_json(
       {
         "benchmark": "quality",
         "config": next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None),

@@ -6,7 +6,7 @@ for the command or its inputs, 1 for a damaged checkpoint or a divergence). Libr
 errors; only the entry points import this module and turn them into that line (`exit_on_error`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 import difflib
 import functools
 import importlib.util
@@ -106,6 +106,60 @@ def drop_closed_event_loop_reports() -> None:
     previous(unraisable)
 
   sys.unraisablehook = hook
+
+
+# ----------------------------------------------------------------------------- the run's config
+# main's modes that restore a run use, without --config, the run's own config (WORKDIR/config.json)
+# through this file: --config=SAVED_CONFIG:WORKDIR.
+SAVED_CONFIG = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "saved.py"
+)
+
+
+def flag_value(argv: list[str], name: str) -> str | None:
+  """The last --name=value or --name value in argv (before absl parses it)."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      value = arg.partition("=")[2]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def with_saved_config(
+  argv: list[str], *, required: Collection[str], optional: Collection[str] = ()
+) -> list[str]:
+  """argv with --config=SAVED_CONFIG:WORKDIR inserted when it has no --config, so that the run's
+  own config is used and --config.KEY overrides apply (sys.argv is rewritten to match).
+
+  Args:
+    argv: the command line, argv[0] included.
+    required: the --mode values that restore --workdir's run: --workdir must name one.
+    optional: the --mode values that use the run's config only when --workdir is given.
+
+  Raises:
+    errors.UsageError: a `required` mode without --workdir, or a --workdir with no config.json.
+  """
+  mode = flag_value(argv, "mode")
+  if mode not in (*required, *optional) or flag_value(argv, "config") is not None:
+    return argv
+  workdir = flag_value(argv, "workdir")
+  if not workdir and mode not in required:  # --config is required: main says so
+    return argv
+  if not workdir:
+    raise errors.UsageError(
+      f"--workdir is required for --mode={mode}: the run to restore, e.g. "
+      "--workdir=workdirs/quickstart"
+    )
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise errors.UsageError(
+      f"--workdir={workdir} holds no config.json: point --workdir at a "
+      "training run (or pass --config)"
+    )
+  argv = argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.abspath(workdir)}"] + argv[1:]
+  sys.argv[:] = argv  # error messages quote the config from sys.argv
+  return argv
 
 
 # ----------------------------------------------------------------------------- flag errors

@@ -118,40 +118,57 @@ def _check_registry_names(config: ml_collections.ConfigDict) -> None:
   _choice(config, "optim.d_schedule", schedules.SCHEDULES)
 
 
+# The least value of each numeric key. total_steps=0 would train nothing and save no checkpoint:
+# evaluate and colorize need one.
+_MINIMUMS = (
+  ("image_size", 32),
+  ("batch_size", 1),
+  ("total_steps", 1),
+  ("log_every_steps", 1),
+  ("sample_every_steps", 1),
+  ("checkpoint_every_steps", 1),
+  ("keep_checkpoints", 1),
+  ("num_samples", 0),
+  ("eval_every_steps", 0),
+  ("eval_batch_size", 1),
+  ("num_eval_images", 0),
+  ("model.g_base_features", 1),
+  ("model.d_base_features", 1),
+  ("model.d_layers", 1),
+  ("model.num_downs", 0),
+  ("loss.gan_weight", 0),
+  ("loss.l1_weight", 0),
+  ("loss.penalty_weight", 0),
+  ("optim.g_learning_rate", 0),
+  ("optim.d_learning_rate", 0),
+  ("data.load_size", 1),
+  ("data.prefetch", 0),
+  ("data.split_seed", 0),
+  ("data.shuffle_window", 1),
+  ("d_warmup_steps", 0),
+  ("optim.warmup_steps", 0),
+  ("optim.decay_steps", 0),
+  ("optim.d_steps", 1),
+  ("optim.clip_grad_norm", 0),
+)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first value the run cannot use."""
-  # total_steps=0 would train nothing and save no checkpoint: evaluate and colorize need one.
-  for key, minimum in (
-    ("image_size", 32),
-    ("batch_size", 1),
-    ("total_steps", 1),
-    ("log_every_steps", 1),
-    ("sample_every_steps", 1),
-    ("checkpoint_every_steps", 1),
-    ("keep_checkpoints", 1),
-    ("num_samples", 0),
-    ("eval_every_steps", 0),
-    ("eval_batch_size", 1),
-    ("num_eval_images", 0),
-    ("model.g_base_features", 1),
-    ("model.d_base_features", 1),
-    ("model.d_layers", 1),
-    ("model.num_downs", 0),
-    ("loss.gan_weight", 0),
-    ("loss.l1_weight", 0),
-    ("loss.penalty_weight", 0),
-    ("optim.g_learning_rate", 0),
-    ("optim.d_learning_rate", 0),
-    ("data.load_size", 1),
-    ("data.prefetch", 0),
-    ("data.split_seed", 0),
-    ("data.shuffle_window", 1),
-    ("d_warmup_steps", 0),
-    ("optim.warmup_steps", 0),
-    ("optim.decay_steps", 0),
-    ("optim.d_steps", 1),
-    ("optim.clip_grad_norm", 0),
-  ):
+  _check_ranges(config)
+  _check_choices(config)
+  _validate_eval(config)
+  _check_training_metric(config)
+  _check_best_checkpoint_interval(config)
+  _check_mesh(config)
+  _validate_recipes(config)
+  _validate_hints(config)
+  _check_image_size(config)
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+  """Numbers within their ranges: sizes, steps, weights, rates, fractions."""
+  for key, minimum in _MINIMUMS:
     _at_least(config, key, minimum)
   if config.data.eval_fraction == 1:  # every photo held out: none left to train on
     raise errors.ConfigError(
@@ -171,6 +188,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.loss.huber_delta <= 0:
     raise errors.ConfigError(f"config.loss.huber_delta={config.loss.huber_delta!r} must be > 0")
 
+
+def _check_choices(config: ml_collections.ConfigDict) -> None:
+  """Names and switches among their choices: dtype, registries, layers, data source, policies."""
   _choice(config, "compute_dtype", COMPUTE_DTYPES)
   _check_registry_names(config)
   fast = config.model.fast_layers
@@ -188,8 +208,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
       f"config.allow_config_change={config.allow_config_change!r} must be True or False"
     )
-  _validate_eval(config)
-  _check_training_metric(config)
+
+
+def _check_best_checkpoint_interval(config: ml_collections.ConfigDict) -> None:
+  """A training metric ranks a checkpoint by the log interval that ends at it: one must end there."""
   if (
     config.best_checkpoint_metric
     and not config.best_checkpoint_metric.startswith(EVAL_PREFIX)
@@ -200,10 +222,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"log_every_steps={config.log_every_steps} with best_checkpoint_metric set: checkpoints "
       "are ranked by the log interval that ends at them"
     )
-  _check_mesh(config)
-  _validate_recipes(config)
-  _validate_hints(config)
 
+
+def _check_image_size(config: ml_collections.ConfigDict) -> None:
+  """image_size fits the generator's depth and the data's load_size."""
   size = config.image_size
   if config.model.generator == "resnet_unet":
     if size % 32:

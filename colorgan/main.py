@@ -39,10 +39,6 @@ from colorgan import errors  # noqa: E402
 FLAGS = flags.FLAGS
 MODES = ("train", "summary", "evaluate", "colorize", "export")
 RESTORE_MODES = ("evaluate", "colorize", "export")  # the modes that restore --workdir's checkpoint
-# Without --config these modes use the run's own config (WORKDIR/config.json) via this file.
-SAVED_CONFIG = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "saved.py"
-)
 
 config_flags.DEFINE_config_file(
   "config",
@@ -138,45 +134,11 @@ flags.DEFINE_integer(
 )
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
-  """The last --name=value or --name value in argv (before absl parses it)."""
-  value = None
-  for i, arg in enumerate(argv):
-    if arg.startswith(f"--{name}="):
-      value = arg.partition("=")[2]
-    elif arg == f"--{name}" and i + 1 < len(argv):
-      value = argv[i + 1]
-  return value
-
-
-def _with_saved_config(argv: list[str]) -> list[str]:
-  """evaluate/colorize/export (and summary with --workdir) without --config: the run's own config,
-  so --config.KEY overrides apply."""
-  mode = _flag_value(argv, "mode")
-  if mode not in RESTORE_MODES + ("summary",) or _flag_value(argv, "config") is not None:
-    return argv
-  workdir = _flag_value(argv, "workdir")
-  if not workdir and mode == "summary":  # --config is required: _validated_config says so
-    return argv
-  if not workdir:
-    raise errors.UsageError(
-      f"--workdir is required for --mode={mode}: the run to restore, e.g. "
-      "--workdir=workdirs/quickstart"
-    )
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise errors.UsageError(
-      f"--workdir={workdir} holds no config.json: point --workdir at a "
-      "training run (or pass --config)"
-    )
-  argv = argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.abspath(workdir)}"] + argv[1:]
-  sys.argv[:] = argv  # error messages quote the config from sys.argv
-  return argv
-
-
 @cli.exit_on_error
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a config or flag mistake reported in one line (exit 2)."""
-  argv = _with_saved_config(argv)
+  # Without --config these modes use the run's own config (summary only when given --workdir).
+  argv = cli.with_saved_config(argv, required=RESTORE_MODES, optional=("summary",))
   try:
     return FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except  (absl's, config_flags' and the config's)
@@ -209,8 +171,9 @@ def evaluate_mode(config, workdir: str) -> str:
   """--mode=evaluate: the checkpoint's and the gray baseline's metrics, as one JSON line; on every
   photo of --input when given, else on the eval split of config.data."""
   from colorgan.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  from colorgan.evaluation import records  # pylint: disable=g-import-not-at-top
 
-  return evaluator.to_json(
+  return records.to_json(
     evaluator.evaluate_checkpoint(config, workdir, FLAGS.step, inputs=FLAGS.input)
   )
 

@@ -5,7 +5,8 @@
 Eight photos teach no general colorization: this run shows the machinery working and, within minutes on
 2 CPU cores, colors appearing in the sample grid (workdir/samples/).
 
-  make train   # or: python -m colorgan.main --config=configs/quickstart.py --workdir=workdirs/quickstart
+  make train
+  python -m colorgan.main --config=configs/quickstart.py --workdir=workdirs/quickstart  # the same
 """
 
 import os

@@ -114,9 +114,9 @@ def test_peak_table_and_mfu():
       "         'TPU v5 lite', 'TPU v5', 'TPU v6 lite', 'cpu']",
       "print({k: (p or {}).get('name') for k, p in ((k, a.peak_tflops(k)) for k in kinds)})",
       "h100 = a.peak_tflops('NVIDIA H100 80GB HBM3')",
+      "v100 = a.peak_tflops('Tesla V100-SXM2-16GB')",
       "print(a.mfu(494.5e12, 1.0, h100, 'bfloat16'), a.mfu(1e12, 2.0, h100, 'float32'),",
-      "      a.mfu(1e12, 1.0, None, 'float32'), a.mfu(1e12, 1.0, a.peak_tflops('Tesla V100-SXM2-16GB'),",
-      "      'bfloat16'))",
+      "      a.mfu(1e12, 1.0, None, 'float32'), a.mfu(1e12, 1.0, v100, 'bfloat16'))",
   ])
   result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
                           timeout=120, check=False)

@@ -529,7 +529,7 @@ def test_inference_restores_on_1_device_what_4_devices_saved(tmp_path):
   model = checkpointing.restore_for_inference(workdir)
   # Compared as saved, JSON: a tuple (eval.hint_counts) is a list in the checkpoint.
   assert model.step == 7 and json.loads(model.config.to_json()) == json.loads(config.to_json())
-  expected = generator_values(config)  # pylint: disable=undefined-variable  (the exec above)
+  expected = generator_values(config)  # noqa: F821  (defined by the exec above)
   for name in ("params", "batch_stats"):
     leaves = jax.tree.leaves(model.g_variables[name])
     assert all(x.sharding.device_set == {jax.local_devices()[0]} for x in leaves)

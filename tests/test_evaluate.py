@@ -22,6 +22,7 @@ from colorgan.data import pipeline
 from colorgan.data import sources
 from colorgan.evaluation import eval_data
 from colorgan.evaluation import evaluator
+from colorgan.evaluation import records
 from colorgan.training import loop
 from tests.conftest import REPO
 from tests.conftest import tiny_config
@@ -145,7 +146,7 @@ def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypa
 
 
 def test_json_has_no_infinities():
-  line = evaluator.to_json({"step": 1, "model": {"psnr": float("inf")}})
+  line = records.to_json({"step": 1, "model": {"psnr": float("inf")}})
   assert json.loads(line) == {"step": 1, "model": {"psnr": None}}
 
 

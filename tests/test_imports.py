@@ -16,7 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_importing_every_module_initializes_no_backend():
   modules = sorted(m.name for m in pkgutil.walk_packages(colorgan.__path__, "colorgan."))
-  assert "colorgan.color" in modules and "colorgan.training.loop" in modules  # the walk found the package
+  # The walk found the package and its subpackages.
+  assert "colorgan.color" in modules and "colorgan.training.loop" in modules
   program = "\n".join([
       "import importlib, sys",
       "from jax._src import xla_bridge",

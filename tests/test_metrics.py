@@ -1,4 +1,5 @@
-"""colorgan.evaluation.metrics against hand-computed values, skimage and dm-pix; accumulation and masking."""
+"""colorgan.evaluation.metrics against hand-computed values, skimage and dm-pix; accumulation and
+masking."""
 
 import math
 

@@ -115,7 +115,7 @@ class _Launched:
       if self.attempt > 1:
         raise AssertionError(f"the 2-process run hung twice; the last time:\n{hung}") from None
       warnings.warn(f"the 2-process run hung for {TWO_PROCESS_TIMEOUT_S} s (a gloo collective "
-                    f"deadlock?); starting it over. Its output:\n{hung}")
+                    f"deadlock?); starting it over. Its output:\n{hung}", stacklevel=2)
       self.start_two_processes(tmp)
       return self.two_process_logs(tmp)
     return [self.result(name) for name in names]

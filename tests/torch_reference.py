@@ -120,7 +120,7 @@ def save_lpips_pths(model, alexnet_path: str, lin_path: str) -> None:
     dst.write(src.read())
 
 
-def torch_images(images_uint8) -> "torch.Tensor":
+def torch_images(images_uint8):
   """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1], contiguous, as torchvision's ToTensor
   makes them (torch's resize takes another path for channels-last memory)."""
   import torch  # pylint: disable=g-import-not-at-top

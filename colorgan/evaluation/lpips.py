@@ -119,7 +119,10 @@ def alexnet_from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 
 def heads_from_torch(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """lpips's weights/v0.1/alex.pth ("lin<k>.model.<i>.weight" [1, C, 1, 1]) -> "params/lin<k>/kernel"."""
+  """lpips's weights/v0.1/alex.pth -> flax names.
+
+  "lin<k>.model.<i>.weight" [1, C, 1, 1] -> "params/lin<k>/kernel".
+  """
   arrays = {}
   for key, value in state_dict.items():
     match = re.fullmatch(r"lin(\d)\.model\.\d\.weight", key)

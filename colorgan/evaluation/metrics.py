@@ -7,7 +7,8 @@ Per image (jax.numpy, jit-able, any batch size):
   auc            Zhang et al. (2016): the fraction of pixels whose ab error (L2 in Lab units) is <= t,
                  averaged over the thresholds t = 0, 1, ..., 150 (1.0: every pixel exact).
   ab_l1          mean |a - a'| and |b - b'| in Lab units.
-Over a data set: each is averaged over images, and delta_colorfulness = |mean CF(pred) - mean CF(truth)|.
+Over a data set: each is averaged over images, and
+delta_colorfulness = |mean CF(pred) - mean CF(truth)|.
 
 `EvalMetrics` accumulates them: build one per batch with `EvalMetrics.single_from_model_output(
 **image_metrics(pred, truth), mask=mask)` (padding rows have mask False and count nowhere) and `merge`
@@ -60,7 +61,10 @@ def ab_l1(pred_ab, true_ab) -> jnp.ndarray:
 
 
 def image_metrics(pred_uint8, true_uint8) -> dict[str, jnp.ndarray]:
-  """Every per-image metric of a batch. pred_uint8, true_uint8: [B, H, W, 3] uint8 RGB -> {name: [B]}."""
+  """Every per-image metric of a batch.
+
+  pred_uint8, true_uint8: [B, H, W, 3] uint8 RGB -> {name: [B]}.
+  """
   pred = jnp.asarray(pred_uint8, jnp.float32) / 255.0
   true = jnp.asarray(true_uint8, jnp.float32) / 255.0
   pred_ab = color.rgb_to_lab(pred)[..., 1:]

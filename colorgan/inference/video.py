@@ -219,7 +219,7 @@ class _Video:
     squash, size = self.colorizer.squash, self.colorizer.size
     outputs = []
     if sequential:  # a frame's hints come from the previous output: one frame at a time
-      for frame, (l, l_work, inputs) in zip(frames, prepared):
+      for frame, (_, l_work, inputs) in zip(frames, prepared):
         carried = self.filter.carry(l_work)
         hints = self._hint_map(frame.index, carried)
         ab = self.colorizer.predict_ab(inputs[None], None if hints is None else hints[None])[0]
@@ -285,6 +285,26 @@ def _encode(
   return count, last_pts, k
 
 
+def _probe_for(colorizer, src: str, temporal: str, hints: str | None) -> video_io.VideoInfo:
+  """src's probe, checked before any work: a known temporal mode, a readable video, and a
+  generator trained with hints where hints are asked for (errors.VideoError otherwise)."""
+  if temporal not in TEMPORAL_MODES:
+    raise errors.VideoError(f"--temporal={temporal} is not known: use {', '.join(TEMPORAL_MODES)}")
+  info = video_io.probe(src)
+  if info is None:
+    raise errors.VideoError(
+      f"{src}: not a video colorgan can read (corrupt, truncated, or not a "
+      "video; mp4, mov, mkv, webm and avi are read)"
+    )
+  if (temporal == "hints" or hints) and not colorizer.takes_hints:
+    what = "--temporal=hints" if temporal == "hints" else f"--hints={hints}"
+    raise errors.VideoError(
+      f"{what} needs a generator trained with hints (configs/hints.py); this "
+      f"one (step {colorizer.step}) was trained without"
+    )
+  return info
+
+
 def colorize_video(
   colorizer,
   src: str,
@@ -315,20 +335,7 @@ def colorize_video(
       suit the generator; nothing is left at dst.
     errors.HintError: the hint file cannot be used.
   """
-  if temporal not in TEMPORAL_MODES:
-    raise errors.VideoError(f"--temporal={temporal} is not known: use {', '.join(TEMPORAL_MODES)}")
-  info = video_io.probe(src)
-  if info is None:
-    raise errors.VideoError(
-      f"{src}: not a video colorgan can read (corrupt, truncated, or not a "
-      "video; mp4, mov, mkv, webm and avi are read)"
-    )
-  if (temporal == "hints" or hints) and not colorizer.takes_hints:
-    what = "--temporal=hints" if temporal == "hints" else f"--hints={hints}"
-    raise errors.VideoError(
-      f"{what} needs a generator trained with hints (configs/hints.py); this "
-      f"one (step {colorizer.step}) was trained without"
-    )
+  info = _probe_for(colorizer, src, temporal, hints)
   shown = (info.width, info.height) if info.rotation % 180 else (info.height, info.width)
   keyframes = read_keyframe_hints(hints, *shown, info.frames) if hints else {}
   segment = -(-segment_frames // colorizer.batch_size) * colorizer.batch_size

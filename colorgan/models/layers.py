@@ -105,7 +105,8 @@ def _patches(x, taps: int, stride: int, out_h: int, out_w: int):
 
 
 # Weighs a float copied against FLOPs computed, for choosing between the two conv formulations: about
-# what a 2-core AVX2 machine does in the time it moves one float through a copy (measured, layer by layer).
+# what a 2-core AVX2 machine does in the time it moves one float through a copy (measured, layer
+# by layer).
 _FLOPS_PER_COPIED_FLOAT = 300
 
 

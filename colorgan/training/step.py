@@ -286,6 +286,38 @@ def _guard_nonfinite(
   return new_state, divergence.exclude_from_averages(step_metrics, finite, keep=("nonfinite",))
 
 
+def _forward_passes(
+  state: GanState,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  g_inputs: tuple[jax.Array, ...],
+  *,
+  dropout_rng: jax.Array,
+) -> tuple[Callable, Callable]:
+  """The networks in training mode on g_inputs (the lightness, then any hints): generate(g_params)
+  -> (fake_ab, G's new batch_stats) and discriminate(d_params, ab) -> D's logits."""
+
+  def generate(g_params):
+    fake_ab, updates = generator.apply(
+      {"params": g_params, "batch_stats": state.g_batch_stats},
+      *g_inputs,
+      train=True,
+      rngs={"dropout": dropout_rng},
+      mutable=["batch_stats"],
+    )
+    return fake_ab, updates["batch_stats"]
+
+  def discriminate(d_params, ab):
+    # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
+    # BatchNorm running averages would never be read, so they are not kept.
+    l, *hint_maps = g_inputs
+    return discriminator.apply(
+      {"params": d_params}, l, ab, *hint_maps, train=True, mutable=["batch_stats"]
+    )[0]
+
+  return generate, discriminate
+
+
 def train_step(
   state: GanState,
   batch: dict[str, jax.Array],
@@ -324,24 +356,9 @@ def train_step(
   metrics = {
     name: jnp.zeros((), jnp.float32) for name in METRIC_NAMES + ("d_grad_norm", "g_grad_norm")
   }
-
-  def generate(g_params):
-    fake_ab, updates = generator.apply(
-      {"params": g_params, "batch_stats": state.g_batch_stats},
-      *g_inputs,
-      train=True,
-      rngs={"dropout": dropout_rng},
-      mutable=["batch_stats"],
-    )
-    return fake_ab, updates["batch_stats"]
-
-  def discriminate(d_params, ab):
-    # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
-    # BatchNorm running averages would never be read, so they are not kept.
-    return discriminator.apply(
-      {"params": d_params}, l, ab, *g_inputs[1:], train=True, mutable=["batch_stats"]
-    )[0]
-
+  generate, discriminate = _forward_passes(
+    state, generator, discriminator, g_inputs, dropout_rng=dropout_rng
+  )
   fake_ab, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
   d_params, d_opt_state = state.d_params, state.d_opt_state
   if loss.gan is not None:
