@@ -17,6 +17,9 @@ endpoint takes them with the photo:
   Client(url).predict(handle_file(photo), '{"points": [{"x": 120, "y": 64, "rgb": [200, 30, 40],
                       "size": 9}]}', api_name="/colorize_with_hints")  # -> the PNG's path
 
+When the run's hint response, measured at the end of its training, is weak (under 1 dB for 10
+points: colorgan.evaluation.hint_response), a line on the page says that clicks may change little.
+
 A file that is not an image, corrupt or over Pillow's decompression-bomb limit, and hints that do
 not fit the photo get their one-line message on the page; the server goes on serving. Uploads land
 only in a temporary folder of this process: each is deleted once decoded, and the folder when the
@@ -24,12 +27,15 @@ server stops. Nothing is fetched from
 the internet (analytics off, system fonts, no share link).
 """
 
+import errno
 import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 
 # Before gradio is imported: it reads these at import time.
@@ -43,6 +49,7 @@ import numpy as np  # noqa: E402
 
 from colorgan import cli  # noqa: E402
 from colorgan import errors  # noqa: E402
+from colorgan.evaluation import hint_response  # noqa: E402
 from colorgan.inference import colorize  # noqa: E402
 from colorgan.inference import photo as photo_lib  # noqa: E402
 from colorgan.inference import user_hints  # noqa: E402
@@ -62,16 +69,17 @@ def define_flags() -> None:
   """The command's flags, defined when run, not on import: main.py has --workdir and --step too."""
   flags.DEFINE_string("workdir", None, "The training run whose generator colorizes.")
   flags.DEFINE_integer("step", None, "The checkpoint step (default: the latest).")
-  flags.DEFINE_integer("port", 7860, "The port to serve on.", lower_bound=0, upper_bound=65535)
+  flags.DEFINE_integer("port", 7860, "The port to serve on.", lower_bound=1, upper_bound=65535)
   flags.DEFINE_string("host", "127.0.0.1", "The address to bind: 127.0.0.1 (this machine only) "
                       "unless told otherwise, e.g. 0.0.0.0 for the local network.")
 
 class Page:
   """The colorize function behind the page: a Colorizer and the temporary folder it works in."""
 
-  def __init__(self, colorizer: colorize.Colorizer, folder: str):
+  def __init__(self, colorizer: colorize.Colorizer, folder: str, hint_note: str | None = None):
     self.colorizer = colorizer
     self.folder = folder
+    self.hint_note = hint_note  # hint_response.page_note: the run barely follows hints
 
   def colorize_file(self, path: str | None):
     """An uploaded file -> (colorized uint8 [H, W, 3|4], gray uint8 [H, W], the decoded photo) for
@@ -197,6 +205,8 @@ def build(page: Page, examples: list[str]):
                 "pick an example; the result keeps the photo's own lightness at full resolution."
                 + (" **Click the gray photo to give a color there** (pick the color and size "
                    "first); each click colorizes again." if takes_hints else ""))
+    if takes_hints and page.hint_note:
+      gr.Markdown(page.hint_note, elem_id="hint_note")
     photo = gr.File(label="Photo", file_count="single", type="filepath", elem_id="photo")
     with gr.Row(visible=takes_hints):
       hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint color", elem_id="hint_color")
@@ -265,7 +275,7 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
   import gradio as gr  # pylint: disable=g-import-not-at-top
   try:
     colorizer = colorize.Colorizer.from_checkpoint(workdir, step, batch_size=1)
-    page = Page(colorizer, folder)
+    page = Page(colorizer, folder, hint_note=hint_response.page_note(workdir))
     # Compiled now, not at the first upload.
     colorizer.colorize_photo(photo_lib.Photo(np.full((8, 8), 50.0, np.float32), None))
     demo = build(page, _copy_examples(folder))
@@ -297,6 +307,53 @@ def _interrupt(signum, frame):
 
 
 @cli.exit_on_error
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, a mistake (e.g. --port=70000) in one line (exit 2), not absl's FATAL text."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    raise errors.UsageError(f"{cli.one_line(e)} (see --helpshort)") from None
+
+
+def check_address(host: str, port: int) -> None:
+  """Binds --host:--port for a moment, before the checkpoint is restored: a port in use or an
+  address this machine does not have is one line naming the flag (Gradio's own message, raised
+  after the restore, points at its GRADIO_SERVER_PORT variable instead).
+
+  Raises:
+    errors.UsageError: the address cannot be served.
+  """
+  bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+  except (socket.gaierror, UnicodeError) as e:
+    reason = getattr(e, "strerror", None) or cli.one_line(e)
+    raise errors.UsageError(f"--host={host} is not a known address ({reason}): use "
+                            "127.0.0.1 (this machine only) or 0.0.0.0 (the local network)") from None
+  with socket.socket(family, kind, proto) as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+    try:
+      probe.bind(address)
+    except OSError as e:
+      raise errors.UsageError(address_message(host, port, e)) from None
+
+
+def address_message(host: str, port: int, error: OSError) -> str:
+  """One line for an address that cannot be served, naming the flag to change."""
+  if error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error):
+    return (f"--port={port} is in use (another server, or a colorgan.serve still running): choose "
+            f"another --port, e.g. --port={port + 1 if port < 65535 else 7860}")
+  if error.errno == errno.EACCES:
+    return (f"--port={port} cannot be bound here ({error.strerror}; ports below 1024 need root): "
+            "choose another --port, e.g. --port=7860")
+  if error.errno == errno.EADDRNOTAVAIL:
+    return (f"--host={host} is not an address of this machine: use 127.0.0.1 (this machine only) "
+            "or 0.0.0.0 (the local network)")
+  return f"--host={host} --port={port} cannot be served: {cli.one_line(error)}"
+
+
+@cli.exit_on_error
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected argument(s) {' '.join(argv[1:])}")
@@ -305,15 +362,18 @@ def main(argv: list[str]) -> None:
                             "--workdir=workdirs/quickstart")
   if importlib.util.find_spec("gradio") is None:  # not imported here: serve() sets its folder first
     raise errors.UsageError(f"the page needs Gradio, which is not installed: {EXTRA}")
+  check_address(FLAGS.host, FLAGS.port)
   try:
     serve(FLAGS.workdir, step=FLAGS.step, host=FLAGS.host, port=FLAGS.port)
+  except KeyboardInterrupt:  # Ctrl-C before the page was up (serve() removed its folder)
+    sys.exit(130)
   except FileNotFoundError as e:
     raise errors.UsageError(f"--workdir={FLAGS.workdir}: {cli.one_line(e)}") from None
-  except OSError as e:  # the port is taken, the address cannot be bound
-    raise errors.UsageError(f"--host={FLAGS.host} --port={FLAGS.port}: {cli.one_line(e)}") from None
+  except OSError as e:  # taken since check_address, or an address uvicorn cannot serve
+    raise errors.UsageError(address_message(FLAGS.host, FLAGS.port, e)) from None
 
 
 if __name__ == "__main__":
   define_flags()
   logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -5,6 +5,7 @@ import fractions
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -26,6 +27,8 @@ from colorgan.inference import photo as photo_lib
 from colorgan.inference import user_hints
 from colorgan import configuration
 from colorgan.evaluation import evaluator
+from colorgan.evaluation import hint_response
+from colorgan.evaluation import records
 from colorgan import hints
 from colorgan.data import sources
 from colorgan import models
@@ -587,13 +590,13 @@ def test_evaluation_by_number_of_hints_scores_ground_truth_points(tmp_path):
   assert ab_l1 == sorted(ab_l1, reverse=True) and ab_l1[-1] < 0.5 * ab_l1[0], ab_l1
 
   writer = _Writer()
-  path = evaluator.record(result, str(tmp_path), writer)
+  path = records.record(result, str(tmp_path), writer)
   with open(path) as f:
     assert json.load(f)["by_hints"]["20"]["psnr"] == pytest.approx(by_hints["20"]["psnr"])
   assert writer.scalars[(7, "eval/hints_20/psnr")] == by_hints["20"]["psnr"]
   plotted = Image.open(tmp_path / "eval" / "psnr_by_hints_step_7.png")
   assert plotted.size == (plot.WIDTH, plot.HEIGHT)
-  assert "psnr by hints: 0:" in evaluator.summary_line(result)
+  assert "psnr by hints: 0:" in records.summary_line(result)
 
   with pytest.raises(ValueError, match="needs a generator trained with hints"):
     evaluator.Evaluator(config, functools.partial(models.predict_ab,
@@ -615,3 +618,76 @@ def test_a_trained_hints_run_is_evaluated_by_hints(hints_workdir):
   for name, value in result["model"].items():  # no point: the model's own colorization
     assert result["by_hints"]["0"][name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
   assert result["by_hints"]["5"] != result["by_hints"]["0"]
+
+
+# ----------------------------------------------------------------------------- hint response
+def test_the_hint_response_is_read_from_an_evaluation_that_scored_0_and_10_points():
+  result = {"step": 9, "num_images": 8, "by_hints": {"0": {"psnr": 22.0}, "10": {"psnr": 25.5}}}
+  response = hint_response.from_result(result)
+  assert (response.step, response.num_images, response.gain_db, response.weak) == (9, 8, 3.5, False)
+  assert "+3.50 dB" in hint_response.describe(response)
+  assert "ignores hints" not in hint_response.describe(response)
+  assert hint_response.from_result({"step": 9, "num_images": 8,
+                                    "by_hints": {"0": {"psnr": 22.0}, "5": {"psnr": 23.0}}}) is None
+  assert hint_response.from_result({"step": 9, "num_images": 8}) is None
+  weak = hint_response.Response(9, 8, 22.0, 22.09)
+  assert weak.weak and "mostly ignores hints" in hint_response.describe(weak)
+  assert hint_response.Response(9, 8, 22.0, float("nan")).weak
+
+
+def _page_markdown(workdir, tmp_path):
+  """The Markdown texts of the page serve builds for `workdir` (a stand-in Colorizer: no model)."""
+  serve = pytest.importorskip("colorgan.serve")
+  pytest.importorskip("gradio")
+  colorizer = type("Colorizer", (), {"takes_hints": True, "step": 1, "size": 32})()
+  page = serve.Page(colorizer, str(tmp_path), hint_note=hint_response.page_note(workdir))
+  demo = serve.build(page, [])
+  return [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown"]
+
+
+def test_a_model_that_ignores_hints_is_said_to_in_the_log_and_on_the_page(tmp_path, caplog):
+  """One step: the hint channels are as initialized, 10 points hardly move the PSNR."""
+  from colorgan.training import loop  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  with caplog.at_level(logging.INFO, logger="absl"):
+    loop.train_and_evaluate(tiny_config(**{
+        "hints.enabled": True, "total_steps": 1, "eval_every_steps": 0, "num_samples": 1,
+        "checkpoint_every_steps": 1, "log_every_steps": 1, "sample_every_steps": 1}), workdir)
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert any(m.startswith("Weak hint response at step 1: 10 ground-truth points per photo")
+             and "mostly ignores hints" in m for m in warnings), warnings
+  with open(os.path.join(workdir, "eval", "hint_response.json")) as f:
+    recorded = json.load(f)
+  assert recorded["weak"] and recorded["gain_db"] < 1 and recorded["count"] == 10, recorded
+  assert recorded["step"] == 1 and recorded["num_images"] == 8
+  note = hint_response.page_note(workdir)
+  assert note.startswith("**This model barely follows hints:**") and "(step 1)" in note
+  assert note in _page_markdown(workdir, tmp_path)
+
+
+def test_a_model_that_follows_hints_gets_no_line(tmp_path):
+  """A "generator" that copies its hints: 10 points raise PSNR by far more than 1 dB."""
+  config = tiny_config(**{"hints.enabled": True})
+  mesh = parallel.create_mesh()
+  response = hint_response.measure(config, functools.partial(models.predict_ab, _CopyHints()),
+                                   mesh, sources.create_source(config).eval, {}, 4)
+  assert not response.weak and response.gain_db > 1 and response.num_images == 8, response
+  workdir = str(tmp_path / "run")
+  hint_response.record(response, workdir)
+  assert hint_response.read(workdir)["gain_db"] == pytest.approx(response.gain_db)
+  assert hint_response.page_note(workdir) is None
+  assert not any("barely follows hints" in text for text in _page_markdown(workdir, tmp_path))
+
+
+def test_the_hints_fixture_records_its_figure_and_the_page_line_follows_it(hints_workdir,
+                                                                           tmp_path):
+  """The fixture moves colors toward clicked hints (test_serve), yet its eval photos are its
+  training photos, known by heart: their true colors add little PSNR. The line follows the
+  figure."""
+  recorded = hint_response.read(hints_workdir)
+  assert recorded["step"] == 200 and recorded["count"] == 10, recorded
+  assert recorded["weak"] == (recorded["gain_db"] < hint_response.WEAK_DB)
+  note = hint_response.page_note(hints_workdir)
+  assert (note is not None) == recorded["weak"]
+  assert any("barely follows hints" in text for text in _page_markdown(hints_workdir, tmp_path)) \
+      == recorded["weak"]

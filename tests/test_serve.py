@@ -40,30 +40,76 @@ def workdir(hints_workdir):
   return hints_workdir
 
 
-@pytest.fixture(scope="module")
-def server(workdir, tmp_path_factory):
-  """`python -m colorgan.serve` on a free port, its temporary folders under a folder of the test."""
-  tmp = tmp_path_factory.mktemp("server_tmp")
+# `python -c STOPPABLE PARENT_PID MODULE ARGS...` runs `python -m MODULE ARGS...` so that it stops in
+# every case: Ctrl-C (SIGINT) works even when this test run ignores SIGINT, as a shell's background
+# job (`make test &`) does and its children inherit; and it gets SIGTERM (the server's clean stop)
+# when the test process dies first, killed without its finalizers (Linux: PR_SET_PDEATHSIG). Not a
+# preexec_fn: that forks the multithreaded test process (JAX warns of deadlocks).
+STOPPABLE = """
+import ctypes, os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+if sys.platform == "linux":
+  ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+  if os.getppid() != int(sys.argv[1]):  # the parent died before prctl
+    sys.exit(0)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def _stoppable(module: str, *args: str) -> list[str]:
+  """The command line of `python -m module args...`, stoppable in every case (STOPPABLE)."""
+  return [sys.executable, "-c", STOPPABLE, str(os.getpid()), module, *args]
+
+
+def _start_server(workdir: str, tmp: str) -> tuple[subprocess.Popen, str]:
+  """`python -m colorgan.serve` on a free port, in its own process group, temporary files in tmp;
+  returns once the page answers and the server says it serves."""
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true", TMPDIR=str(tmp))
-  process = subprocess.Popen([sys.executable, "-m", "colorgan.serve", f"--workdir={workdir}",
-                              f"--port={port}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true", TMPDIR=tmp)
+  process = subprocess.Popen(_stoppable("colorgan.serve", f"--workdir={workdir}", f"--port={port}"),
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
   url = f"http://127.0.0.1:{port}/"
   deadline = time.time() + 240
   while True:
     try:
       urllib.request.urlopen(url, timeout=5)
-      break
+      # The page answers while Gradio's launch() still runs: Ctrl-C is the clean stop from the
+      # line that says so on.
+      while not (line := process.stdout.readline()).startswith("colorgan: serving"):
+        if not line:
+          break
+      return process, url
     except OSError:
       if process.poll() is not None or time.time() > deadline:
-        process.kill()
+        _stop_server(process)
         pytest.fail(f"the server did not start:\n{process.communicate()[0]}")
       time.sleep(0.5)
-  yield url, tmp, process
+
+
+def _stop_server(process: subprocess.Popen, timeout: float = 60) -> int:
+  """Ctrl-C (the clean stop: the server removes its temporary folder); its whole process group
+  killed if it is still there after `timeout` seconds. Returns the exit status."""
   if process.poll() is None:
     process.send_signal(signal.SIGINT)
-    process.wait(60)
+    try:
+      return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(process.pid, signal.SIGKILL)
+  return process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(workdir, tmp_path_factory):
+  """`python -m colorgan.serve` on a free port, its temporary folders under a folder of the test;
+  stopped at the end whatever happened (_stop_server), or with the test process (STOPPABLE)."""
+  tmp = tmp_path_factory.mktemp("server_tmp")
+  process, url = _start_server(workdir, str(tmp))
+  try:
+    yield url, tmp, process
+  finally:
+    _stop_server(process)
 
 
 def _reference(path: str) -> np.ndarray:
@@ -258,8 +304,7 @@ def test_the_page_in_a_browser(server, expected, tmp_path):
   # Uploads are deleted once decoded; the server's temporary folder goes when it stops.
   names = {"upload_me.png", "notes.txt", "other.jpg"}
   assert not [f for _, _, fs in os.walk(server_tmp) for f in fs if f in names]
-  process.send_signal(signal.SIGINT)
-  assert process.wait(60) == 0
+  assert _stop_server(process) == 0  # Ctrl-C: a clean exit
   assert not os.listdir(server_tmp), os.listdir(server_tmp)
 
 
@@ -276,3 +321,105 @@ def test_without_gradio_one_line_names_the_extra(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "colorgan: error: the page needs Gradio, which is not installed: pip install -e '.[serve]'")
+
+
+# ----------------------------------------------------------------------------- stopping, flags
+def _alive(pid: int) -> bool:
+  """Whether pid runs (a zombie no parent has reaped yet counts as gone)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def test_the_server_stops_on_ctrl_c_when_the_test_run_ignores_it(workdir, tmp_path):
+  """A shell's background job (`make test &`, a CI step) ignores SIGINT, and so would the server
+  it starts: the server fixture's Ctrl-C would do nothing and leave it running."""
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `&` in a script sets it
+  try:
+    process, _ = _start_server(workdir, str(tmp_path))
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  try:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0  # the clean stop, as Ctrl-C in a terminal
+  finally:
+    _stop_server(process, timeout=1)
+  assert not os.listdir(tmp_path), os.listdir(tmp_path)  # its temporary folder removed
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_server_goes_when_the_test_process_dies(tmp_path):
+  """A test process killed without its finalizers (SIGKILL, a closed terminal) takes its server
+  along: a stand-in child started as _start_server starts the server (STOPPABLE)."""
+  program = "\n".join([
+      "import os, subprocess",
+      "from tests.test_serve import _stoppable",
+      "sleep = _stoppable('timeit', '-n1', '-r1', 'import time; time.sleep(300)')  # a stand-in",
+      "child = subprocess.Popen(sleep, start_new_session=True)",
+      "print(child.pid, flush=True)",
+      "os._exit(0)  # no finalizer, no wait",
+  ])
+  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  pid = int(result.stdout.split()[-1])
+  deadline = time.time() + 30
+  while _alive(pid) and time.time() < deadline:
+    time.sleep(0.2)
+  if _alive(pid):
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"the child {pid} outlived its parent")
+
+
+def _serve_cli(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "colorgan.serve", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_port_mistakes_are_one_line_naming_the_port(tmp_path):
+  # Checked before the run is restored: no run is needed to see them.
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    in_use = _serve_cli(f"--workdir={tmp_path}", f"--port={port}")
+  for result, message in (
+      (in_use, f"--port={port} is in use (another server, or a colorgan.serve still running): "
+               f"choose another --port, e.g. --port={port + 1}"),
+      (_serve_cli(f"--workdir={tmp_path}", "--port=70000"),
+       "flag --port=70000: 70000 is not an integer in the range [1, 65535] (see --helpshort)"),
+      (_serve_cli(f"--workdir={tmp_path}", "--port=0"),
+       "flag --port=0: 0 is not an integer in the range [1, 65535] (see --helpshort)"),
+      (_serve_cli(f"--workdir={tmp_path}", "--host=192.0.2.1"),
+       "--host=192.0.2.1 is not an address of this machine: use 127.0.0.1 (this machine only) "
+       "or 0.0.0.0 (the local network)")):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"colorgan: error: {message}"], result.stderr
+
+
+def test_gradios_port_error_names_the_flag():
+  """The port taken between the check and Gradio's launch: Gradio's text, which points at its
+  GRADIO_SERVER_PORT variable, becomes the same line."""
+  from colorgan import serve  # pylint: disable=g-import-not-at-top
+  gradio_error = OSError("Cannot find empty port in range: 7860-7860. You can specify a different "
+                         "port by setting the GRADIO_SERVER_PORT environment variable or passing "
+                         "the `server_port` parameter to `launch()`.")
+  message = serve.address_message("127.0.0.1", 7860, gradio_error)
+  assert message.startswith("--port=7860 is in use") and "GRADIO" not in message
+
+
+def test_skipped_tests_say_why_without_rs(tmp_path):
+  """conftest's summary hook: a skipped browser test's reason above pytest's last line, with -q."""
+  (tmp_path / "test_skips.py").write_text(
+      "import pytest\n\n\ndef test_needs_a_browser():\n"
+      "  pytest.skip('/usr/bin/chromium is missing: apt-get install chromium')\n")
+  result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p",
+                           "no:cacheprovider", str(tmp_path / "test_skips.py")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  lines = result.stdout.splitlines()
+  assert result.returncode == 0, result.stdout
+  assert lines[-2:-1] == [
+      "1 skipped: /usr/bin/chromium is missing: apt-get install chromium (test_skips.py)"], lines
+  assert lines[-1].startswith("1 skipped")

@@ -21,11 +21,14 @@ from colorgan import checkpointing
 from colorgan import configuration
 from colorgan import errors
 from colorgan import fileio
+from colorgan import hints as hints_lib
 from colorgan import models
 from colorgan import parallel
 from colorgan.data import pipeline
 from colorgan.data import sources
 from colorgan.evaluation import evaluator
+from colorgan.evaluation import hint_response
+from colorgan.evaluation import records
 from colorgan.training import divergence
 from colorgan.training import heartbeat as heartbeat_lib
 from colorgan.training import preemption
@@ -49,7 +52,7 @@ def checkpoint_ranking(scalars: dict[str, float] | None,
   interval that ends at it, and the model's metrics ("eval/fid", ...) of the evaluation at its step."""
   ranking = dict(scalars or {})
   if eval_result is not None:
-    ranking.update(evaluator.ranking_metrics(eval_result))
+    ranking.update(records.ranking_metrics(eval_result))
   return ranking or None
 
 
@@ -201,7 +204,7 @@ class _Hooks:
                mesh: jax.sharding.Mesh, source: sources.Source, manager, writer,
                heartbeat: heartbeat_lib.Heartbeat):
     self.config, self.workdir, self.manager, self.writer = config, workdir, manager, writer
-    self.heartbeat = heartbeat
+    self.heartbeat, self.generator, self.mesh, self.source = heartbeat, generator, mesh, source
     # Replicated in and out: every process computes the grid (a collective), the chief writes it.
     self.colorize = jax.jit(functools.partial(samples.colorize_batch, generator),
                             out_shardings=parallel.replicated(mesh))
@@ -250,6 +253,8 @@ class _Hooks:
       eval_result = self.evaluate(step, state)
     if saving:
       self.save(step, state, examples, checkpoint_ranking(scalars, eval_result))
+    if end and hints_lib.enabled(config):  # after the save: the last state is kept whatever happens
+      self.measure_hint_response(step, state, eval_result)
 
   def log(self, step: int) -> dict[str, float]:
     """Writes the log interval's averages and learning rates; returns them."""
@@ -276,6 +281,18 @@ class _Hooks:
     with self.heartbeat.activity(f"evaluating on {self.evaluator.num_images} photos"):
       return evaluator.evaluate_and_record(self.evaluator, inference_variables(state), step,
                                            self.workdir, self.writer)
+
+  def measure_hint_response(self, step: int, state: GanState,
+                            eval_result: dict[str, Any] | None) -> None:
+    """At the end of a hints run: how much 10 points raise PSNR, logged and in the workdir."""
+    response = eval_result and hint_response.from_result(eval_result)
+    if not response:  # the last evaluation did not score 0 and 10 points: only those are run
+      with self.heartbeat.activity("measuring the response to hints"):
+        response = hint_response.measure(
+            self.config, functools.partial(models.predict_ab, self.generator), self.mesh,
+            self.source.eval, inference_variables(state), step)
+    if jax.process_index() == 0:
+      hint_response.log(response, hint_response.record(response, self.workdir))
 
   def save(self, step: int, state: GanState, examples: int,
            ranking: dict[str, float] | None) -> None:
