@@ -30,8 +30,10 @@ $(VENV)/.installed-%: pyproject.toml requirements.lock | $(VENV)/bin/python
 train: $(call STAMP,runtime)
 	$(VENV)/bin/python -m colorgan.main --config=configs/quickstart.py --workdir=$(WORKDIR)
 
+# One worker per core (at most 4: each holds JAX, TensorFlow and torch), whole files per worker so a
+# file's fixtures are built once, the slowest files first (tests/conftest.py orders them).
 test: $(call STAMP,test)
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # ruff's formatter and checks (pyproject.toml [tool.ruff]); CI runs lint before the tests.
 lint: $(call STAMP,test)

@@ -5,8 +5,9 @@
 
 The same photos (the bundled ones, or the first --batch of --folder, repeated to fill the batch),
 preprocessed once as pytorch-fid does (RGB in [0, 1], resized to 299x299), go
-through colorgan.evaluation.inception's jitted network and through pytorch-fid's InceptionV3([3]) (torch.no_grad, all
-CPU threads) in alternating rounds in the same process, so both see the same machine load; each
+through colorgan.evaluation.inception's jitted network and through pytorch-fid's InceptionV3([3])
+(torch.no_grad, all CPU threads) in alternating rounds in the same process, so both see the same
+machine load; each
 round times --steps calls after a warm-up call. Both networks carry the same random weights (a
 pytorch-fid .pth built with PyTorch and converted; the speed does not depend on the values), or
 --pth's. Needs the test extras (torch, torchvision, pytorch-fid). The last line is one JSON object:

@@ -8,8 +8,8 @@ Runs `python -m colorgan.main --config=configs/quickstart.py` (overrides via --o
 or early training), every --save_kill_every-th one the moment a checkpoint's tmp directory appears
 (mid-save), the others at a random moment of training (uniform in [0, --train_delay] s after the run
 logs its first step). With --jax_cache (default: next to the workdir) restarts load the compiled step
-from JAX's persistent cache, as a production job would, instead of compiling it again. After each kill the same command runs again. A restart counts
-as resumed when it starts training at
+from JAX's persistent cache, as a production job would, instead of compiling it again. After each
+kill the same command runs again. A restart counts as resumed when it starts training at
 the latest committed checkpoint (the step it logs) with no error. Steps lost by a kill: the last step
 the killed run logged minus the step the next run resumed at. A last, uninterrupted rerun finishes
 the run; with --reference, an uninterrupted run in another workdir is compared leaf by leaf.

@@ -5,8 +5,9 @@
 The guard (colorgan/divergence.py) is the `finite` flag computed inside the jitted step (every loss
 term and both gradients' global norms) and, with nan_policy="skip", the select that keeps the old
 state when the flag is down. "stop" (the default) computes only the flag; "none" traces the step with
-constants for the flag and the gradient norms (so XLA computes neither). Prints the median seconds per step of each (wall and process CPU
-time) and, as the last line, a JSON object with the overheads relative to "none".
+constants for the flag and the gradient norms (so XLA computes neither). Prints the median
+seconds per step of each (wall and process CPU time) and, as the last line, a JSON object with
+the overheads relative to "none".
 """
 
 import argparse

@@ -146,8 +146,8 @@ def time_input_pipeline(
   `max_seconds` pass first. Raises errors.ConfigError for a source it cannot read.
 
   Returns:
-    (figures, the last batch read). The figures: images_per_s, batch_size, image_size, steps (timed), seconds,
-    source, train_images, cpus,
+    (figures, the last batch read). The figures: images_per_s, batch_size, image_size, steps
+    (timed), seconds, source, train_images, cpus,
     start_s (source check + first batch), cpu_seconds and images_per_cpu_s (the pipeline's cost,
     meaningful on a busy machine), load_avg_1min.
   """

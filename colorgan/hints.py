@@ -25,18 +25,20 @@ EVAL_SEED = 2017
 
 class HintSpec(NamedTuple):
   """How hints are drawn (config.hints); static in the jitted step."""
-  p: float              # points per image ~ geometric(p) on 1, 2, ...
+
+  p: float  # points per image ~ geometric(p) on 1, 2, ...
   no_hint_share: float  # share of images with no point
-  max_points: int       # the cap of the geometric draw
+  max_points: int  # the cap of the geometric draw
   min_patch_size: int
   max_patch_size: int
-  center_sigma: float   # of the location's Gaussian, in image sides; 0: uniform
+  center_sigma: float  # of the location's Gaussian, in image sides; 0: uniform
 
 
 # Evaluation's points, for every run whatever its config.hints: the paper's distribution (the
 # count fields are unused: the count is given).
-EVAL_SPEC = HintSpec(p=1 / 8, no_hint_share=0.0, max_points=64, min_patch_size=1, max_patch_size=9,
-                     center_sigma=0.25)
+EVAL_SPEC = HintSpec(
+  p=1 / 8, no_hint_share=0.0, max_points=64, min_patch_size=1, max_patch_size=9, center_sigma=0.25
+)
 
 
 def enabled(config: ml_collections.ConfigDict) -> bool:
@@ -50,9 +52,14 @@ def create_spec(config: ml_collections.ConfigDict) -> HintSpec | None:
   if not enabled(config):
     return None
   cfg = config.hints
-  return HintSpec(p=float(cfg.p), no_hint_share=float(cfg.no_hint_share),
-                  max_points=int(cfg.max_points), min_patch_size=int(cfg.min_patch_size),
-                  max_patch_size=int(cfg.max_patch_size), center_sigma=float(cfg.center_sigma))
+  return HintSpec(
+    p=float(cfg.p),
+    no_hint_share=float(cfg.no_hint_share),
+    max_points=int(cfg.max_points),
+    min_patch_size=int(cfg.min_patch_size),
+    max_patch_size=int(cfg.max_patch_size),
+    center_sigma=float(cfg.center_sigma),
+  )
 
 
 def no_hints(l: jax.Array) -> jax.Array:
@@ -84,14 +91,16 @@ def _location(key: jax.Array, side: int, center_sigma: float) -> jax.Array:
   return jnp.clip(jnp.floor(position * side).astype(jnp.int32), 0, side - 1)
 
 
-def sample_points(key: jax.Array, num_points: int, height: int, width: int,
-                  spec: HintSpec) -> tuple[jax.Array, jax.Array, jax.Array]:
+def sample_points(
+  key: jax.Array, num_points: int, height: int, width: int, spec: HintSpec
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """num_points squares in one image: (top, left, size), each int32 [num_points].
 
   Point i comes from fold_in(key, i) alone: the first n of any longer draw are the same points. Its
   center is drawn as `_location`; the square (side uniform in [min_patch_size, max_patch_size]) is
   moved inside the image where it would cross an edge.
   """
+
   def one(i):
     k_y, k_x, k_size = jax.random.split(jax.random.fold_in(key, i), 3)
     size = jax.random.randint(k_size, (), spec.min_patch_size, spec.max_patch_size + 1)
@@ -103,8 +112,9 @@ def sample_points(key: jax.Array, num_points: int, height: int, width: int,
   return jax.vmap(one)(jnp.arange(num_points))
 
 
-def hint_map(ab: jax.Array, top: jax.Array, left: jax.Array, size: jax.Array, active: jax.Array,
-             max_size: int) -> jax.Array:
+def hint_map(
+  ab: jax.Array, top: jax.Array, left: jax.Array, size: jax.Array, active: jax.Array, max_size: int
+) -> jax.Array:
   """The hint map of one image from its squares: each active square gets the mean ab under it.
 
   Args:
@@ -124,14 +134,16 @@ def hint_map(ab: jax.Array, top: jax.Array, left: jax.Array, size: jax.Array, ac
   inside = offsets < size[:, None]  # [P, K]
   cells = inside[:, :, None] & inside[:, None, :]  # [P, K, K]
   window = ab[rows[:, :, None], cols[:, None, :]]  # [P, K, K, 2]
-  means = (jnp.sum(jnp.where(cells[..., None], window, 0.0), axis=(1, 2))
-           / jnp.square(size).astype(jnp.float32)[:, None])  # [P, 2]
+  means = (
+    jnp.sum(jnp.where(cells[..., None], window, 0.0), axis=(1, 2))
+    / jnp.square(size).astype(jnp.float32)[:, None]
+  )  # [P, 2]
   # Each pixel's owner: 1 + the index of the last active square over it, 0 for none. A max is
   # order-independent, so the scatter gives the same map on every backend (resume stays bit-exact).
-  owners = jnp.where(cells & active[:, None, None],
-                     jnp.arange(1, len(top) + 1, dtype=jnp.int32)[:, None, None], 0)
-  owner = jnp.zeros((height, width), jnp.int32).at[
-      rows[:, :, None], cols[:, None, :]].max(owners)
+  owners = jnp.where(
+    cells & active[:, None, None], jnp.arange(1, len(top) + 1, dtype=jnp.int32)[:, None, None], 0
+  )
+  owner = jnp.zeros((height, width), jnp.int32).at[rows[:, :, None], cols[:, None, :]].max(owners)
   mask = owner > 0
   values = jnp.where(mask[..., None], means[jnp.maximum(owner - 1, 0)], 0.0)
   return jnp.concatenate([values, mask[..., None].astype(jnp.float32)], axis=-1)
@@ -165,8 +177,9 @@ def simulate(rng: jax.Array, ab: jax.Array, spec: HintSpec) -> jax.Array:
   return jax.vmap(one)(jax.random.split(rng, ab.shape[0]), ab)
 
 
-def ground_truth_hints(ab: jax.Array, image_index: jax.Array, count: jax.Array,
-                       max_count: int) -> jax.Array:
+def ground_truth_hints(
+  ab: jax.Array, image_index: jax.Array, count: jax.Array, max_count: int
+) -> jax.Array:
   """Evaluation's hints: the first `count` of max_count points of EVAL_SPEC, per image index.
 
   Args:
@@ -182,8 +195,9 @@ def ground_truth_hints(ab: jax.Array, image_index: jax.Array, count: jax.Array,
   base = jax.random.key(EVAL_SEED)
 
   def one(index, image_ab):
-    top, left, size = sample_points(jax.random.fold_in(base, index), max_count, height, width,
-                                    EVAL_SPEC)
+    top, left, size = sample_points(
+      jax.random.fold_in(base, index), max_count, height, width, EVAL_SPEC
+    )
     active = jnp.arange(max_count) < count
     return hint_map(image_ab, top, left, size, active, EVAL_SPEC.max_patch_size)
 

@@ -31,7 +31,6 @@ import errno
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -70,8 +69,13 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "The training run whose generator colorizes.")
   flags.DEFINE_integer("step", None, "The checkpoint step (default: the latest).")
   flags.DEFINE_integer("port", 7860, "The port to serve on.", lower_bound=1, upper_bound=65535)
-  flags.DEFINE_string("host", "127.0.0.1", "The address to bind: 127.0.0.1 (this machine only) "
-                      "unless told otherwise, e.g. 0.0.0.0 for the local network.")
+  flags.DEFINE_string(
+    "host",
+    "127.0.0.1",
+    "The address to bind: 127.0.0.1 (this machine only) "
+    "unless told otherwise, e.g. 0.0.0.0 for the local network.",
+  )
+
 
 class Page:
   """The colorize function behind the page: a Colorizer and the temporary folder it works in."""
@@ -105,21 +109,23 @@ class Page:
     if photo is None:
       return None, None
     points = self._hints(photo, text)
-    return self._colorized(photo, points), _draw_hints(_gray(photo), text if points else None)
+    return self._colorized(photo, points), user_hints.draw_hints(
+      _gray(photo), text if points else None
+    )
 
-  def add_hint(self, photo: photo_lib.Photo | None, text: str | None, rgb: str, size: float,
-               evt):
+  def add_hint(self, photo: photo_lib.Photo | None, text: str | None, rgb: str, size: float, evt):
     """A click at evt.index = (x, y) on the gray photo -> (colorized, gray with hints, new text)."""
     if photo is None:
       return None, None, text
     points = json.loads(text)["points"] if (text or "").strip() else []
     x, y = evt.index
-    points.append({"x": int(x), "y": int(y), "rgb": parse_color(rgb), "size": int(size)})
+    points.append({"x": int(x), "y": int(y), "rgb": user_hints.parse_color(rgb), "size": int(size)})
     text = json.dumps({"points": points})
     return (*self.recolorize(photo, text), text)
 
   def _load(self, path: str) -> photo_lib.Photo:
     import gradio as gr  # pylint: disable=g-import-not-at-top
+
     try:
       return photo_lib.load_photo(path)
     except photo_lib.BadPhoto as e:
@@ -130,16 +136,21 @@ class Page:
   def _hints(self, photo: photo_lib.Photo, text: str | None) -> user_hints.UserHints | None:
     """The hints in `text` (JSON, as --hints files), None for none. Raises gradio.Error."""
     import gradio as gr  # pylint: disable=g-import-not-at-top
+
     if not (text or "").strip():
       return None
     if not self.colorizer.takes_hints:
-      raise gr.Error("this run was trained without hints (config.hints.enabled=False): clear the "
-                     "hints", print_exception=False)
+      raise gr.Error(
+        "this run was trained without hints (config.hints.enabled=False): clear the hints",
+        print_exception=False,
+      )
     try:
       return user_hints.parse_points(json.loads(text), *photo.l.shape, what="the hints")
     except json.JSONDecodeError as e:
-      raise gr.Error(f"the hints are not JSON ({e.msg} at line {e.lineno} column {e.colno})",
-                     print_exception=False) from e
+      raise gr.Error(
+        f"the hints are not JSON ({e.msg} at line {e.lineno} column {e.colno})",
+        print_exception=False,
+      ) from e
     except errors.HintError as e:
       raise gr.Error(str(e), print_exception=False) from e
 
@@ -156,21 +167,6 @@ class Page:
       os.remove(real)
 
 
-def parse_color(text: str) -> list[int]:
-  """A color picker's value ("#rrggbb", "#rgb", "rgb(r, g, b)", "rgba(...)") -> [r, g, b]."""
-  text = (text or "").strip()
-  if re.fullmatch(r"#[0-9a-fA-F]{6}", text):
-    return [int(text[i:i + 2], 16) for i in (1, 3, 5)]
-  if re.fullmatch(r"#[0-9a-fA-F]{3}", text):
-    return [17 * int(c, 16) for c in text[1:]]
-  found = re.fullmatch(r"rgba?\(([^)]*)\)", text)
-  if found:
-    parts = [float(p) for p in found.group(1).replace(",", " ").split()[:3]]
-    if len(parts) == 3:
-      return [int(round(min(max(p, 0.0), 255.0))) for p in parts]
-  raise ValueError(f"{text!r} is not a color")
-
-
 def _gray(photo: photo_lib.Photo) -> np.ndarray:
   """The photo's L as sRGB gray, uint8 [H, W] (ab = 0; the mean evens out the conversion's +-1
   between channels)."""
@@ -178,76 +174,109 @@ def _gray(photo: photo_lib.Photo) -> np.ndarray:
   return np.round(gray.mean(axis=-1)).astype(np.uint8)
 
 
-def _draw_hints(gray: np.ndarray, text: str | None) -> np.ndarray:
-  """The gray photo with each hint's square in its color, outlined: uint8 RGB [H, W, 3] (the gray
-  [H, W] itself when there is no hint)."""
-  if not text:
-    return gray
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top,g-multiple-import
-  image = Image.fromarray(gray).convert("RGB")
-  draw = ImageDraw.Draw(image)
-  for point in json.loads(text)["points"]:
-    x, y, size = int(point["x"]), int(point["y"]), int(point.get("size", 1))
-    half = max(size // 2, 2)  # visible even for 1-pixel hints
-    box = [x - half, y - half, x + half, y + half]
-    draw.rectangle(box, fill=tuple(point["rgb"]), outline="white", width=1)
-    draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline="black", width=1)
-  return np.asarray(image)
-
-
 def build(page: Page, examples: list[str]):
   """The Gradio Blocks of the page."""
   import gradio as gr  # pylint: disable=g-import-not-at-top
+
   takes_hints = page.colorizer.takes_hints
   with gr.Blocks(title="colorgan", delete_cache=(600, 3600)) as demo:
-    gr.Markdown(f"# colorgan\nA grayscale photo in, its colorization out (checkpoint step "
-                f"{page.colorizer.step}, generator at {page.colorizer.size} px). Drop a photo or "
-                "pick an example; the result keeps the photo's own lightness at full resolution."
-                + (" **Click the gray photo to give a color there** (pick the color and size "
-                   "first); each click colorizes again." if takes_hints else ""))
+    gr.Markdown(
+      f"# colorgan\nA grayscale photo in, its colorization out (checkpoint step "
+      f"{page.colorizer.step}, generator at {page.colorizer.size} px). Drop a photo or "
+      "pick an example; the result keeps the photo's own lightness at full resolution."
+      + (
+        " **Click the gray photo to give a color there** (pick the color and size "
+        "first); each click colorizes again."
+        if takes_hints
+        else ""
+      )
+    )
     if takes_hints and page.hint_note:
       gr.Markdown(page.hint_note, elem_id="hint_note")
     photo = gr.File(label="Photo", file_count="single", type="filepath", elem_id="photo")
     with gr.Row(visible=takes_hints):
       hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint color", elem_id="hint_color")
-      hint_size = gr.Slider(1, 256, value=HINT_SIZE, step=1, label="Hint size (photo pixels)",
-                            elem_id="hint_size")
+      hint_size = gr.Slider(
+        1, 256, value=HINT_SIZE, step=1, label="Hint size (photo pixels)", elem_id="hint_size"
+      )
       clear = gr.Button("Clear hints", elem_id="clear_hints")
     with gr.Row(equal_height=True):
-      gray = gr.Image(label="Gray input" + (": click to place a hint" if takes_hints else ""),
-                      type="numpy", format="png", image_mode=None, interactive=False,
-                      buttons=["fullscreen"], elem_id="gray")
-      result = gr.Image(label="Colorized", type="numpy", format="png", image_mode=None,
-                        interactive=False, buttons=["download", "fullscreen"], elem_id="colorized")
+      gray = gr.Image(
+        label="Gray input" + (": click to place a hint" if takes_hints else ""),
+        type="numpy",
+        format="png",
+        image_mode=None,
+        interactive=False,
+        buttons=["fullscreen"],
+        elem_id="gray",
+      )
+      result = gr.Image(
+        label="Colorized",
+        type="numpy",
+        format="png",
+        image_mode=None,
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        elem_id="colorized",
+      )
     with gr.Row(visible=takes_hints):
-      hints_text = gr.Textbox(label="Hints (JSON, as --mode=colorize --hints files)", lines=2,
-                              elem_id="hints", scale=4)
+      hints_text = gr.Textbox(
+        label="Hints (JSON, as --mode=colorize --hints files)", lines=2, elem_id="hints", scale=4
+      )
       apply = gr.Button("Colorize with these hints", elem_id="apply_hints", scale=1)
     gray_state, photo_state = gr.State(), gr.State()
     gr.Examples(examples=[[p] for p in examples], inputs=photo, label="Bundled photos")
     # The public endpoints' only output is the colorized PNG: `colorize` (the photo) and
     # `colorize_with_hints` (the photo and hints as JSON, through hidden inputs). The rest of the
     # page follows from States (not part of the API) in private steps.
-    photo.change(page.colorize_file, inputs=photo, outputs=[result, gray_state, photo_state],
-                 api_name=API_NAME, concurrency_limit=1).then(
-                     lambda g: (g, ""), inputs=gray_state, outputs=[gray, hints_text],
-                     api_visibility="private")
+    photo.change(
+      page.colorize_file,
+      inputs=photo,
+      outputs=[result, gray_state, photo_state],
+      api_name=API_NAME,
+      concurrency_limit=1,
+    ).then(
+      lambda g: (g, ""), inputs=gray_state, outputs=[gray, hints_text], api_visibility="private"
+    )
     if takes_hints:
-      def on_click(photo, text, rgb, size, evt: gr.SelectData):  # gradio passes the click's pixel
-        return page.add_hint(photo, text, rgb, size, evt)
-
-      private = dict(api_visibility="private", concurrency_limit=1)
-      gray.select(on_click, inputs=[photo_state, hints_text, hint_color, hint_size],
-                  outputs=[result, gray, hints_text], **private)
-      apply.click(page.recolorize, inputs=[photo_state, hints_text], outputs=[result, gray],
-                  **private)
-      clear.click(lambda p: (*page.recolorize(p, ""), ""), inputs=photo_state,
-                  outputs=[result, gray, hints_text], **private)
-      api_photo = gr.File(type="filepath", visible=False)
-      api_hints = gr.Textbox(visible=False)
-      gr.Button(visible=False).click(page.colorize_file_with_hints, inputs=[api_photo, api_hints],
-                                     outputs=result, api_name=HINTS_API_NAME, concurrency_limit=1)
+      _hint_events(
+        gr, page, photo_state, hints_text, hint_color, hint_size, gray, result, apply, clear
+      )
   return demo
+
+
+def _hint_events(
+  gr, page: Page, photo_state, hints_text, hint_color, hint_size, gray, result, apply, clear
+) -> None:
+  """The page's hint events: a click on the gray photo adds a hint, the box's JSON can be applied or
+  cleared, and a hidden button is the `colorize_with_hints` endpoint."""
+
+  def on_click(photo, text, rgb, size, evt: gr.SelectData):  # gradio passes the click's pixel
+    return page.add_hint(photo, text, rgb, size, evt)
+
+  private = dict(api_visibility="private", concurrency_limit=1)
+  gray.select(
+    on_click,
+    inputs=[photo_state, hints_text, hint_color, hint_size],
+    outputs=[result, gray, hints_text],
+    **private,
+  )
+  apply.click(page.recolorize, inputs=[photo_state, hints_text], outputs=[result, gray], **private)
+  clear.click(
+    lambda p: (*page.recolorize(p, ""), ""),
+    inputs=photo_state,
+    outputs=[result, gray, hints_text],
+    **private,
+  )
+  api_photo = gr.File(type="filepath", visible=False)
+  api_hints = gr.Textbox(visible=False)
+  gr.Button(visible=False).click(
+    page.colorize_file_with_hints,
+    inputs=[api_photo, api_hints],
+    outputs=result,
+    api_name=HINTS_API_NAME,
+    concurrency_limit=1,
+  )
 
 
 def _copy_examples(folder: str) -> list[str]:
@@ -273,25 +302,40 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
   # Every upload and every file Gradio keeps goes here; gradio reads it when first imported.
   os.environ["GRADIO_TEMP_DIR"] = os.path.join(folder, "uploads")
   import gradio as gr  # pylint: disable=g-import-not-at-top
+
   try:
     colorizer = colorize.Colorizer.from_checkpoint(workdir, step, batch_size=1)
     page = Page(colorizer, folder, hint_note=hint_response.page_note(workdir))
     # Compiled now, not at the first upload.
     colorizer.colorize_photo(photo_lib.Photo(np.full((8, 8), 50.0, np.float32), None))
     demo = build(page, _copy_examples(folder))
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # no web fonts fetched
-    _, url, _ = demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                            prevent_thread_lock=True, show_error=True, quiet=True, ssr_mode=False,
-                            mcp_server=False, pwa=False, enable_monitoring=False,
-                            max_file_size=MAX_FILE_SIZE, theme=theme, footer_links=["api"])
+    theme = gr.themes.Default(
+      font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # no web fonts fetched
+    _, url, _ = demo.launch(
+      server_name=host,
+      server_port=port,
+      share=False,
+      inbrowser=False,
+      prevent_thread_lock=True,
+      show_error=True,
+      quiet=True,
+      ssr_mode=False,
+      mcp_server=False,
+      pwa=False,
+      enable_monitoring=False,
+      max_file_size=MAX_FILE_SIZE,
+      theme=theme,
+      footer_links=["api"],
+    )
   except BaseException:
     shutil.rmtree(folder, ignore_errors=True)
     raise
   if not block:
     return demo, url, folder
-  print(f"colorgan: serving the generator of step {colorizer.step} at {url} (Ctrl-C stops)",
-        flush=True)
+  print(
+    f"colorgan: serving the generator of step {colorizer.step} at {url} (Ctrl-C stops)", flush=True
+  )
   signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: the same clean exit
   try:
     demo.block_thread()  # returns on KeyboardInterrupt
@@ -325,12 +369,15 @@ def check_address(host: str, port: int) -> None:
   """
   bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
   try:
-    family, kind, proto, _, address = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(
+      bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
   except (socket.gaierror, UnicodeError) as e:
     reason = getattr(e, "strerror", None) or cli.one_line(e)
-    raise errors.UsageError(f"--host={host} is not a known address ({reason}): use "
-                            "127.0.0.1 (this machine only) or 0.0.0.0 (the local network)") from None
+    raise errors.UsageError(
+      f"--host={host} is not a known address ({reason}): use "
+      "127.0.0.1 (this machine only) or 0.0.0.0 (the local network)"
+    ) from None
   with socket.socket(family, kind, proto) as probe:
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
     try:
@@ -342,14 +389,20 @@ def check_address(host: str, port: int) -> None:
 def address_message(host: str, port: int, error: OSError) -> str:
   """One line for an address that cannot be served, naming the flag to change."""
   if error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error):
-    return (f"--port={port} is in use (another server, or a colorgan.serve still running): choose "
-            f"another --port, e.g. --port={port + 1 if port < 65535 else 7860}")
+    return (
+      f"--port={port} is in use (another server, or a colorgan.serve still running): choose "
+      f"another --port, e.g. --port={port + 1 if port < 65535 else 7860}"
+    )
   if error.errno == errno.EACCES:
-    return (f"--port={port} cannot be bound here ({error.strerror}; ports below 1024 need root): "
-            "choose another --port, e.g. --port=7860")
+    return (
+      f"--port={port} cannot be bound here ({error.strerror}; ports below 1024 need root): "
+      "choose another --port, e.g. --port=7860"
+    )
   if error.errno == errno.EADDRNOTAVAIL:
-    return (f"--host={host} is not an address of this machine: use 127.0.0.1 (this machine only) "
-            "or 0.0.0.0 (the local network)")
+    return (
+      f"--host={host} is not an address of this machine: use 127.0.0.1 (this machine only) "
+      "or 0.0.0.0 (the local network)"
+    )
   return f"--host={host} --port={port} cannot be served: {cli.one_line(error)}"
 
 
@@ -358,8 +411,9 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected argument(s) {' '.join(argv[1:])}")
   if not FLAGS.workdir:
-    raise errors.UsageError("--workdir is required: the training run to serve, e.g. "
-                            "--workdir=workdirs/quickstart")
+    raise errors.UsageError(
+      "--workdir is required: the training run to serve, e.g. --workdir=workdirs/quickstart"
+    )
   if importlib.util.find_spec("gradio") is None:  # not imported here: serve() sets its folder first
     raise errors.UsageError(f"the page needs Gradio, which is not installed: {EXTRA}")
   check_address(FLAGS.host, FLAGS.port)

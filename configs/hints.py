@@ -22,10 +22,10 @@ from configs import quickstart  # noqa: E402
 from configs import resnet_unet  # noqa: E402
 
 BASES = {
-    "default": default.get_config,
-    "quickstart": quickstart.get_config,
-    "resnet_unet": resnet_unet.get_config,
-    "smoke": lambda: default.get_config("smoke"),
+  "default": default.get_config,
+  "quickstart": quickstart.get_config,
+  "resnet_unet": resnet_unet.get_config,
+  "smoke": lambda: default.get_config("smoke"),
 }
 
 
@@ -54,8 +54,9 @@ def quick_hints(config):
 def get_config(arg: str | None = None):
   base = arg or "default"
   if base not in BASES:
-    raise ValueError(f"configs/hints.py takes one of {', '.join(BASES)} (the recipe it adds hints "
-                     f"to), got {arg!r}")
+    raise ValueError(
+      f"configs/hints.py takes one of {', '.join(BASES)} (the recipe it adds hints to), got {arg!r}"
+    )
   config = BASES[base]()
   config.hints.enabled = True
   config.eval.hint_counts = (0, 1, 2, 5, 10, 20, 50)

@@ -48,20 +48,20 @@ def state_leaves(state) -> dict[str, np.ndarray]:
 def main(out: str, overrides: dict, meshes: list[str]) -> None:
   config = tiny_config(**overrides)
   source = sources.create_source(config)
-  dataset = pipeline.create_train_dataset(config, source.train,
-                                          rows=(0, config.batch_size))
+  dataset = pipeline.create_train_dataset(config, source.train, rows=(0, config.batch_size))
   batches = list(itertools.islice(dataset.as_numpy_iterator(), config.total_steps))
   generator = models.create_generator(config)
   discriminator = models.create_discriminator(config)
 
   # One initial state for all meshes (init_train_state compiles for as long as a step does).
-  initial = step_lib.init_train_state(config, generator, discriminator,
-                                   parallel.create_mesh(config, devices=jax.devices()[:1]))
+  initial = step_lib.init_train_state(
+    config, generator, discriminator, parallel.create_mesh(config, devices=jax.devices()[:1])
+  )
   results = {}
   for name in meshes:
     data, model = (int(n) for n in (name.split("x") + ["1"])[:2])
     config.mesh.data, config.mesh.model = data, model
-    mesh = parallel.create_mesh(config, devices=jax.devices()[:data * model])
+    mesh = parallel.create_mesh(config, devices=jax.devices()[: data * model])
     parallel.check_batch_size(config.batch_size, mesh)
     # A copy (the step donates its state argument), made outside the mesh context: `initial` lives
     # on another mesh.

@@ -3,7 +3,7 @@
 The signal tests run the real command line in a subprocess (tiny smoke config) and resume in-process.
 """
 
-import functools
+import functools  # noqa: F401  (used by _GENERATOR_VALUES, exec-ed in this module)
 import json
 import math
 import os
@@ -17,7 +17,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -39,8 +38,11 @@ N = 3  # steps before the interruption; the runs go to 2N
 
 
 def _leaves(tree):
-  keys_as_data = lambda x: (jax.random.key_data(x)  # noqa: E731
-                            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+  keys_as_data = lambda x: (
+    jax.random.key_data(x)  # noqa: E731
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    else x
+  )
   return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
@@ -61,18 +63,6 @@ def _runs(workdir):
     return json.load(f)["runs"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def jax_cache(tmp_path_factory):
-  """Most runs here compile the same tiny step: JAX's persistent cache compiles it once, also for
-  the subprocesses (which get the same compiler flags as conftest's)."""
-  path = str(tmp_path_factory.mktemp("jax_cache"))
-  compilation_cache.reset_cache()
-  jax.config.update("jax_compilation_cache_dir", path)
-  yield path
-  jax.config.update("jax_compilation_cache_dir", None)
-  compilation_cache.reset_cache()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """2N steps in one go (workdir a) and N steps, then a rerun to 2N (workdir b)."""
@@ -87,18 +77,30 @@ def runs(tmp_path_factory):
 def test_resume_is_bit_identical_to_an_uninterrupted_run(runs):
   a, b, uninterrupted, first, resumed = runs
   assert int(first.step) == N and int(resumed.step) == int(uninterrupted.step) == 2 * N
-  for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_opt_state", "step",
-               "rng"):
+  for name in (
+    "g_params",
+    "g_batch_stats",
+    "g_opt_state",
+    "d_params",
+    "d_opt_state",
+    "step",
+    "rng",
+  ):
     x, y = _leaves(getattr(uninterrupted, name)), _leaves(getattr(resumed, name))
     assert len(x) == len(y) > 0
     assert all(np.array_equal(u, v) for u, v in zip(x, y)), f"{name} differs after resuming"
   # Not trivially equal: the second half of the run changed every parameter.
-  assert not any(np.array_equal(u, v) for u, v in zip(_leaves(first.g_params),
-                                                      _leaves(resumed.g_params)))
+  assert not any(
+    np.array_equal(u, v) for u, v in zip(_leaves(first.g_params), _leaves(resumed.g_params))
+  )
   # Adam's moments are in the comparison above (2 networks x (mu, nu) x params + counts).
-  adam = [s for s in jax.tree.leaves(resumed.g_opt_state,
-                                     is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
-          if isinstance(s, optax.ScaleByAdamState)]
+  adam = [
+    s
+    for s in jax.tree.leaves(
+      resumed.g_opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)
+    )
+    if isinstance(s, optax.ScaleByAdamState)
+  ]
   assert len(adam) == 1
   assert len(_leaves(adam[0].mu)) == len(_leaves(adam[0].nu)) == len(_leaves(resumed.g_params))
 
@@ -133,8 +135,12 @@ def test_a_changed_model_or_optimizer_is_refused_with_the_keys(runs, capsys, mon
   assert (_steps(b), len(_runs(b))) == before  # nothing written
 
   # The command line turns it into one line on stderr and exit status 2.
-  argv = ["colorgan", f"--config={REPO}/configs/default.py:smoke", f"--workdir={b}",
-          "--config.model.d_layers=2"]
+  argv = [
+    "colorgan",
+    f"--config={REPO}/configs/default.py:smoke",
+    f"--workdir={b}",
+    "--config.model.d_layers=2",
+  ]
   monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the overrides from sys.argv
   main.FLAGS(argv)
   try:
@@ -147,18 +153,24 @@ def test_a_changed_model_or_optimizer_is_refused_with_the_keys(runs, capsys, mon
   error_lines = [line for line in stderr.splitlines() if line.startswith("colorgan: error: ")]
   assert len(error_lines) == 1 and "model.d_layers (3 -> 2)" in error_lines[0], stderr
   assert "Traceback" not in stderr
-  assert resume.config_changes(_config(), _config(total_steps=99, nan_policy="skip")) == (
-      [], [])
+  assert resume.config_changes(_config(), _config(total_steps=99, nan_policy="skip")) == ([], [])
 
 
-@pytest.mark.parametrize("schedule,before,after", [
+@pytest.mark.parametrize(
+  "schedule,before,after",
+  [
     # 2e-4, total 8, decay over the last 4: step 6 is halfway down; over 16 (decay 8) it is not yet.
     ("linear_decay", 2e-4 * (8 - 6) / 4, 2e-4),
-    ("cosine", 2e-4 * 0.5 * (1 + math.cos(math.pi * 6 / 8)),
-     2e-4 * 0.5 * (1 + math.cos(math.pi * 6 / 16))),
-])
-def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(tmp_path, schedule,
-                                                                             before, after):
+    (
+      "cosine",
+      2e-4 * 0.5 * (1 + math.cos(math.pi * 6 / 8)),
+      2e-4 * 0.5 * (1 + math.cos(math.pi * 6 / 16)),
+    ),
+  ],
+)
+def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(
+  tmp_path, schedule, before, after
+):
   saved = _config(total_steps=8, **{"optim.d_schedule": schedule})
   manager = checkpointing.create_manager(str(tmp_path), saved)
   checkpointing.save(manager, 6, {"x": jnp.zeros(2)}, saved, force=True)  # only the config is read
@@ -168,8 +180,10 @@ def test_a_new_total_steps_under_a_decaying_schedule_is_refused_unless_asked(tmp
     resume.check_config_change(manager, longer)
   message = str(e.value)
   assert "\n" not in message and "total_steps (8 -> 16)" in message
-  assert (f"the discriminator's learning rate at step 6 would go from {before:.3g} to {after:.3g}"
-          in message), message
+  assert (
+    f"the discriminator's learning rate at step 6 would go from {before:.3g} to {after:.3g}"
+    in message
+  ), message
   assert "generator's" not in message.replace("discriminator's", "")  # G's schedule is constant
   assert "allow_config_change=True" in message
   longer.allow_config_change = True  # asked for: the schedule is rebuilt over 16 steps
@@ -187,8 +201,11 @@ def test_a_checkpoint_with_the_discriminators_old_batchnorm_statistics_resumes(r
   # `d_batch_stats` entry beside the other fields: the same on-disk tree as this dict.
   _, b, _, _, resumed = runs
   config = _config(total_steps=2 * N)
-  fields = {name: getattr(resumed, name) for name in resumed.__dataclass_fields__
-            if name not in ("g_tx", "d_tx")}
+  fields = {
+    name: getattr(resumed, name)
+    for name in resumed.__dataclass_fields__
+    if name not in ("g_tx", "d_tx")
+  }
   old_d_stats = {"bn1": {"mean": jnp.ones(16), "var": jnp.full(16, 2.0)}}
   manager = checkpointing.create_manager(str(tmp_path), config)
   checkpointing.save(manager, 2 * N, {**fields, "d_batch_stats": old_d_stats}, config, force=True)
@@ -201,8 +218,9 @@ def test_a_checkpoint_with_the_discriminators_old_batchnorm_statistics_resumes(r
   assert checkpointing.restore_for_inference(str(tmp_path)).step == 2 * N
   # A checkpoint that lacks a leaf of today's state is still refused, in one line.
   manager = checkpointing.create_manager(str(tmp_path / "short"), config)
-  checkpointing.save(manager, 1, {k: v for k, v in fields.items() if k != "d_opt_state"}, config,
-                     force=True)
+  checkpointing.save(
+    manager, 1, {k: v for k, v in fields.items() if k != "d_opt_state"}, config, force=True
+  )
   manager.wait_until_finished()
   with pytest.raises(errors.RestoreError, match="cannot be restored"):
     checkpointing.restore_latest(manager, resumed)
@@ -220,15 +238,21 @@ def test_a_run_moves_between_the_layer_paths_without_allow_config_change(runs, t
   # No evaluation or sample grid at the end: only the step matters here (both keys are free too).
   quiet = dict(eval_every_steps=0, num_samples=0)
   restored = loop.train_and_evaluate(
-      _config(total_steps=2 * N, **quiet, **{"model.fast_layers": False}), flax_dir)
+    _config(total_steps=2 * N, **quiet, **{"model.fast_layers": False}), flax_dir
+  )
   assert int(restored.step) == 2 * N
   for name in ("g_params", "g_batch_stats", "d_params", "g_opt_state"):
-    assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(restored, name)),
-                                                    _leaves(getattr(saved, name)))), name
+    assert all(
+      np.array_equal(u, v)
+      for u, v in zip(_leaves(getattr(restored, name)), _leaves(getattr(saved, name)))
+    ), name
 
-  one_step = {fast: loop.train_and_evaluate(
-      _config(total_steps=2 * N + 1, **quiet, **{"model.fast_layers": fast}), workdir)
-              for fast, workdir in ((False, flax_dir), (True, fast_dir))}
+  one_step = {
+    fast: loop.train_and_evaluate(
+      _config(total_steps=2 * N + 1, **quiet, **{"model.fast_layers": fast}), workdir
+    )
+    for fast, workdir in ((False, flax_dir), (True, fast_dir))
+  }
   lr = _config().optim.g_learning_rate
   for name in ("g_params", "d_params"):
     before = _leaves(getattr(saved, name))
@@ -266,8 +290,9 @@ def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, 
   for mode, extra in (("evaluate", ()), ("colorize", colorize)):
     result = _main(f"--mode={mode}", f"--workdir={workdir}", f"--step={2 * N}", *extra)
     assert result.returncode == 1, result.stderr
-    error_lines = [line for line in result.stderr.splitlines()
-                   if line.startswith("colorgan: error:")]
+    error_lines = [
+      line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")
+    ]
     assert len(error_lines) == 1, result.stderr
     assert f"{workdir}/checkpoints/{2 * N} cannot be read" in error_lines[0]
     assert f"pass --step={N} to use the step before it" in error_lines[0]
@@ -276,8 +301,10 @@ def test_a_damaged_latest_checkpoint_is_one_line_naming_the_previous_step(runs, 
   result = _main("--mode=evaluate", f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr
   assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == N
-  assert (f"{workdir}/checkpoints/{2 * N} cannot be read: the checkpoint of step {2 * N} is "
-          f"damaged or incomplete; using step {N}, the one before it") in result.stderr
+  assert (
+    f"{workdir}/checkpoints/{2 * N} cannot be read: the checkpoint of step {2 * N} is "
+    f"damaged or incomplete; using step {N}, the one before it"
+  ) in result.stderr
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's loop
@@ -295,23 +322,31 @@ def test_a_damaged_only_checkpoint_says_none_is_left(runs, tmp_path):
     checkpointing.restore_latest(manager, resumed)
   manager.close()
   message = str(e.value)
-  assert message.startswith(f"{workdir}/checkpoints/{2 * N} cannot be read: the checkpoint of "
-                            f"step {2 * N} is damaged or incomplete")
-  assert (f"no earlier checkpoint is left: delete {workdir}/checkpoints/{2 * N} to train from step "
-          "0, or train in another --workdir") in message
+  assert message.startswith(
+    f"{workdir}/checkpoints/{2 * N} cannot be read: the checkpoint of "
+    f"step {2 * N} is damaged or incomplete"
+  )
+  assert (
+    f"no earlier checkpoint is left: delete {workdir}/checkpoints/{2 * N} to train from step "
+    "0, or train in another --workdir"
+  ) in message
   assert "config" not in message and "damaged, or" not in message, message
-  with pytest.raises(errors.RestoreError, match="no checkpoint in .* can be read: .* no earlier "
-                     "checkpoint is left: train again"):
+  with pytest.raises(
+    errors.RestoreError,
+    match="no checkpoint in .* can be read: .* no earlier checkpoint is left: train again",
+  ):
     checkpointing.restore_for_inference(workdir)
 
 
 def test_total_steps_0_is_refused_in_one_line(tmp_path):
   # It used to say "Done: checkpoints in ..." and write none.
-  result = _main("--config=configs/default.py:smoke", f"--workdir={tmp_path / 'run'}",
-                 "--config.total_steps=0")
+  result = _main(
+    "--config=configs/default.py:smoke", f"--workdir={tmp_path / 'run'}", "--config.total_steps=0"
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      "colorgan: error: config.total_steps=0 must be a number >= 1")
+    "colorgan: error: config.total_steps=0 must be a number >= 1"
+  )
   assert not os.path.exists(tmp_path / "run")
 
 
@@ -320,24 +355,36 @@ def test_a_change_the_state_cannot_follow_exits_in_one_line(runs, tmp_path):
   _, b, *_ = runs
   workdir = str(tmp_path / "wider")
   shutil.copytree(b, workdir)
-  result = _main("--config=configs/default.py:smoke", f"--workdir={workdir}",
-                 "--config.model.g_base_features=16", "--config.allow_config_change=True",
-                 f"--config.total_steps={3 * N}")
+  result = _main(
+    "--config=configs/default.py:smoke",
+    f"--workdir={workdir}",
+    "--config.model.g_base_features=16",
+    "--config.allow_config_change=True",
+    f"--config.total_steps={3 * N}",
+  )
   assert result.returncode == 1, result.stderr
-  error_lines = [line for line in result.stderr.splitlines()
-                 if line.startswith("colorgan: error:")]
-  assert (len(error_lines) == 1
-          and "cannot be restored into the state this config builds" in error_lines[0])
+  error_lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
+  assert (
+    len(error_lines) == 1
+    and "cannot be restored into the state this config builds" in error_lines[0]
+  )
   assert "g_params" in error_lines[0] and "damaged" not in error_lines[0]  # what differs
   assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr, (
-      result.stderr)
+    result.stderr
+  )
 
 
 def _main(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
-  return subprocess.run([sys.executable, "-m", "colorgan.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  # os.environ carries conftest's JAX_COMPILATION_CACHE_DIR: the runs here share the compilations.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  return subprocess.run(
+    [sys.executable, "-m", "colorgan.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_path):
@@ -345,8 +392,9 @@ def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_
   # An injected NaN: the reconstruction weight, changed on resume (allow_config_change).
   workdir = str(tmp_path / "nan")
   shutil.copytree(b, workdir)
-  config = _config(total_steps=3 * N, checkpoint_every_steps=1, log_every_steps=100,
-                   allow_config_change=True)
+  config = _config(
+    total_steps=3 * N, checkpoint_every_steps=1, log_every_steps=100, allow_config_change=True
+  )
   config.loss.l1_weight = float("nan")
   with pytest.raises(errors.Diverged) as e:
     loop.train_and_evaluate(config, workdir)
@@ -359,16 +407,20 @@ def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_
   assert _steps(workdir) == [N, 2 * N]  # step 2N + 1 was due a checkpoint: never saved
   model = checkpointing.restore_for_inference(workdir)
   assert model.step == 2 * N
-  assert all(np.array_equal(u, v) for u, v in zip(_leaves(model.g_variables["params"]),
-                                                  _leaves(resumed.g_params)))
+  assert all(
+    np.array_equal(u, v)
+    for u, v in zip(_leaves(model.g_variables["params"]), _leaves(resumed.g_params))
+  )
 
   # nan_policy=skip: every update is skipped (each step is non-finite), the step still advances.
   config.nan_policy = "skip"
   skipped = loop.train_and_evaluate(config, workdir)
   assert int(skipped.step) == 3 * N
   for name in ("g_params", "g_batch_stats", "g_opt_state", "d_params", "d_opt_state"):
-    assert all(np.array_equal(u, v) for u, v in zip(_leaves(getattr(skipped, name)),
-                                                    _leaves(getattr(resumed, name)))), name
+    assert all(
+      np.array_equal(u, v)
+      for u, v in zip(_leaves(getattr(skipped, name)), _leaves(getattr(resumed, name)))
+    ), name
   assert _steps(workdir)[-1] == 3 * N
 
 
@@ -377,13 +429,28 @@ class _Cli:
   """`python -m colorgan.main` in the background; its output collected line by line."""
 
   def __init__(self, workdir, *overrides, devices=1):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-               JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      JAX_NUM_CPU_DEVICES=str(devices),
+      JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    )
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "colorgan.main", "--config=configs/default.py:smoke",
-         f"--workdir={workdir}", "--config.total_steps=100000", *overrides],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+        sys.executable,
+        "-m",
+        "colorgan.main",
+        "--config=configs/default.py:smoke",
+        f"--workdir={workdir}",
+        "--config.total_steps=100000",
+        *overrides,
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
     self.lines = []
     self._reader = threading.Thread(target=self._read, daemon=True)
     self._reader.start()
@@ -419,8 +486,12 @@ def _tmp_dirs(workdir):
 def sigterm_run(tmp_path_factory):
   """A command-line run sent SIGTERM after its third step: (workdir, exit status, output lines)."""
   workdir = str(tmp_path_factory.mktemp("sigterm") / "run")
-  cli = _Cli(workdir, "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
-             "--config.sample_every_steps=100000")
+  cli = _Cli(
+    workdir,
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=1000",
+    "--config.sample_every_steps=100000",
+  )
   cli.wait_for(lambda: any("step 3/100000" in line for line in cli.lines))
   cli.proc.send_signal(signal.SIGTERM)
   return workdir, cli.finish(), cli.lines
@@ -437,11 +508,14 @@ def test_sigterm_saves_the_current_step_and_exits_0(sigterm_run):
   assert _steps(workdir) == [step]  # not an interval step: saved because of the signal
   assert not any("Traceback" in line for line in lines)
   # The first step is logged once it ran, with its time (mostly compiling).
-  assert any(re.search(r"step 1 done in [0-9.]+ s \(compiling the train step included\)", line)
-             for line in lines), "\n".join(lines[:30])
+  assert any(
+    re.search(r"step 1 done in [0-9.]+ s \(compiling the train step included\)", line)
+    for line in lines
+  ), "\n".join(lines[:30])
   # Only colorgan's own INFO lines: orbax logs a dozen per checkpoint.
-  assert not any(re.match(r"I\d{4} .* (checkpoint_manager|async_checkpointer)\.py", line)
-                 for line in lines), "\n".join(lines)
+  assert not any(
+    re.match(r"I\d{4} .* (checkpoint_manager|async_checkpointer)\.py", line) for line in lines
+  ), "\n".join(lines)
 
 
 def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigterm_run, tmp_path):
@@ -449,8 +523,13 @@ def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigter
   shutil.copytree(sigterm_run[0], workdir)
   (sigterm_step,) = _steps(workdir)
   # The same command again (a checkpoint every step now): it resumes where SIGTERM stopped it.
-  cli = _Cli(workdir, "--config.log_every_steps=1000", "--config.checkpoint_every_steps=1",
-             "--config.sample_every_steps=100000", "--config.keep_checkpoints=2")
+  cli = _Cli(
+    workdir,
+    "--config.log_every_steps=1000",
+    "--config.checkpoint_every_steps=1",
+    "--config.sample_every_steps=100000",
+    "--config.keep_checkpoints=2",
+  )
   # Freeze it while a save is being written, check it still is, then kill -9.
   killed_in = None
   while killed_in is None:
@@ -463,8 +542,9 @@ def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigter
     else:
       cli.proc.send_signal(signal.SIGCONT)  # it committed meanwhile: try the next save
   assert cli.finish() == -signal.SIGKILL
-  assert any(f"Resumed from {workdir}/checkpoints at step {sigterm_step}" in line
-             for line in cli.lines), "\n".join(cli.lines[-20:])
+  assert any(
+    f"Resumed from {workdir}/checkpoints at step {sigterm_step}" in line for line in cli.lines
+  ), "\n".join(cli.lines[-20:])
   assert [r["start_step"] for r in _runs(workdir)] == [0, sigterm_step]
   uncommitted = int(killed_in[0].split(".")[0])
   committed = _steps(workdir)
@@ -475,8 +555,9 @@ def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigter
   # directory, and the last committed step restores.
   config, mesh = _config(), parallel.create_mesh()
   with jax.set_mesh(mesh):
-    fresh = step_lib.init_train_state(config, models.create_generator(config),
-                                      models.create_discriminator(config), mesh)
+    fresh = step_lib.init_train_state(
+      config, models.create_generator(config), models.create_discriminator(config), mesh
+    )
     manager = checkpointing.create_manager(workdir, config)
     # ... until the next run's manager deletes it: in a background thread (orbax awaits it before
     # its first save), so wait for it here.
@@ -491,14 +572,14 @@ def test_the_rerun_resumes_and_kill_9_during_a_save_keeps_the_last_commit(sigter
 
 # The generator's variables, each leaf filled with its own values (leaf k: arange * (k + 1)). The
 # 4-device process below runs the same source.
-_GENERATOR_VALUES = '''
+_GENERATOR_VALUES = """
 def generator_values(config):
   abstract = jax.eval_shape(functools.partial(models.create_generator(config).init, train=False),
                             jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32))
   leaves, treedef = jax.tree.flatten(abstract)
   return jax.tree.unflatten(treedef, [
       np.arange(x.size, dtype=np.float32).reshape(x.shape) * (k + 1) for k, x in enumerate(leaves)])
-'''
+"""
 exec(_GENERATOR_VALUES)  # pylint: disable=exec-used
 
 
@@ -506,7 +587,8 @@ def test_inference_restores_on_1_device_what_4_devices_saved(tmp_path):
   workdir = str(tmp_path / "run")
   # A 4-device process places the values replicated over its mesh (device_put: nothing to
   # compile) and saves them as a checkpoint's generator.
-  script = "\n".join([
+  script = "\n".join(
+    [
       "import functools, sys, jax, jax.numpy as jnp, numpy as np",
       "from colorgan import checkpointing, models, parallel",
       "from tests.conftest import tiny_config",
@@ -519,10 +601,17 @@ def test_inference_restores_on_1_device_what_4_devices_saved(tmp_path):
       "checkpointing.save(manager, 7, {'g_params': variables['params'],",
       "                                'g_batch_stats': variables['batch_stats']}, config, force=True)",
       "manager.close()",
-  ])
+    ]
+  )
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
-  result = subprocess.run([sys.executable, "-c", script, workdir], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-c", script, workdir],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
 
   config = tiny_config()
@@ -566,9 +655,15 @@ def test_best_checkpoint_is_kept_besides_the_latest(tmp_path):
 # 2 steps of tiny_config with 2 filters per network, no samples or evaluation, written by the flat
 # package before the subpackages (commit 360412f): checkpoints/2/ and the run's config.json.
 PRE_LAYOUT_RUN = os.path.join(REPO, "tests", "data", "pre_layout_run")
-PRE_LAYOUT_CONFIG = {"model.g_base_features": 2, "model.d_base_features": 2, "num_samples": 0,
-                     "eval_every_steps": 0, "checkpoint_every_steps": 2, "log_every_steps": 2,
-                     "sample_every_steps": 2}
+PRE_LAYOUT_CONFIG = {
+  "model.g_base_features": 2,
+  "model.d_base_features": 2,
+  "num_samples": 0,
+  "eval_every_steps": 0,
+  "checkpoint_every_steps": 2,
+  "log_every_steps": 2,
+  "sample_every_steps": 2,
+}
 
 
 def test_a_checkpoint_written_before_the_layout_change_resumes_and_colorizes(tmp_path):

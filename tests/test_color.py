@@ -32,17 +32,20 @@ def test_rgb_to_lab_matches_skimage(photos):
 def test_lab_to_rgb_matches_skimage(photos):
   for rgb in photos:
     lab = skimage.color.rgb2lab(rgb)
-    np.testing.assert_allclose(np.asarray(jax.jit(color.lab_to_rgb)(lab)),
-                               skimage.color.lab2rgb(lab), atol=1e-3, rtol=0)
+    np.testing.assert_allclose(
+      np.asarray(jax.jit(color.lab_to_rgb)(lab)), skimage.color.lab2rgb(lab), atol=1e-3, rtol=0
+    )
 
 
 def test_lab_to_rgb_matches_skimage_out_of_gamut():
   # Random Lab values, many outside the sRGB gamut (clipped) and some with negative z.
   rng = np.random.default_rng(0)
-  lab = np.stack([rng.uniform(0, 100, 5000), rng.uniform(-128, 127, 5000),
-                  rng.uniform(-128, 127, 5000)], axis=-1)
+  lab = np.stack(
+    [rng.uniform(0, 100, 5000), rng.uniform(-128, 127, 5000), rng.uniform(-128, 127, 5000)], axis=-1
+  )
   with np.errstate(all="ignore"):
     import warnings  # pylint: disable=g-import-not-at-top
+
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # skimage warns about the negative z it clips
       expected = skimage.color.lab2rgb(lab)
@@ -73,26 +76,34 @@ def test_uint8_model_lab_matches_skimage():
 def test_gradients_are_finite_everywhere():
   # Black, white, both piecewise thresholds and ordinary colors: cbrt and x**(1/2.4) have infinite
   # slope at 0, which must not leak through the unused branch.
-  rgb = jnp.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.04045, 0.5, 0.0], [0.2, 0.4, 0.9],
-                   [1e-6, 0.0, 1e-3]])
+  rgb = jnp.array(
+    [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.04045, 0.5, 0.0], [0.2, 0.4, 0.9], [1e-6, 0.0, 1e-3]]
+  )
   grad_fwd = jax.jacobian(lambda x: color.rgb_to_lab(x).sum())(rgb)
   assert np.all(np.isfinite(grad_fwd))
-  lab = jnp.array([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [8.0, 0.0, 0.0], [50.0, 120.0, -120.0],
-                   [0.0, 50.0, 150.0]])
+  lab = jnp.array(
+    [[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [8.0, 0.0, 0.0], [50.0, 120.0, -120.0], [0.0, 50.0, 150.0]]
+  )
   grad_inv = jax.jacobian(lambda x: color.lab_to_rgb(x).sum())(lab)
   assert np.all(np.isfinite(grad_inv))
   # A gradient that exists is right: compare with central differences at an interior color.
   x = jnp.array([0.3, 0.5, 0.7])
   analytic = jax.jacobian(color.rgb_to_lab)(x)
   eps = 1e-3
-  numeric = np.stack([(color.rgb_to_lab(x + eps * e) - color.rgb_to_lab(x - eps * e)) / (2 * eps)
-                      for e in np.eye(3, dtype=np.float32)], axis=-1)
+  numeric = np.stack(
+    [
+      (color.rgb_to_lab(x + eps * e) - color.rgb_to_lab(x - eps * e)) / (2 * eps)
+      for e in np.eye(3, dtype=np.float32)
+    ],
+    axis=-1,
+  )
   np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=2e-2)
 
 
 def test_device_and_host_paths_share_constants_and_match_skimage(photos):
   """color.py with jax (training) and numpy (photo.py: full-resolution photos) against skimage."""
   from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
+
   for rgb in photos[:3]:
     lab = skimage.color.rgb2lab(rgb)
     np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb))[..., 0], lab[..., 0], atol=1e-3)

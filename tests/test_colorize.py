@@ -15,28 +15,36 @@ from PIL import ImageOps
 from colorgan import errors
 from colorgan.inference import colorize
 from colorgan.inference import photo
-from colorgan.training import loop
 from tests.conftest import REPO
-from tests.conftest import tiny_config
 
-GOOD = ("big.jpg", "gray.png", "sub/rgba.png", "sub/deeper/g16.png", "cmyk.jpg", "rotated.jpg",
-        "palette.png")
-BAD = {"broken.jpg": "corrupt or unreadable", "notes.txt": "not an image",
-       "bomb.png": "too large"}
+GOOD = (
+  "big.jpg",
+  "gray.png",
+  "sub/rgba.png",
+  "sub/deeper/g16.png",
+  "cmyk.jpg",
+  "rotated.jpg",
+  "palette.png",
+)
+BAD = {"broken.jpg": "corrupt or unreadable", "notes.txt": "not an image", "bomb.png": "too large"}
 
 
 def _cli(*args):
   # Compiling dominates tiny runs: as conftest does in-process.
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run([sys.executable, "-m", "colorgan.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "colorgan.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("colorize") / "run")
-  loop.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
-  return path
+def workdir(tiny_run):
+  return tiny_run  # conftest: a 1-step tiny run
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,9 @@ def photos(tmp_path_factory):
   Image.fromarray(np.dstack([coffee, alpha])).save(root / "sub" / "rgba.png")
   # 16-bit values that 8 bits cannot hold: a smooth ramp times the camera photo.
   ramp = np.linspace(0.2, 1.0, 512)[None, :] * (skimage.data.camera() / 255.0 * 0.8 + 0.2)
-  Image.fromarray(np.round(ramp * 65535).astype(np.uint16)).save(root / "sub" / "deeper" / "g16.png")
+  Image.fromarray(np.round(ramp * 65535).astype(np.uint16)).save(
+    root / "sub" / "deeper" / "g16.png"
+  )
   Image.fromarray(skimage.data.chelsea()).convert("CMYK").save(root / "cmyk.jpg")
   rocket = Image.fromarray(skimage.data.rocket())
   exif = rocket.getexif()
@@ -76,14 +86,16 @@ def _reference(path):
 
 
 def _lightness_error(reference_rgb, output_rgb):
-  return np.abs(skimage.color.rgb2lab(reference_rgb)[..., 0]
-                - skimage.color.rgb2lab(output_rgb / 255.0)[..., 0])
+  return np.abs(
+    skimage.color.rgb2lab(reference_rgb)[..., 0] - skimage.color.rgb2lab(output_rgb / 255.0)[..., 0]
+  )
 
 
 def test_colorize_a_folder_of_every_kind(workdir, photos, tmp_path):
   out = tmp_path / "out"
-  result = _cli("--mode=colorize", f"--workdir={workdir}", f"--input={photos}",
-                f"--output_dir={out}")
+  result = _cli(
+    "--mode=colorize", f"--workdir={workdir}", f"--input={photos}", f"--output_dir={out}"
+  )
   assert result.returncode == 1, result.stderr
   assert f"colorized {len(GOOD)} of {len(GOOD) + len(BAD)} photo(s) into {out}" in result.stdout
   assert f"{len(BAD)} of {len(GOOD) + len(BAD)} photo(s) failed" in result.stderr
@@ -93,7 +105,9 @@ def test_colorize_a_folder_of_every_kind(workdir, photos, tmp_path):
     assert len(named) == 1 and reason in named[0], (name, result.stderr)
   assert "Traceback" not in result.stderr
 
-  written = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+  written = sorted(
+    os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs
+  )
   assert written == sorted(os.path.splitext(name)[0] + ".png" for name in GOOD)
   for name in GOOD:
     reference, alpha = _reference(photos / name)
@@ -110,8 +124,9 @@ def test_colorize_a_folder_of_every_kind(workdir, photos, tmp_path):
 
 
 def test_refuses_to_overwrite_an_input(workdir, photos, tmp_path):
-  result = _cli("--mode=colorize", f"--workdir={workdir}", f"--input={photos}/*.png",
-                f"--output_dir={photos}")
+  result = _cli(
+    "--mode=colorize", f"--workdir={workdir}", f"--input={photos}/*.png", f"--output_dir={photos}"
+  )
   assert result.returncode == 2
   assert f"--output_dir={photos} would overwrite the input {photos}/" in result.stderr
   assert "Traceback" not in result.stderr
@@ -123,8 +138,9 @@ def colorizer(workdir):
 
 
 def test_jpg_output_and_a_glob(colorizer, photos, tmp_path):
-  work = photo.plan([str(photos / "sub" / "*.png"), str(photos / "gray.png")],
-                       str(tmp_path / "jpg"), "jpg")
+  work = photo.plan(
+    [str(photos / "sub" / "*.png"), str(photos / "gray.png")], str(tmp_path / "jpg"), "jpg"
+  )
   assert colorizer.run(work) == 0
   rgba = Image.open(tmp_path / "jpg" / "rgba.jpg")
   assert rgba.format == "JPEG" and rgba.mode == "RGB" and rgba.size == (300, 200)
@@ -154,13 +170,17 @@ def test_rerunning_into_the_input_folder_does_not_colorize_earlier_outputs(color
 
 
 def test_an_animation_is_colorized_from_its_first_frame_with_a_note(colorizer, tmp_path, capsys):
-  frames = [Image.fromarray(skimage.data.chelsea()[::4, ::4]),
-            Image.fromarray(skimage.data.coffee()[::4, ::4]).resize((113, 75))]
+  frames = [
+    Image.fromarray(skimage.data.chelsea()[::4, ::4]),
+    Image.fromarray(skimage.data.coffee()[::4, ::4]).resize((113, 75)),
+  ]
   frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
   assert colorizer.run(photo.plan([str(tmp_path / "anim.gif")], str(tmp_path / "out"))) == 0
   err = capsys.readouterr().err
-  assert f"colorgan: {tmp_path / 'anim.gif'}: 2 frames (an animation or several pages): only the " \
-         "first one is colorized" in err
+  assert (
+    f"colorgan: {tmp_path / 'anim.gif'}: 2 frames (an animation or several pages): only the "
+    "first one is colorized" in err
+  )
   first = np.asarray(frames[0].convert("RGB")) / 255.0
   output = np.asarray(Image.open(tmp_path / "out" / "anim.png"))
   assert output.shape[:2] == first.shape[:2]
@@ -195,8 +215,10 @@ def test_compose_keeps_lightness_and_hue_where_clipping_would_not():
   assert np.percentile(np.abs(skimage.color.rgb2lab(clipped)[..., 0] - l), 99) > 5  # why it exists
   # Hue kept where color remains; chroma only ever reduced.
   chroma = np.hypot(lab[..., 1], lab[..., 2])
-  hue_diff = np.angle(np.exp(1j * (np.arctan2(lab[..., 2], lab[..., 1])
-                                   - np.arctan2(ab[..., 1], ab[..., 0]))), deg=True)
+  hue_diff = np.angle(
+    np.exp(1j * (np.arctan2(lab[..., 2], lab[..., 1]) - np.arctan2(ab[..., 1], ab[..., 0]))),
+    deg=True,
+  )
   assert np.median(np.abs(hue_diff[chroma > 20])) < 2
   assert np.all(chroma <= np.hypot(ab[..., 0], ab[..., 1]) + 2)
   # In gamut, compose is the plain Lab -> sRGB conversion.
@@ -213,13 +235,16 @@ def test_whole_photo_geometry():
   l = np.tile(np.linspace(0, 100, 600, dtype=np.float32), (400, 1))  # a horizontal ramp
   model_l = photo.model_input(l, 64, squash=False)[..., 0]
   assert model_l.shape == (64, 64)
-  np.testing.assert_array_equal(model_l[43:], model_l[42:42 - 21:-1])  # mirror padding below
+  np.testing.assert_array_equal(model_l[43:], model_l[42 : 42 - 21 : -1])  # mirror padding below
   np.testing.assert_allclose(model_l[0, [0, -1]], [-1, 1], atol=0.05)  # the whole width is there
   # The padding's prediction is dropped: only the photo's area is upsampled.
   ab = np.full((64, 64, 2), 0.9, np.float32)
   ab[:43] = [0.1, -0.2]
-  np.testing.assert_allclose(photo.upsample_ab(ab, 400, 600, squash=False),
-                             np.broadcast_to([11.0, -22.0], (400, 600, 2)), rtol=1e-5)
+  np.testing.assert_allclose(
+    photo.upsample_ab(ab, 400, 600, squash=False),
+    np.broadcast_to([11.0, -22.0], (400, 600, 2)),
+    rtol=1e-5,
+  )
 
 
 # ----------------------------------------------------------------------------- planning
@@ -235,7 +260,9 @@ def test_plan_keeps_relative_paths_and_never_overwrites(tmp_path):
   assert names == ["a/b/z.png", "a/y.png", "x.jpg.png", "x.png.png"]
   work = photo.plan([str(src / "a" / "**" / "*.*")], str(tmp_path / "o"), "jpg")
   assert sorted(os.path.relpath(j.output, tmp_path / "o") for j in work.jobs) == [
-      "b/z.jpg", "y.jpg"]
+    "b/z.jpg",
+    "y.jpg",
+  ]
   with pytest.raises(errors.PlanError, match="would overwrite the input"):
     photo.plan([str(src / "x.png")], str(src))
   with pytest.raises(errors.PlanError, match="no such file or folder"):
@@ -244,15 +271,22 @@ def test_plan_keeps_relative_paths_and_never_overwrites(tmp_path):
     photo.plan([str(tmp_path / "*.webp")], str(tmp_path / "o"))
 
 
-def test_an_output_dir_that_cannot_be_written_is_one_line_before_any_work(workdir, photos,
-                                                                          read_only_folder):
-  result = _cli("--mode=colorize", f"--workdir={workdir}", f"--input={photos}",
-                f"--output_dir={read_only_folder}")
+def test_an_output_dir_that_cannot_be_written_is_one_line_before_any_work(
+  workdir, photos, read_only_folder
+):
+  result = _cli(
+    "--mode=colorize",
+    f"--workdir={workdir}",
+    f"--input={photos}",
+    f"--output_dir={read_only_folder}",
+  )
   assert result.returncode == 2, result.stderr
   assert result.stderr.splitlines()[-1].startswith(
-      f"colorgan: error: --output_dir={read_only_folder} cannot be written: ")
+    f"colorgan: error: --output_dir={read_only_folder} cannot be written: "
+  )
   assert result.stderr.splitlines()[-1].endswith(
-      "(a read-only file system or a missing permission: choose another --output_dir)")
+    "(a read-only file system or a missing permission: choose another --output_dir)"
+  )
   assert "Colorizing" not in result.stderr and "Traceback" not in result.stderr  # no work done
   inside = os.path.join(read_only_folder, "colorized")  # a folder that cannot be made
   with pytest.raises(errors.PlanError, match=f"--output_dir={inside} cannot be created: "):

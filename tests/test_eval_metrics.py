@@ -48,22 +48,25 @@ def weights(tmp_path_factory):
   crops = pipeline.load_eval_images(config, paths, NUM_IMAGES)
   pth, npz = str(root / "inception.pth"), str(root / "inception.npz")
   torch_reference.save_random_fid_inception(
-      pth, seed=1, calibration=inception.preprocess(crops).transpose(0, 3, 1, 2))
+    pth, seed=1, calibration=inception.preprocess(crops).transpose(0, 3, 1, 2)
+  )
   convert_weights.convert_inception(pth, npz)
   torch.manual_seed(1)
   lpips_model = torch_reference.lpips_reference()
   alexnet, heads, lpips_npz = str(root / "alex.pth"), str(root / "lin.pth"), str(root / "lp.npz")
   torch_reference.save_lpips_pths(lpips_model, alexnet, heads)
   convert_weights.convert_lpips(alexnet, heads, lpips_npz)
-  return dict(inception_pth=pth, inception=npz, lpips=lpips_npz, lpips_model=lpips_model,
-              crops=crops)
+  return dict(
+    inception_pth=pth, inception=npz, lpips=lpips_npz, lpips_model=lpips_model, crops=crops
+  )
 
 
 @pytest.fixture(scope="module")
 def run(weights, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run") / "run")
-  config = tiny_config(total_steps=2, eval_every_steps=2, eval_batch_size=4,
-                       num_eval_images=NUM_IMAGES)
+  config = tiny_config(
+    total_steps=2, eval_every_steps=2, eval_batch_size=4, num_eval_images=NUM_IMAGES
+  )
   config.eval.inception_weights = weights["inception"]
   config.eval.lpips_weights = weights["lpips"]
   configuration.validate(config)
@@ -84,7 +87,9 @@ def test_evaluation_adds_fid_kid_and_lpips_for_model_and_baseline(run):
   for events in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents.*")):
     for event in tf.compat.v1.train.summary_iterator(events):
       tags.update(v.tag for v in event.summary.value)
-  assert {f"eval/{who}/{k}" for who in ("model", "baseline") for k in ("fid", "kid", "lpips")} <= tags
+  assert {
+    f"eval/{who}/{k}" for who in ("model", "baseline") for k in ("fid", "kid", "lpips")
+  } <= tags
   # The sweep table reads the same file: FID, KID and LPIPS become columns.
   rows = sweep.results([dict(name="run", workdir=workdir)])
   table = sweep.format_table(rows)
@@ -100,14 +105,19 @@ def test_baseline_kid_and_lpips_match_the_references(run, weights):
   model = torch_reference.pytorch_fid_model(weights["inception_pth"])
   with torch.no_grad():
     gray_features, truth_features = (
-        model(torch_reference.torch_images(x))[0][:, :, 0, 0].double() for x in (gray, crops))
-    lpips_values = weights["lpips_model"](torch_reference.torch_images(gray),
-                                          torch_reference.torch_images(crops), normalize=True)
+      model(torch_reference.torch_images(x))[0][:, :, 0, 0].double() for x in (gray, crops)
+    )
+    lpips_values = weights["lpips_model"](
+      torch_reference.torch_images(gray), torch_reference.torch_images(crops), normalize=True
+    )
   from torch_fidelity import metric_kid  # pylint: disable=g-import-not-at-top
-  kid = metric_kid.kid_features_to_metric(gray_features, truth_features,
-                                          kid_subset_size=NUM_IMAGES, verbose=False)
-  np.testing.assert_allclose(result["baseline"]["kid"], kid["kernel_inception_distance_mean"],
-                             rtol=1e-3)
+
+  kid = metric_kid.kid_features_to_metric(
+    gray_features, truth_features, kid_subset_size=NUM_IMAGES, verbose=False
+  )
+  np.testing.assert_allclose(
+    result["baseline"]["kid"], kid["kernel_inception_distance_mean"], rtol=1e-3
+  )
   np.testing.assert_allclose(result["baseline"]["lpips"], float(lpips_values.mean()), rtol=1e-4)
 
 
@@ -130,23 +140,29 @@ def test_eval_weights_that_are_not_what_they_claim_are_one_line_config_errors(we
   config = tiny_config()
   config.eval.inception_weights = weights["lpips"]  # the LPIPS file given as Inception weights
   mesh = parallel.create_mesh()
-  with pytest.raises(errors.ConfigError,
-                     match="config.eval.inception_weights: .* does not hold the FID Inception"):
+  with pytest.raises(
+    errors.ConfigError, match="config.eval.inception_weights: .* does not hold the FID Inception"
+  ):
     evaluator.Evaluator(config, _predict(config), mesh, sources.create_source(config).eval)
   config.eval.inception_weights = str(tmp_path / "none.npz")
   with pytest.raises(errors.ConfigError, match="inception_weights=.*is not a .npz file"):
     configuration.validate(config)
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     (dict(best_checkpoint_metric="eval/fid"), "needs config.eval.inception_weights"),
     (dict(best_checkpoint_metric="eval/lpips"), "needs config.eval.lpips_weights"),
     (dict(best_checkpoint_metric="eval/sharpness"), "is not an evaluation metric"),
-    (dict(best_checkpoint_metric="eval/psnr", eval_every_steps=3),
-     "must be a multiple of eval_every_steps=3"),
+    (
+      dict(best_checkpoint_metric="eval/psnr", eval_every_steps=3),
+      "must be a multiple of eval_every_steps=3",
+    ),
     (dict(best_checkpoint_metric="eval/psnr", eval_every_steps=0), "eval_every_steps=0"),
     ({"eval.fid_reference": "ref.npz"}, "is not a .npz file"),
-])
+  ],
+)
 def test_eval_config_mistakes(overrides, message):
   config = tiny_config(**overrides)
   with pytest.raises(errors.ConfigError, match=message):
@@ -156,10 +172,17 @@ def test_eval_config_mistakes(overrides, message):
 def test_best_checkpoint_by_an_evaluation_metric(tmp_path):
   # Evaluations at 2, 4 and 6; one latest checkpoint kept, and the best by the model's ab_l1 in the
   # evaluation at each checkpoint's step.
-  config = tiny_config(total_steps=6, eval_every_steps=2, checkpoint_every_steps=2,
-                       log_every_steps=3, keep_checkpoints=1, num_eval_images=4,
-                       eval_batch_size=4, best_checkpoint_metric="eval/ab_l1",
-                       best_checkpoint_mode="max")
+  config = tiny_config(
+    total_steps=6,
+    eval_every_steps=2,
+    checkpoint_every_steps=2,
+    log_every_steps=3,
+    keep_checkpoints=1,
+    num_eval_images=4,
+    eval_batch_size=4,
+    best_checkpoint_metric="eval/ab_l1",
+    best_checkpoint_mode="max",
+  )
   configuration.validate(config)  # log_every_steps needs not divide checkpoint_every_steps here
   workdir = str(tmp_path / "run")
   loop.train_and_evaluate(config, workdir)
@@ -176,16 +199,26 @@ def test_best_checkpoint_by_an_evaluation_metric(tmp_path):
 def test_ranking_metrics_come_from_the_evaluation_at_the_step():
   result = {"model": {"psnr": 20.0, "fid": 31.5, "kid": None, "lpips": float("nan")}}
   assert loop.checkpoint_ranking({"ab_l1_lab": 3.0}, result) == {
-      "ab_l1_lab": 3.0, "eval/psnr": 20.0, "eval/fid": 31.5}
+    "ab_l1_lab": 3.0,
+    "eval/psnr": 20.0,
+    "eval/fid": 31.5,
+  }
   assert loop.checkpoint_ranking(None, None) is None
 
 
-@pytest.mark.parametrize("protocol, name, split", [("imagenet_val", "imagenet2012", "validation"),
-                                                  ("coco_val", "coco/2017", "validation")])
+@pytest.mark.parametrize(
+  "protocol, name, split",
+  [("imagenet_val", "imagenet2012", "validation"), ("coco_val", "coco/2017", "validation")],
+)
 def test_protocol_configs(protocol, name, split, weights, monkeypatch, tmp_path):
   from configs import protocols  # pylint: disable=g-import-not-at-top
+
   config = protocols.get_config(protocol)
-  assert (config.data.source, config.data.tfds_name, config.data.eval_split) == ("tfds", name, split)
+  assert (config.data.source, config.data.tfds_name, config.data.eval_split) == (
+    "tfds",
+    name,
+    split,
+  )
   assert config.image_size == 256 and config.data.resize_mode == "resize"
   assert config.num_eval_images == 0  # every photo of the split
   monkeypatch.chdir(tmp_path)
@@ -193,6 +226,7 @@ def test_protocol_configs(protocol, name, split, weights, monkeypatch, tmp_path)
     configuration.validate(config)  # not converted yet: one line saying how
   os.makedirs(tmp_path / "weights")
   for key in ("inception_weights", "lpips_weights"):
-    os.symlink(weights["inception" if key == "inception_weights" else "lpips"],
-               tmp_path / config.eval[key])
+    os.symlink(
+      weights["inception" if key == "inception_weights" else "lpips"], tmp_path / config.eval[key]
+    )
   configuration.validate(config)

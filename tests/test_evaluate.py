@@ -36,10 +36,20 @@ KEYS = {"psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1"}
 
 def _cli(*args, devices=1):
   # Compiling dominates tiny runs: as conftest does in-process.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-             JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run([sys.executable, "-m", "colorgan.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_NUM_CPU_DEVICES=str(devices),
+    JAX_DISABLE_MOST_OPTIMIZATIONS="true",
+  )
+  return subprocess.run(
+    [sys.executable, "-m", "colorgan.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +73,11 @@ def test_training_writes_the_eval_json_and_tensorboard_scalars(run):
     assert values["ab_l1"] > 0 and values["colorfulness"] >= 0
   assert result["baseline"]["colorfulness"] < 1  # gray: no color but rounding
   assert result["ground_truth"]["colorfulness"] > 10  # the bundled photos are colorful
-  np.testing.assert_allclose(result["baseline"]["delta_colorfulness"],
-                             result["ground_truth"]["colorfulness"]
-                             - result["baseline"]["colorfulness"], rtol=1e-4)
+  np.testing.assert_allclose(
+    result["baseline"]["delta_colorfulness"],
+    result["ground_truth"]["colorfulness"] - result["baseline"]["colorfulness"],
+    rtol=1e-4,
+  )
   tags = set()
   for events in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents.*")):
     for event in tf.compat.v1.train.summary_iterator(events):
@@ -90,8 +102,7 @@ def test_gray_baseline_matches_skimage(run):
 
 def test_evaluate_mode_on_two_devices_reproduces_the_training_eval(run):
   config, workdir, in_training = run
-  result = _cli("--mode=evaluate", f"--workdir={workdir}", "--config.eval_batch_size=4",
-                devices=2)
+  result = _cli("--mode=evaluate", f"--workdir={workdir}", "--config.eval_batch_size=4", devices=2)
   assert result.returncode == 0, result.stderr
   printed = json.loads(result.stdout.strip().splitlines()[-1])  # the JSON is the last line
   with open(os.path.join(workdir, "eval", "step_2.json")) as f:
@@ -99,15 +110,18 @@ def test_evaluate_mode_on_two_devices_reproduces_the_training_eval(run):
   assert printed["num_images"] == 6 and printed["step"] == 2  # the run's own config was used
   for who in ("model", "baseline"):
     for key in KEYS:
-      np.testing.assert_allclose(printed[who][key], in_training[who][key], rtol=1e-4,
-                                 err_msg=f"{who}.{key}")
+      np.testing.assert_allclose(
+        printed[who][key], in_training[who][key], rtol=1e-4, err_msg=f"{who}.{key}"
+      )
 
 
 def test_evaluate_mode_mistakes_are_one_line_errors(run, tmp_path):
   result = _cli("--mode=evaluate", f"--workdir={run[1]}", "--step=7")
   assert result.returncode == 2, result.stderr
   lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
-  assert len(lines) == 1 and "has no checkpoint at step 7: it has steps 2" in lines[0], result.stderr
+  assert len(lines) == 1 and "has no checkpoint at step 7: it has steps 2" in lines[0], (
+    result.stderr
+  )
   assert "Traceback" not in result.stderr
   result = _cli("--mode=evaluate", f"--workdir={tmp_path}")
   assert result.returncode == 2
@@ -118,17 +132,26 @@ def test_evaluate_checkpoint_on_a_tfds_eval_split(run, tmp_path):
   # coco256 / imagenet256 runs evaluate a TFDS split, which is no list of paths.
   workdir = str(tmp_path / "run")
   shutil.copytree(run[1], workdir)
-  config = tiny_config(**{"data.source": "tfds", "data.tfds_name": "imagenette/320px-v2",
-                          "data.eval_split": "validation", "eval_batch_size": 4,
-                          "num_eval_images": 6})
+  config = tiny_config(
+    **{
+      "data.source": "tfds",
+      "data.tfds_name": "imagenette/320px-v2",
+      "data.eval_split": "validation",
+      "eval_batch_size": 4,
+      "num_eval_images": 6,
+    }
+  )
   with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
     result = evaluator.evaluate_checkpoint(config, workdir)
   assert result["step"] == 2 and result["num_images"] == 6
   assert 5 < result["model"]["psnr"] < 60 and 0 < result["baseline"]["ssim"] <= 1
   with open(os.path.join(workdir, "eval", "imagenette_320px-v2_validation", "step_2.json")) as f:
     assert json.load(f)["num_images"] == 6
-  assert result["data"] == {"source": "tfds", "tfds_name": "imagenette/320px-v2",
-                            "split": "validation"}
+  assert result["data"] == {
+    "source": "tfds",
+    "tfds_name": "imagenette/320px-v2",
+    "split": "validation",
+  }
 
 
 def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypatch, caplog):
@@ -137,6 +160,7 @@ def test_a_read_only_workdir_is_evaluated_without_saving(run, tmp_path, monkeypa
 
   def read_only(*args, **kwargs):
     raise OSError(30, "Read-only file system")
+
   monkeypatch.setattr(fileio, "open", read_only, raising=False)
   config = tiny_config(eval_batch_size=4, num_eval_images=6)
   result = evaluator.evaluate_checkpoint(config, workdir)
@@ -192,8 +216,7 @@ def test_evaluate_on_other_settings_of_the_runs_data_writes_beside_its_record(ru
   workdir = str(tmp_path / "run")
   shutil.copytree(run[1], workdir)
   before = _read(os.path.join(workdir, "eval", "step_2.json"))
-  result = evaluator.evaluate_checkpoint(tiny_config(eval_batch_size=4, num_eval_images=3),
-                                         workdir)
+  result = evaluator.evaluate_checkpoint(tiny_config(eval_batch_size=4, num_eval_images=3), workdir)
   assert result["num_images"] == 3 and result["data"] == {"source": "bundled", "split": "all"}
   assert _read(os.path.join(workdir, "eval", "bundled-3photos-32px", "step_2.json")) == result
   assert _read(os.path.join(workdir, "eval", "step_2.json")) == before

@@ -20,7 +20,6 @@ from colorgan.inference import export
 from colorgan.inference import photo
 from colorgan.data import sources
 from colorgan import models
-from colorgan.training import loop
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -29,10 +28,8 @@ SIZES = ((48, 64), (64, 40), (37, 23))
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("export") / "run")
-  loop.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
-  return path
+def workdir(tiny_run):
+  return tiny_run  # conftest: a 1-step tiny run
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +45,11 @@ def vivid(workdir):
 @pytest.fixture(scope="module")
 def photos():
   """The bundled photos at SIZES (small, to keep the runtimes fast), as uint8 RGB."""
-  return [np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
-          for path in sources.bundled_photo_paths() for h, w in SIZES]
+  return [
+    np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
+    for path in sources.bundled_photo_paths()
+    for h, w in SIZES
+  ]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,10 @@ def references(vivid, photos):
 
 def _agreement(outputs, references):
   """(max level difference, share of pixels whose every channel is within 1 level)."""
-  diffs = [np.abs(o.astype(np.int32) - r.astype(np.int32)).max(axis=-1)
-           for o, r in zip(outputs, references)]
+  diffs = [
+    np.abs(o.astype(np.int32) - r.astype(np.int32)).max(axis=-1)
+    for o, r in zip(outputs, references)
+  ]
   within = sum(int((d <= 1).sum()) for d in diffs) / sum(d.size for d in diffs)
   return max(int(d.max()) for d in diffs), within
 
@@ -93,8 +95,12 @@ def test_export_matches_colorize_mode(fmt, vivid, photos, references, tmp_path, 
   assert written == json.loads(json.dumps(info))
   assert written["format"] == fmt and written["step"] == 1
   assert written["config"]["image_size"] == config.image_size
-  assert written["contract"]["input"] == {**written["contract"]["input"], "name": "image",
-                                          "dtype": "uint8", "shape": ["height", "width", 3]}
+  assert written["contract"]["input"] == {
+    **written["contract"]["input"],
+    "name": "image",
+    "dtype": "uint8",
+    "shape": ["height", "width", 3],
+  }
   assert written["contract"]["output"]["name"] == "colorized"
   assert written["contract"]["dynamic_shape"] is True
   assert (written.get("opset") == export.ONNX_OPSET) == (fmt == "onnx")
@@ -105,11 +111,18 @@ def test_onnx_graph_has_dynamic_height_and_width_and_states_its_opset(vivid, tmp
   export.export(config, variables, step=1, fmt="onnx", output=str(tmp_path / "m.onnx"))
   session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
   [source], [target] = session.get_inputs(), session.get_outputs()
-  assert (source.name, source.type, source.shape) == ("image", "tensor(uint8)",
-                                                      ["height", "width", 3])
-  assert (target.name, target.type, target.shape) == ("colorized", "tensor(uint8)",
-                                                      ["height", "width", 3])
+  assert (source.name, source.type, source.shape) == (
+    "image",
+    "tensor(uint8)",
+    ["height", "width", 3],
+  )
+  assert (target.name, target.type, target.shape) == (
+    "colorized",
+    "tensor(uint8)",
+    ["height", "width", 3],
+  )
   import onnx  # pylint: disable=g-import-not-at-top
+
   model = onnx.load(str(tmp_path / "m.onnx"))
   assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
 
@@ -117,8 +130,9 @@ def test_onnx_graph_has_dynamic_height_and_width_and_states_its_opset(vivid, tmp
 def test_fixed_export_size(vivid, photos, references, tmp_path):
   config, variables = vivid
   fixed = export.parse_export_size("37x23")
-  info = export.export(config, variables, step=1, fmt="tflite", output=str(tmp_path / "m.tflite"),
-                       fixed=fixed)
+  info = export.export(
+    config, variables, step=1, fmt="tflite", output=str(tmp_path / "m.tflite"), fixed=fixed
+  )
   assert info["contract"]["input"]["shape"] == [37, 23, 3] and not info["contract"]["dynamic_shape"]
   run = export.runner("tflite", str(tmp_path / "m.tflite"))
   odd = [(p, r) for p, r in zip(photos, references) if p.shape[:2] == (37, 23)]
@@ -129,8 +143,11 @@ def test_fixed_export_size(vivid, photos, references, tmp_path):
 def test_resnet_unet_exports_too(tmp_path):
   """The other generator (max pooling, bilinear upsampling inside), through the ONNX translator."""
   config = tiny_config(**{"model.generator": "resnet_unet", "image_size": 64})
-  variables = jax.device_get(models.create_generator(config).init(
-      jax.random.key(0), np.zeros((1, 64, 64, 1), np.float32), train=False))
+  variables = jax.device_get(
+    models.create_generator(config).init(
+      jax.random.key(0), np.zeros((1, 64, 64, 1), np.float32), train=False
+    )
+  )
   rgb = np.asarray(Image.open(sources.bundled_photo_paths()[3]).convert("RGB").resize((51, 40)))
   colorizer = colorize.Colorizer(config, variables, step=0, batch_size=1)
   reference = colorizer.colorize_photo(photo.Photo(photo.lightness(rgb), None))
@@ -149,18 +166,24 @@ def test_traced_geometry_is_colorize_modes():
       assert tuple(int(v) for v in got) == photo.content_size(h, w, size, squash), (h, w, size)
   for height, out in ((50, 17), (17, 50), (33, 33), (7, 64)):
     image = rng.uniform(0, 100, (height, 5)).astype(np.float32)
-    weights = export.bilinear_weights(np.arange(out, dtype=np.int32), np.int32(out),
-                                      np.int32(height), height)
+    weights = export.bilinear_weights(
+      np.arange(out, dtype=np.int32), np.int32(out), np.int32(height), height
+    )
     expected = np.asarray(Image.fromarray(image).resize((5, out), Image.Resampling.BILINEAR))
     np.testing.assert_allclose(np.asarray(weights) @ image, expected, atol=2e-4)
   l = rng.uniform(0, 100, (40, 23)).astype(np.float32)  # model_input's mirror padding
   h, w = photo.content_size(40, 23, 32, False)
-  rows = export.bilinear_weights(export.mirror(np.arange(32, dtype=np.int32), np.int32(h)),
-                                 np.int32(h), np.int32(40), 40)
-  cols = export.bilinear_weights(export.mirror(np.arange(32, dtype=np.int32), np.int32(w)),
-                                 np.int32(w), np.int32(23), 23)
-  np.testing.assert_allclose(np.asarray(rows) @ l @ np.asarray(cols).T / 50 - 1,
-                             photo.model_input(l, 32, False)[..., 0], atol=1e-5)
+  rows = export.bilinear_weights(
+    export.mirror(np.arange(32, dtype=np.int32), np.int32(h)), np.int32(h), np.int32(40), 40
+  )
+  cols = export.bilinear_weights(
+    export.mirror(np.arange(32, dtype=np.int32), np.int32(w)), np.int32(w), np.int32(23), 23
+  )
+  np.testing.assert_allclose(
+    np.asarray(rows) @ l @ np.asarray(cols).T / 50 - 1,
+    photo.model_input(l, 32, False)[..., 0],
+    atol=1e-5,
+  )
 
 
 def test_a_missing_onnx_package_is_one_line(vivid, tmp_path, monkeypatch):
@@ -168,16 +191,23 @@ def test_a_missing_onnx_package_is_one_line(vivid, tmp_path, monkeypatch):
   monkeypatch.delitem(sys.modules, "colorgan.inference.onnx_export", raising=False)
   monkeypatch.delattr(colorgan.inference, "onnx_export", raising=False)
   config, variables = vivid
-  with pytest.raises(errors.ExportError,
-                     match=r"needs the onnx package .*pip install -e '\.\[export\]'"):
+  with pytest.raises(
+    errors.ExportError, match=r"needs the onnx package .*pip install -e '\.\[export\]'"
+  ):
     export.export(config, variables, step=1, fmt="onnx", output=str(tmp_path / "m.onnx"))
   assert not os.listdir(tmp_path)  # nothing half-written
 
 
 def _cli(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run([sys.executable, "-m", "colorgan.main", "--mode=export", *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "colorgan.main", "--mode=export", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_cli_exports_the_checkpoint(workdir, tmp_path):
@@ -185,7 +215,8 @@ def test_cli_exports_the_checkpoint(workdir, tmp_path):
   result = _cli(f"--workdir={workdir}", "--format=onnx", f"--output={output}")
   assert result.returncode == 0, result.stderr
   assert f"exported the colorize function of step 1 (any height and width) as onnx to {output}" in (
-      result.stdout)
+    result.stdout
+  )
   info = json.load(open(f"{output}.json"))
   assert info["step"] == 1 and info["opset"] == 18
   # The checkpoint's own (near-gray) generator, through the host path and onnxruntime.
@@ -196,10 +227,16 @@ def test_cli_exports_the_checkpoint(workdir, tmp_path):
   assert within >= 0.999, (worst, within)
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize(
+  "args,message",
+  [
     (["--format=onnx"], "--output is required for --mode=export"),
-    (["--format=onnx", "--output=OUT/m.onnx", "--export_size=12y"], "--export_size=12y is not a size"),
-])
+    (
+      ["--format=onnx", "--output=OUT/m.onnx", "--export_size=12y"],
+      "--export_size=12y is not a size",
+    ),
+  ],
+)
 def test_cli_mistakes_are_one_line(workdir, tmp_path, args, message):
   args = [a.replace("OUT", str(tmp_path)) for a in args]
   result = _cli(f"--workdir={workdir}", *args)
@@ -212,11 +249,14 @@ def test_outputs_and_sizes_it_cannot_take(vivid, tmp_path):
   config, variables = vivid
   (tmp_path / "file").write_text("")
   for kwargs, message in (
-      ({"fmt": "tflite", "output": str(tmp_path)}, "is a folder: --format=tflite writes one file"),
-      ({"fmt": "savedmodel", "output": str(tmp_path / "file")}, "a SavedModel is a folder"),
-      ({"fmt": "onnx", "output": str(tmp_path / "m.onnx"), "size": 48},
-       "--colorize_size=48 must be a multiple of 32"),
-      ({"fmt": "coreml", "output": str(tmp_path / "m")}, "--format=coreml is not known")):
+    ({"fmt": "tflite", "output": str(tmp_path)}, "is a folder: --format=tflite writes one file"),
+    ({"fmt": "savedmodel", "output": str(tmp_path / "file")}, "a SavedModel is a folder"),
+    (
+      {"fmt": "onnx", "output": str(tmp_path / "m.onnx"), "size": 48},
+      "--colorize_size=48 must be a multiple of 32",
+    ),
+    ({"fmt": "coreml", "output": str(tmp_path / "m")}, "--format=coreml is not known"),
+  ):
     with pytest.raises(errors.ExportError, match=message):
       export.export(config, variables, step=1, **kwargs)
   assert sorted(os.listdir(tmp_path)) == ["file"]
@@ -227,14 +267,16 @@ def test_outputs_and_sizes_it_cannot_take(vivid, tmp_path):
       export.parse_export_size(text)
 
 
-def test_an_output_that_cannot_be_written_is_one_line_before_any_work(workdir, vivid,
-                                                                      read_only_folder):
+def test_an_output_that_cannot_be_written_is_one_line_before_any_work(
+  workdir, vivid, read_only_folder
+):
   output = os.path.join(read_only_folder, "colorize.onnx")
   result = _cli(f"--workdir={workdir}", "--format=onnx", f"--output={output}")
   assert result.returncode == 2, result.stderr
   assert result.stderr.splitlines()[-1] == (
-      f"colorgan: error: --output={output} cannot be written: Permission denied (a read-only file "
-      "system or a missing permission: choose another --output)")
+    f"colorgan: error: --output={output} cannot be written: Permission denied (a read-only file "
+    "system or a missing permission: choose another --output)"
+  )
   assert "Traceback" not in result.stderr
   config, variables = vivid
   inside = os.path.join(read_only_folder, "exports", "colorize_savedmodel")  # cannot be made
@@ -248,11 +290,26 @@ def test_tflite_export_says_nothing_alarming(workdir, tmp_path):
   likely fail if a gradient is requested" (twice: it loads the SavedModel twice)."""
   env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "TF_ENABLE_ONEDNN"))}
   result = subprocess.run(
-      [sys.executable, "-m", "colorgan.main", "--mode=export", f"--workdir={workdir}",
-       "--format=tflite", f"--output={tmp_path / 'm.tflite'}"], cwd=REPO, capture_output=True,
-      text=True, timeout=300, env=dict(env, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true"))
+    [
+      sys.executable,
+      "-m",
+      "colorgan.main",
+      "--mode=export",
+      f"--workdir={workdir}",
+      "--format=tflite",
+      f"--output={tmp_path / 'm.tflite'}",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(env, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true"),
+  )
   assert result.returncode == 0, result.stderr
-  strangers = [line for line in result.stderr.splitlines()
-               if not re.match(r"I\d{4} [\d:.]+ +\d+ (main|checkpointing)\.py:\d+\] ", line)]
+  strangers = [
+    line
+    for line in result.stderr.splitlines()
+    if not re.match(r"I\d{4} [\d:.]+ +\d+ (main|checkpointing)\.py:\d+\] ", line)
+  ]
   assert not strangers, result.stderr
   assert "oneDNN" not in result.stderr and "gradient" not in result.stderr

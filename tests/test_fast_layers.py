@@ -92,7 +92,8 @@ def _compare(fast, reference, x, *, seed=0):
   variables = _random_values(declared, seed)
   cotangent = _normal(seed + 1, jax.eval_shape(reference.apply, variables, x).shape)
   (y, (grads_v, grads_x)), (y_ref, (ref_v, ref_x)) = _layer_results(
-      fast, reference, variables, x, cotangent)
+    fast, reference, variables, x, cotangent
+  )
   assert y.dtype == y_ref.dtype == jnp.float32
   _assert_close(y, y_ref, what="output")
   _assert_trees_close(grads_v, ref_v)
@@ -100,27 +101,48 @@ def _compare(fast, reference, x, *, seed=0):
 
 
 def _conv_reference(features, strides, use_bias, dtype=jnp.float32):
-  return nn.Conv(features, (4, 4), strides=(strides, strides), padding=((1, 1), (1, 1)),
-                 use_bias=use_bias, kernel_init=layers.conv_init, dtype=dtype)
+  return nn.Conv(
+    features,
+    (4, 4),
+    strides=(strides, strides),
+    padding=((1, 1), (1, 1)),
+    use_bias=use_bias,
+    kernel_init=layers.conv_init,
+    dtype=dtype,
+  )
 
 
 def _conv_transpose_reference(features, use_bias, dtype=jnp.float32):
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                          use_bias=use_bias, kernel_init=layers.conv_init, dtype=dtype)
+  return nn.ConvTranspose(
+    features,
+    (4, 4),
+    strides=(2, 2),
+    padding=((2, 2), (2, 2)),
+    use_bias=use_bias,
+    kernel_init=layers.conv_init,
+    dtype=dtype,
+  )
 
 
 # (batch, height, width, in channels, features, use_bias): outputs 1x1 to 7x7, odd and non-square.
-CONV_CASES = [(1, 2, 2, 3, 4, False), (2, 4, 4, 2, 8, True), (1, 8, 8, 3, 1, True),
-              (2, 5, 5, 4, 3, False), (1, 3, 6, 2, 5, True)]
+CONV_CASES = [
+  (1, 2, 2, 3, 4, False),
+  (2, 4, 4, 2, 8, True),
+  (1, 8, 8, 3, 1, True),
+  (2, 5, 5, 4, 3, False),
+  (1, 3, 6, 2, 5, True),
+]
 
 
 @pytest.mark.parametrize("output_side", [False, True])
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("batch, height, width, channels, features, use_bias", CONV_CASES)
-def test_matmul_conv_is_flax_conv(batch, height, width, channels, features, strides, use_bias,
-                                  output_side):
-  fast = layers.down_conv(features, strides=strides, use_bias=use_bias, dtype=jnp.float32,
-                          fast=True)
+def test_matmul_conv_is_flax_conv(
+  batch, height, width, channels, features, strides, use_bias, output_side
+):
+  fast = layers.down_conv(
+    features, strides=strides, use_bias=use_bias, dtype=jnp.float32, fast=True
+  )
   assert isinstance(fast, layers.MatmulConv)
   assert (fast.kernel_size, fast.strides, fast.pad) == (4, strides, 1)
   x = _normal(height * width + channels, (batch, height, width, channels))
@@ -137,6 +159,7 @@ def _conv_runs_output_side(conv, x):
 def test_the_networks_convs_pick_both_formulations():
   """At 128 px the first down layers past the stem and the PatchGAN logits take the output side;
   the stems (1 and 3 channels) and the deep layers take im2col."""
+
   def picks(features, strides, input_shape):
     conv = layers.down_conv(features, strides=strides, use_bias=False, dtype=jnp.float32, fast=True)
     return _conv_runs_output_side(conv, jnp.zeros(input_shape))
@@ -154,8 +177,9 @@ def test_down_conv_plain_path_is_the_flax_reference():
     assert isinstance(conv, nn.Conv) and not isinstance(conv, layers.MatmulConv)
     x = _normal(0, (1, 6, 6, 2))
     variables = _random_values(_declarations(conv, x), 1)
-    np.testing.assert_array_equal(conv.apply(variables, x),
-                                  _conv_reference(6, strides, True).apply(variables, x))
+    np.testing.assert_array_equal(
+      conv.apply(variables, x), _conv_reference(6, strides, True).apply(variables, x)
+    )
 
 
 # The transposed conv's formulations, picked by shape: one product with all 16 taps (the kernel
@@ -163,10 +187,18 @@ def test_down_conv_plain_path_is_the_flax_reference():
 # product per tap when there are few pixels for many features.
 # (batch, height, width, in channels, features, use_bias): 1x1 to 8x8 inputs, non-square and odd
 # ones, few pixels for many features (per-tap territory) and the other way round.
-UP_CASES = [(1, 1, 1, 3, 2, True), (2, 1, 1, 4, 16, False), (1, 2, 2, 8, 16, True),
-            (2, 2, 2, 3, 4, False), (1, 4, 4, 4, 8, False), (2, 8, 8, 2, 3, True),
-            (1, 3, 6, 5, 6, True), (1, 3, 2, 4, 16, False), (1, 5, 5, 3, 64, True),
-            (1, 2, 2, 8, 4, True)]
+UP_CASES = [
+  (1, 1, 1, 3, 2, True),
+  (2, 1, 1, 4, 16, False),
+  (1, 2, 2, 8, 16, True),
+  (2, 2, 2, 3, 4, False),
+  (1, 4, 4, 4, 8, False),
+  (2, 8, 8, 2, 3, True),
+  (1, 3, 6, 5, 6, True),
+  (1, 3, 2, 4, 16, False),
+  (1, 5, 5, 3, 64, True),
+  (1, 2, 2, 8, 4, True),
+]
 
 
 def _fast_up_conv(features, use_bias, dtype):
@@ -199,13 +231,17 @@ def _formulation(conv, x):
   if batch_dims:
     return "per tap"
   (flip,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "rev"]
-  return "flip kernel" if flip.invars[0].aval.shape == (4, 4, x.shape[-1], conv.features) else (
-      "flip product")
+  return (
+    "flip kernel"
+    if flip.invars[0].aval.shape == (4, 4, x.shape[-1], conv.features)
+    else ("flip product")
+  )
 
 
 @pytest.mark.parametrize("batch, height, width, channels, features, use_bias", UP_CASES)
-def test_matmul_conv_transpose_is_flax_conv_transpose(batch, height, width, channels, features,
-                                                      use_bias):
+def test_matmul_conv_transpose_is_flax_conv_transpose(
+  batch, height, width, channels, features, use_bias
+):
   fast = _fast_up_conv(features, use_bias, jnp.float32)
   x = _normal(height * width + channels, (batch, height, width, channels))
   _compare(fast, _conv_transpose_reference(features, use_bias), x)
@@ -213,9 +249,12 @@ def test_matmul_conv_transpose_is_flax_conv_transpose(batch, height, width, chan
 
 def test_conv_transpose_cases_run_every_formulation():
   """The cases above reach every code path of the transposed conv (else they test less)."""
-  paths = {_formulation(_fast_up_conv(features, False, jnp.float32),
-                        jnp.zeros((batch, height, width, channels)))
-           for batch, height, width, channels, features, _ in UP_CASES}
+  paths = {
+    _formulation(
+      _fast_up_conv(features, False, jnp.float32), jnp.zeros((batch, height, width, channels))
+    )
+    for batch, height, width, channels, features, _ in UP_CASES
+  }
   assert paths == {"per tap", "flip kernel", "flip product"}
 
 
@@ -224,17 +263,24 @@ def test_up_conv_plain_path_is_the_flax_reference():
   assert isinstance(conv, nn.ConvTranspose)
   x = _normal(0, (2, 3, 4, 3))
   variables = _random_values(_declarations(conv, x), 1)
-  np.testing.assert_array_equal(conv.apply(variables, x),
-                                _conv_transpose_reference(5, True).apply(variables, x))
+  np.testing.assert_array_equal(
+    conv.apply(variables, x), _conv_transpose_reference(5, True).apply(variables, x)
+  )
 
 
 def test_fast_layers_init_to_the_flax_values():
   """The same key gives the same initial values: the same names, shapes and initializers."""
   x = _normal(0, (1, 4, 4, 3))
-  pairs = [(layers.down_conv(5, strides=s, use_bias=b, dtype=jnp.float32, fast=True),
-            _conv_reference(5, s, b)) for s, b in ((1, True), (2, False))]
-  pairs += [(_fast_up_conv(6, b, jnp.float32),
-             _conv_transpose_reference(6, b)) for b in (True, False)]
+  pairs = [
+    (
+      layers.down_conv(5, strides=s, use_bias=b, dtype=jnp.float32, fast=True),
+      _conv_reference(5, s, b),
+    )
+    for s, b in ((1, True), (2, False))
+  ]
+  pairs += [
+    (_fast_up_conv(6, b, jnp.float32), _conv_transpose_reference(6, b)) for b in (True, False)
+  ]
   for fast, reference in pairs:
     expected = reference.init(jax.random.key(3), x)
     got = fast.init(jax.random.key(3), x)
@@ -260,8 +306,11 @@ def test_bfloat16_outputs_match_flax(kind):
   assert y.dtype == y_ref.dtype == jnp.bfloat16
   _assert_close(y, y_ref, tol=4e-2)
   # And both are the float32 function up to bfloat16 rounding.
-  y32 = _conv_reference(16, 2, True).apply(variables, x) if kind == "conv" else (
-      _conv_transpose_reference(16, True).apply(variables, x))
+  y32 = (
+    _conv_reference(16, 2, True).apply(variables, x)
+    if kind == "conv"
+    else (_conv_transpose_reference(16, True).apply(variables, x))
+  )
   _assert_close(y, y32, tol=4e-2)
 
 
@@ -290,27 +339,40 @@ def test_other_fast_layers_values_are_one_line_errors(value):
   config = _config(value)
   with pytest.raises(errors.ConfigError) as e:
     configuration.validate(config)
-  assert str(e.value) == (f"config.model.fast_layers={value!r} is not known: choose auto (matrix "
-                          "products on CPU, flax's convolutions on GPU/TPU), True or False")
+  assert str(e.value) == (
+    f"config.model.fast_layers={value!r} is not known: choose auto (matrix "
+    "products on CPU, flax's convolutions on GPU/TPU), True or False"
+  )
   for good in ("auto", True, False):
     configuration.validate(_config(good))
 
 
-@pytest.mark.parametrize("size, g_params, d_params", [
+@pytest.mark.parametrize(
+  "size, g_params, d_params",
+  [
     (256, 54_409_858, 2_765_633),  # pix2pix unet_256 and the 70x70 PatchGAN
-    (32, None, None),              # the tiny config: the same count on both paths
-])
+    (32, None, None),  # the tiny config: the same count on both paths
+  ],
+)
 def test_parameter_counts_do_not_depend_on_the_path(size, g_params, d_params):
   counts = {}
   for fast in (False, True):
-    config = _config(fast, image_size=size, **({"model.g_base_features": 64,
-                                                 "model.d_base_features": 64} if g_params else {}))
+    config = _config(
+      fast,
+      image_size=size,
+      **({"model.g_base_features": 64, "model.d_base_features": 64} if g_params else {}),
+    )
     l = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
     ab = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
-    g = jax.eval_shape(functools.partial(models.create_generator(config).init, train=False),
-                       jax.random.key(0), l)
-    d = jax.eval_shape(functools.partial(models.create_discriminator(config).init, train=False),
-                       jax.random.key(0), l, ab)
+    g = jax.eval_shape(
+      functools.partial(models.create_generator(config).init, train=False), jax.random.key(0), l
+    )
+    d = jax.eval_shape(
+      functools.partial(models.create_discriminator(config).init, train=False),
+      jax.random.key(0),
+      l,
+      ab,
+    )
     counts[fast] = tuple(sum(int(x.size) for x in jax.tree.leaves(v["params"])) for v in (g, d))
   assert counts[True] == counts[False]
   if g_params:
@@ -320,9 +382,10 @@ def test_parameter_counts_do_not_depend_on_the_path(size, g_params, d_params):
 @pytest.fixture(scope="module")
 def networks():
   """Generator and discriminator of both paths (64 px: U-Net depth 6, so one dropout block)."""
-  config = {fast: _config(fast, image_size=64, **{"model.g_base_features": 4,
-                                                   "model.d_base_features": 4})
-            for fast in (False, True)}
+  config = {
+    fast: _config(fast, image_size=64, **{"model.g_base_features": 4, "model.d_base_features": 4})
+    for fast in (False, True)
+  }
   assert models.unet_num_downs(64) == 6
   g = {fast: models.create_generator(c) for fast, c in config.items()}
   d = {fast: models.create_discriminator(c) for fast, c in config.items()}
@@ -348,10 +411,17 @@ def _variables(modules, *inputs):
 @functools.partial(jax.jit, static_argnums=0)
 def _train_mode(module, variables, inputs, dropout_key):
   """Training-mode output, new BatchNorm statistics, and the gradient of <cotangent, output>."""
+
   def run(params):
-    out, updates = module.apply({**variables, "params": params}, *inputs, train=True,
-                                rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    out, updates = module.apply(
+      {**variables, "params": params},
+      *inputs,
+      train=True,
+      rngs={"dropout": dropout_key},
+      mutable=["batch_stats"],
+    )
     return out, updates["batch_stats"]
+
   out, pull_back, stats = jax.vjp(run, variables["params"], has_aux=True)
   cotangent = jax.random.normal(jax.random.key(5), out.shape, out.dtype)
   return out, stats, pull_back(cotangent)[0]
@@ -381,7 +451,8 @@ def test_generator_dropout_is_drawn_identically(networks):
   """Dropout on (depth 6): two rngs give two outputs, one rng the same output on both paths."""
   modules, inputs, variables = networks["g"]
   out = lambda fast, seed: _train_mode(  # noqa: E731
-      modules[fast], variables, inputs, jax.random.key(seed))[0]
+    modules[fast], variables, inputs, jax.random.key(seed)
+  )[0]
   assert not np.allclose(out(False, 8), out(False, 7), atol=1e-3)
   _assert_close(out(True, 8), out(False, 8))
 
@@ -400,8 +471,9 @@ def test_train_step_matches_the_flax_path():
     initial = jax.device_get(step_lib.init_train_state(config, g, d, mesh))
     batch = parallel.global_batch(mesh, {"image": images})
     for fast, c in configs.items():
-      step = step_lib.make_train_step(c, models.create_generator(c), models.create_discriminator(c),
-                                   mesh)
+      step = step_lib.make_train_step(
+        c, models.create_generator(c), models.create_discriminator(c), mesh
+      )
       # A fresh copy each time: the step donates its state (the rng key stays a jax.Array).
       fresh = jax.device_put(jax.tree.map(lambda x: x.copy(), initial), parallel.replicated(mesh))
       state, metrics = step(fresh, batch)
@@ -414,11 +486,18 @@ def test_train_step_matches_the_flax_path():
   _assert_trees_close(fast_state.g_batch_stats, ref_state.g_batch_stats)
   # Adam's first step moves each weight by about lr * sign(gradient): compare the moves, to a small
   # fraction of the learning rate (a near-zero gradient may round to either sign).
-  for name, lr in (("g_params", config.optim.g_learning_rate),
-                   ("d_params", config.optim.d_learning_rate)):
-    moves = [(np.asarray(f) - i, np.asarray(r) - i) for f, r, i in zip(
-        jax.tree.leaves(getattr(fast_state, name)), jax.tree.leaves(getattr(ref_state, name)),
-        jax.tree.leaves(getattr(initial, name)))]
+  for name, lr in (
+    ("g_params", config.optim.g_learning_rate),
+    ("d_params", config.optim.d_learning_rate),
+  ):
+    moves = [
+      (np.asarray(f) - i, np.asarray(r) - i)
+      for f, r, i in zip(
+        jax.tree.leaves(getattr(fast_state, name)),
+        jax.tree.leaves(getattr(ref_state, name)),
+        jax.tree.leaves(getattr(initial, name)),
+      )
+    ]
     diff = np.concatenate([np.ravel(f - r) for f, r in moves])
     assert np.abs(diff).mean() < 1e-3 * lr, name
     assert np.mean(np.abs(diff) > 0.01 * lr) < 1e-3, name

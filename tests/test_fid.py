@@ -27,17 +27,28 @@ from tests import torch_reference
 from tests.conftest import REPO
 
 
-
 # Photos of different sizes, each resized by the pipeline from its own size (as pytorch-fid does).
 SIZES = ((512, 512), (451, 300), (190, 240), (120, 96), (640, 427))
 
 
 def _cli(module: str, *args, devices: int = 1) -> subprocess.CompletedProcess:
   # Compiling dominates a few photos: as conftest does in-process.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-             TF_CPP_MIN_LOG_LEVEL="2", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_NUM_CPU_DEVICES=str(devices),
+    TF_CPP_MIN_LOG_LEVEL="2",
+    JAX_DISABLE_MOST_OPTIMIZATIONS="true",
+  )
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
 
 
 def _write_photos(folder, indices) -> list[str]:
@@ -62,8 +73,9 @@ def setup(tmp_path_factory):
   b = _write_photos(root / "b", (4, 5, 6, 7))
   with open(root / "b" / "broken.jpg", "wb") as f:
     f.write(b"\xff\xd8 not a jpeg")
-  calibration = np.stack([inception.preprocess(np.asarray(Image.open(p).convert("RGB")))
-                          for p in a + b]).transpose(0, 3, 1, 2)
+  calibration = np.stack(
+    [inception.preprocess(np.asarray(Image.open(p).convert("RGB"))) for p in a + b]
+  ).transpose(0, 3, 1, 2)
   pth, npz = str(root / "pt_inception.pth"), str(root / "inception.npz")
   torch_reference.save_random_fid_inception(pth, seed=0, calibration=calibration)
   convert_weights.main(["convert_weights", "inception", pth, npz])
@@ -75,6 +87,7 @@ def reference(setup):
   """pytorch-fid's own pipeline: its image dataset, InceptionV3, activations and statistics."""
   torch_reference.pytorch_fid_inception()
   from pytorch_fid import fid_score  # pylint: disable=g-import-not-at-top
+
   model = torch_reference.pytorch_fid_model(setup["pth"])
   torch.set_num_threads(2)
   out = {}
@@ -88,8 +101,13 @@ def reference(setup):
 def test_pool_features_match_pytorch_fid(setup, reference):
   variables = inception.load_variables(setup["npz"])
   mesh = parallel.create_mesh()
-  stats = fid.folder_stats(setup["a"], jax.tree.map(lambda x: parallel.replicate(mesh, x),
-                                                    variables), mesh, 2, progress=False)
+  stats = fid.folder_stats(
+    setup["a"],
+    jax.tree.map(lambda x: parallel.replicate(mesh, x), variables),
+    mesh,
+    2,
+    progress=False,
+  )
   ours, theirs = stats.features, reference["a"][0]
   assert ours.shape == theirs.shape == (4, 2048)
   assert np.mean(theirs > 0) > 0.9 and 0.05 < np.std(theirs)  # non-degenerate features
@@ -100,23 +118,37 @@ def test_pool_features_match_pytorch_fid(setup, reference):
 
 def test_resize_is_torch_interpolate_without_antialiasing():
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   for shape in ((37, 53), (299, 299), (600, 401), (120, 96)):
     image = rng.uniform(0, 1, shape + (3,)).astype(np.float32)
     # Contiguous [1, 3, H, W], as ToTensor makes it (torch resizes channels-last input otherwise).
-    theirs = F.interpolate(torch.as_tensor(image).permute(2, 0, 1).contiguous()[None],
-                           size=(299, 299),
-                           mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    theirs = (
+      F.interpolate(
+        torch.as_tensor(image).permute(2, 0, 1).contiguous()[None],
+        size=(299, 299),
+        mode="bilinear",
+        align_corners=False,
+      )[0]
+      .permute(1, 2, 0)
+      .numpy()
+    )
     np.testing.assert_allclose(inception.resize_bilinear(image), theirs, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(jax.jit(inception.resize_bilinear)(image)), theirs,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      np.asarray(jax.jit(inception.resize_bilinear)(image)), theirs, atol=1e-6
+    )
 
 
 def test_command_fid_and_kid_match_pytorch_fid_and_torch_fidelity(setup, reference, tmp_path):
   stats_path = str(tmp_path / "a_stats.npz")
-  result = _cli("colorgan.fid", str(setup["root"] / "a"), str(setup["root"] / "b"),
-                f"--inception_weights={setup['npz']}", "--batch_size=3",
-                f"--save_stats={stats_path}")
+  result = _cli(
+    "colorgan.fid",
+    str(setup["root"] / "a"),
+    str(setup["root"] / "b"),
+    f"--inception_weights={setup['npz']}",
+    "--batch_size=3",
+    f"--save_stats={stats_path}",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   printed = json.loads(result.stdout.strip().splitlines()[-1])
   assert f"skipped {setup['root'] / 'b' / 'broken.jpg'}" in result.stderr
@@ -124,6 +156,7 @@ def test_command_fid_and_kid_match_pytorch_fid_and_torch_fidelity(setup, referen
   assert printed["fid_backend"] == "pytorch-fid-inception-2015-12-05"
 
   from pytorch_fid import fid_score  # pylint: disable=g-import-not-at-top
+
   (_, mu_a, sigma_a), (act_b, mu_b, sigma_b) = reference["a"], reference["b"]
   theirs = fid_score.calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
   print(f"FID {printed['fid']:.6f}, pytorch-fid {theirs:.6f}")
@@ -131,9 +164,10 @@ def test_command_fid_and_kid_match_pytorch_fid_and_torch_fidelity(setup, referen
 
   # KID: torch-fidelity on pytorch-fid's activations (subsets of all 4 images: it needs n >= size).
   from torch_fidelity import metric_kid  # pylint: disable=g-import-not-at-top
-  kid = metric_kid.kid_features_to_metric(torch.as_tensor(reference["a"][0]),
-                                          torch.as_tensor(act_b), kid_subset_size=4,
-                                          verbose=False)
+
+  kid = metric_kid.kid_features_to_metric(
+    torch.as_tensor(reference["a"][0]), torch.as_tensor(act_b), kid_subset_size=4, verbose=False
+  )
   print(f"KID {printed['kid']:.8f}, torch-fidelity {kid['kernel_inception_distance_mean']:.8f}")
   np.testing.assert_allclose(printed["kid"], kid["kernel_inception_distance_mean"], rtol=1e-4)
 
@@ -146,31 +180,39 @@ def test_command_fid_and_kid_match_pytorch_fid_and_torch_fidelity(setup, referen
 
 def test_kid_is_torch_fidelitys_with_its_subsets():
   from torch_fidelity import metric_kid  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(1)
   f1 = rng.gamma(2.0, 0.3, (40, 64))
   f2 = rng.gamma(2.0, 0.35, (30, 64))
   ours = feature_stats.kid(f1, f2, subsets=7, subset_size=12)
-  theirs = metric_kid.kid_features_to_metric(torch.as_tensor(f1), torch.as_tensor(f2),
-                                             kid_subsets=7, kid_subset_size=12, verbose=False)
-  np.testing.assert_allclose(ours, (theirs["kernel_inception_distance_mean"],
-                                    theirs["kernel_inception_distance_std"]), rtol=1e-10)
+  theirs = metric_kid.kid_features_to_metric(
+    torch.as_tensor(f1), torch.as_tensor(f2), kid_subsets=7, kid_subset_size=12, verbose=False
+  )
+  np.testing.assert_allclose(
+    ours,
+    (theirs["kernel_inception_distance_mean"], theirs["kernel_inception_distance_std"]),
+    rtol=1e-10,
+  )
 
 
 def test_frechet_distance_is_pytorch_fids_including_its_fallback(capsys):
   from pytorch_fid import fid_score  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(2)
   for n in (200, 10):  # full rank; then singular (n < d), where the eps fallback may kick in
     a, b = rng.normal(0, 1, (n, 32)), rng.normal(0.2, 1.3, (n, 32))
     args = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-    np.testing.assert_allclose(feature_stats.frechet_distance(*args),
-                               fid_score.calculate_frechet_distance(*args), rtol=1e-9)
+    np.testing.assert_allclose(
+      feature_stats.frechet_distance(*args), fid_score.calculate_frechet_distance(*args), rtol=1e-9
+    )
   # The fallback itself: a product with no finite square root.
   zeros = np.zeros((2, 2))
   singular = np.array([[0.0, 1.0], [0.0, 0.0]])
   args = (np.zeros(2), singular, np.ones(2), np.eye(2))
   with np.errstate(all="ignore"):
-    np.testing.assert_allclose(feature_stats.frechet_distance(*args),
-                               fid_score.calculate_frechet_distance(*args), rtol=1e-9)
+    np.testing.assert_allclose(
+      feature_stats.frechet_distance(*args), fid_score.calculate_frechet_distance(*args), rtol=1e-9
+    )
   assert "singular product; adding 1e-06" in capsys.readouterr().out  # pytorch-fid fell back too
   assert feature_stats.frechet_distance(np.zeros(2), zeros, np.zeros(2), zeros) == 0.0
 
@@ -182,7 +224,7 @@ def test_streaming_statistics_do_not_depend_on_batching():
     stats = feature_stats.FeatureStats(16)
     start = 0
     for n in cuts:
-      stats.add(x[start:start + n])
+      stats.add(x[start : start + n])
       start += n
     np.testing.assert_allclose(stats.mu, x.astype(np.float64).mean(0), rtol=1e-12)
     np.testing.assert_allclose(stats.sigma, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-10)
@@ -226,18 +268,25 @@ def test_same_statistics_on_1_and_8_devices_and_any_batch_size(setup, tmp_path):
   files = setup["a"] + setup["b"][:1]  # 5 photos
   out = str(tmp_path / "eight.npz")
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="8", TF_CPP_MIN_LOG_LEVEL="2")
-  eight = subprocess.Popen([sys.executable, "-c", _DEVICES_PROGRAM, ",".join(files), setup["npz"],
-                            out], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+  eight = subprocess.Popen(
+    [sys.executable, "-c", _DEVICES_PROGRAM, ",".join(files), setup["npz"], out],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   mesh = parallel.create_mesh()
-  variables = jax.tree.map(lambda x: parallel.replicate(mesh, x),
-                           inception.load_variables(setup["npz"]))
+  variables = jax.tree.map(
+    lambda x: parallel.replicate(mesh, x), inception.load_variables(setup["npz"])
+  )
   ones = [fid.folder_stats(files, variables, mesh, batch, progress=False) for batch in (2, 3)]
   output, _ = eight.communicate(timeout=600)
   assert eight.returncode == 0, output[-3000:]
   with np.load(out) as npz:
-    runs = [(s.mu, s.sigma, s.features) for s in ones] + [(npz["mu"], npz["sigma"],
-                                                           npz["features"])]
+    runs = [(s.mu, s.sigma, s.features) for s in ones] + [
+      (npz["mu"], npz["sigma"], npz["features"])
+    ]
   # Equal up to float32 rounding: XLA:CPU's convolutions add in an order that depends on the batch
   # shape (a few 1e-5 of the features' scale); the float64 accumulation adds nothing to that.
   mu0, sigma0, features0 = runs[0]
@@ -255,15 +304,19 @@ def test_command_mistakes_are_one_line_errors(setup, tmp_path, capsys):
   empty.mkdir()
   a = str(setup["root"] / "a")
   cases = [
-      ((a, str(tmp_path / "missing"), f"--inception_weights={setup['npz']}"),
-       "missing: no such folder or file"),
-      ((a,), "expected two paths"),
-      ((a, a), "--inception_weights is required"),
-      ((a, a, f"--inception_weights={not_weights}"), "does not hold the FID Inception weights"),
-      ((str(empty), a, f"--inception_weights={setup['npz']}"), "holds 0 usable images"),
-      ((not_weights, a, f"--inception_weights={setup['npz']}", "--save_stats=x.npz"),
-       "is not a folder"),
-      ((a, a, "--batch_size=0"), "--batch_size"),
+    (
+      (a, str(tmp_path / "missing"), f"--inception_weights={setup['npz']}"),
+      "missing: no such folder or file",
+    ),
+    ((a,), "expected two paths"),
+    ((a, a), "--inception_weights is required"),
+    ((a, a, f"--inception_weights={not_weights}"), "does not hold the FID Inception weights"),
+    ((str(empty), a, f"--inception_weights={setup['npz']}"), "holds 0 usable images"),
+    (
+      (not_weights, a, f"--inception_weights={setup['npz']}", "--save_stats=x.npz"),
+      "is not a folder",
+    ),
+    ((a, a, "--batch_size=0"), "--batch_size"),
   ]
   # In this process, as the command runs them (its flags parsed, then main), flags reset after each.
   for args, message in cases:
@@ -294,8 +347,9 @@ def test_convert_weights_mistakes_are_one_line_errors(setup, tmp_path, capsys, m
     assert len(lines) == 1, lines
     return lines[0]
 
-  assert "is not pytorch-fid's FID Inception weights: no weights" in error("inception", lpips_file,
-                                                                           out)
+  assert "is not pytorch-fid's FID Inception weights: no weights" in error(
+    "inception", lpips_file, out
+  )
   assert "is not a PyTorch weights file" in error("inception", text, out)
   assert "is not torchvision's AlexNet weights" in error("lpips", setup["pth"], lpips_file, out)
   assert "none.pth: no such file" in error("inception", str(tmp_path / "none.pth"), out)

@@ -40,22 +40,36 @@ def test_a_folder_replaces_a_folder_whole(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["saved_model"]  # no temporary left behind
 
 
-_EXPECTED = {"params": {"conv": {"kernel": np.zeros((3, 3, 1, 4)), "bias": np.zeros(4)}},
-             "batch_stats": {}}
+_EXPECTED = {
+  "params": {"conv": {"kernel": np.zeros((3, 3, 1, 4)), "bias": np.zeros(4)}},
+  "batch_stats": {},
+}
 
 
-@pytest.mark.parametrize("loaded, message", [
-    ({"params/conv/kernel": np.zeros((3, 3, 1, 4))},
-     "w.npz is not the net: no weights for 1 of the network's 2 arrays: it lacks "
-     "'params/conv/bias'"),
-    ({"params/conv/kernel": np.zeros((3, 3, 1, 4)), "params/conv/bias": np.zeros(4),
-      "params/head/bias": np.zeros(1)},
-     "w.npz is not the net: it has 'params/head/bias', which the network lacks (1 unexpected of 3 "
-     "arrays)"),
-    ({"params": {"conv": {"kernel": np.zeros((3, 3, 2, 4)), "bias": np.zeros(4)}}},
-     "w.npz is not the net: 'params/conv/kernel' has shape (3, 3, 2, 4), the network needs "
-     "(3, 3, 1, 4)"),
-])
+@pytest.mark.parametrize(
+  "loaded, message",
+  [
+    (
+      {"params/conv/kernel": np.zeros((3, 3, 1, 4))},
+      "w.npz is not the net: no weights for 1 of the network's 2 arrays: it lacks "
+      "'params/conv/bias'",
+    ),
+    (
+      {
+        "params/conv/kernel": np.zeros((3, 3, 1, 4)),
+        "params/conv/bias": np.zeros(4),
+        "params/head/bias": np.zeros(1),
+      },
+      "w.npz is not the net: it has 'params/head/bias', which the network lacks (1 unexpected of 3 "
+      "arrays)",
+    ),
+    (
+      {"params": {"conv": {"kernel": np.zeros((3, 3, 2, 4)), "bias": np.zeros(4)}}},
+      "w.npz is not the net: 'params/conv/kernel' has shape (3, 3, 2, 4), the network needs "
+      "(3, 3, 1, 4)",
+    ),
+  ],
+)
 def test_check_tree_names_the_first_array_that_does_not_fit(loaded, message):
   with pytest.raises(errors.WeightsError) as e:
     fileio.check_tree(loaded, _EXPECTED, what="w.npz is not the net")
@@ -65,8 +79,11 @@ def test_check_tree_names_the_first_array_that_does_not_fit(loaded, message):
 
 
 def test_check_tree_can_ignore_arrays_the_network_lacks():
-  loaded = {"params/conv/kernel": np.zeros((3, 3, 1, 4)), "params/conv/bias": np.zeros(4),
-            "fc/weight": np.zeros((2, 2))}  # a PyTorch state_dict of a larger network
+  loaded = {
+    "params/conv/kernel": np.zeros((3, 3, 1, 4)),
+    "params/conv/bias": np.zeros(4),
+    "fc/weight": np.zeros((2, 2)),
+  }  # a PyTorch state_dict of a larger network
   fileio.check_tree(loaded, _EXPECTED, what="w.pth", allow_extra=True)
 
 

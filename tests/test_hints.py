@@ -40,19 +40,25 @@ from tests.conftest import tiny_config
 
 
 def _count(module, *inputs):
-  variables = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
-                             *inputs)
+  variables = jax.eval_shape(
+    functools.partial(module.init, train=False), jax.random.key(0), *inputs
+  )
   return sum(int(x.size) for x in jax.tree.leaves(variables["params"]))
 
 
 def _shapes(size):
-  return (jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32),
-          jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32))
+  return (
+    jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32),
+    jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32),
+  )
 
 
 def _leaves(tree):
-  keys_as_data = lambda x: (jax.random.key_data(x)  # noqa: E731
-                            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+  keys_as_data = lambda x: (
+    jax.random.key_data(x)  # noqa: E731
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    else x
+  )
   return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
@@ -60,10 +66,13 @@ def _leaves(tree):
 def test_without_hints_the_networks_are_todays_and_hints_widen_only_the_inputs():
   from configs import default  # pylint: disable=g-import-not-at-top
   from configs import resnet_unet  # pylint: disable=g-import-not-at-top
+
   l, ab = _shapes(256)
-  for make, g_params, extra in ((default.get_config, 54_409_858, 3 * 16 * 64),
-                                # the stem (7x7, 64) and the last block's full-size skip (3x3, 32)
-                                (resnet_unet.get_config, 15_228_898, 3 * 49 * 64 + 3 * 9 * 32)):
+  for make, g_params, extra in (
+    (default.get_config, 54_409_858, 3 * 16 * 64),
+    # the stem (7x7, 64) and the last block's full-size skip (3x3, 32)
+    (resnet_unet.get_config, 15_228_898, 3 * 49 * 64 + 3 * 9 * 32),
+  ):
     config = make()
     assert not config.hints.enabled
     assert _count(models.create_generator(config), l) == g_params
@@ -82,8 +91,8 @@ def test_without_hints_the_networks_are_todays_and_hints_widen_only_the_inputs()
 # (training/step.py): the split computes stop_gradient(fake_ab) once and orders two equations
 # differently; 3 steps of 5 recipes gave bit-identical states and metrics before and after.
 STEP_PROGRAM_SHA256 = {
-    "unet": "523506dbc3fe95db56ea84bdea25bb4c61d26007858d09fecb2a2252331537dd",
-    "resnet_unet": "7324dead8c662e1fdd4323aa03f55ebc86de74dc92b985d87ab206edaa57ee0b",
+  "unet": "523506dbc3fe95db56ea84bdea25bb4c61d26007858d09fecb2a2252331537dd",
+  "resnet_unet": "7324dead8c662e1fdd4323aa03f55ebc86de74dc92b985d87ab206edaa57ee0b",
 }
 
 
@@ -93,7 +102,7 @@ def _program_sha256(jaxpr) -> str:
   for match in re.finditer(r"\b(?:out_)?sharding=", text):
     if match.start() < i:
       continue
-    kept.append(text[i:match.start()])
+    kept.append(text[i : match.start()])
     i = match.end()
     if text.startswith("None", i):
       i += 4
@@ -110,8 +119,9 @@ def _program_sha256(jaxpr) -> str:
 
 def _step_program(config, mesh, batch) -> str:
   g, d = models.create_generator(config), models.create_discriminator(config)
-  state = jax.eval_shape(functools.partial(step_lib.create_train_state, config, g, d),
-                         jax.random.key(config.seed))
+  state = jax.eval_shape(
+    functools.partial(step_lib.create_train_state, config, g, d), jax.random.key(config.seed)
+  )
   return _program_sha256(jax.make_jaxpr(step_lib.make_train_step(config, g, d, mesh))(state, batch))
 
 
@@ -126,8 +136,9 @@ def test_without_hints_the_train_step_is_the_program_of_before(generator):
 
 
 # ----------------------------------------------------------------------------- simulated hints
-SPEC = hints.HintSpec(p=1 / 8, no_hint_share=0.25, max_points=64, min_patch_size=1,
-                      max_patch_size=9, center_sigma=0.25)
+SPEC = hints.HintSpec(
+  p=1 / 8, no_hint_share=0.25, max_points=64, min_patch_size=1, max_patch_size=9, center_sigma=0.25
+)
 
 
 def test_hint_map_squares_hold_the_mean_color_and_the_last_square_wins():
@@ -138,8 +149,8 @@ def test_hint_map_squares_hold_the_mean_color_and_the_last_square_wins():
   want = np.zeros((20, 30, 3), np.float32)
   for t, l, s, a in zip(top, left, size, active):  # later squares paint over earlier ones
     if a:
-      want[t:t + s, l:l + s, :2] = ab[t:t + s, l:l + s].mean(axis=(0, 1))
-      want[t:t + s, l:l + s, 2] = 1
+      want[t : t + s, l : l + s, :2] = ab[t : t + s, l : l + s].mean(axis=(0, 1))
+      want[t : t + s, l : l + s, 2] = 1
   np.testing.assert_allclose(got, want, atol=1e-6)
   assert got[..., 2].sum() == 25 + 9 + 25 - 4  # two squares overlap on 2x2 pixels; one inactive
 
@@ -171,8 +182,10 @@ def test_simulated_hints_are_deterministic_per_step_and_follow_the_distribution(
   assert np.all((top >= 0) & (top + size <= 64) & (left >= 0) & (left + size <= 48))
   # Locations (1-pixel squares: nothing moved at the edges) follow the Gaussian at the center with
   # sigma = side / 4, truncated to the image, against scipy's, drawn at pixel resolution.
-  top, left, _ = (np.asarray(x) for x in sample(
-      jax.random.key(3), n, 64, 48, SPEC._replace(min_patch_size=1, max_patch_size=1)))
+  top, left, _ = (
+    np.asarray(x)
+    for x in sample(jax.random.key(3), n, 64, 48, SPEC._replace(min_patch_size=1, max_patch_size=1))
+  )
   for got, side in ((top, 64), (left, 48)):
     reference = scipy.stats.truncnorm(-2, 2, loc=side / 2, scale=side / 4)
     drawn = np.floor(reference.rvs(n, random_state=side))
@@ -190,9 +203,11 @@ def test_simulated_hint_colors_are_the_photo_under_them():
     rows, cols = np.nonzero(hint[..., 2])
     top, left, side = rows.min(), cols.min(), rows.max() - rows.min() + 1
     assert len(rows) == side * side and cols.max() - left + 1 == side  # one square
-    np.testing.assert_allclose(hint[rows, cols, :2],
-                               np.broadcast_to(image[top:top + side, left:left + side].mean((0, 1)),
-                                               (len(rows), 2)), atol=1e-6)
+    np.testing.assert_allclose(
+      hint[rows, cols, :2],
+      np.broadcast_to(image[top : top + side, left : left + side].mean((0, 1)), (len(rows), 2)),
+      atol=1e-6,
+    )
 
 
 def test_ground_truth_hints_are_seeded_by_image_and_nested_by_count():
@@ -238,11 +253,14 @@ GRID_CASES = [(47, 30, 32, False), (29, 45, 32, False), (19, 13, 32, False), (45
 
 
 @pytest.mark.parametrize("height, width, size, squash", GRID_CASES)
-def test_json_hints_land_on_the_model_grid_where_the_photo_is(tmp_path, height, width, size,
-                                                              squash):
-  points = [{"x": 3, "y": 4, "rgb": [200, 30, 40], "size": 5},
-            {"x": width - 1, "y": height // 2, "rgb": [20, 90, 220], "size": 1},
-            {"x": width // 2 + 0.7, "y": height - 2, "rgb": [40, 180, 60]}]  # size 1, x floored
+def test_json_hints_land_on_the_model_grid_where_the_photo_is(
+  tmp_path, height, width, size, squash
+):
+  points = [
+    {"x": 3, "y": 4, "rgb": [200, 30, 40], "size": 5},
+    {"x": width - 1, "y": height // 2, "rgb": [20, 90, 220], "size": 1},
+    {"x": width // 2 + 0.7, "y": height - 2, "rgb": [40, 180, 60]},
+  ]  # size 1, x floored
   path = tmp_path / "p.json"
   path.write_text(json.dumps({"points": points}))
   user = user_hints.read_user_hints(str(path), height, width)
@@ -250,7 +268,9 @@ def test_json_hints_land_on_the_model_grid_where_the_photo_is(tmp_path, height, 
   rgb = np.zeros((height, width, 3), np.uint8)  # the colors painted at photo resolution
   for p in points:
     x, y, s = int(p["x"]), int(p["y"]), p.get("size", 1)
-    rgb[max(0, y - (s - 1) // 2):y + s // 2 + 1, max(0, x - (s - 1) // 2):x + s // 2 + 1] = p["rgb"]
+    rgb[max(0, y - (s - 1) // 2) : y + s // 2 + 1, max(0, x - (s - 1) // 2) : x + s // 2 + 1] = p[
+      "rgb"
+    ]
   painted = np.nonzero(rgb.any(axis=-1))
   assert sorted(zip(*painted)) == sorted(zip(user.rows, user.cols))
   content = photo_lib.content_size(height, width, size, squash)
@@ -280,10 +300,17 @@ def test_png_hints_land_on_the_model_grid(tmp_path, height, width, size, squash)
   user = user_hints.read_user_hints(str(path), height, width)
   rows, cols = np.nonzero(rgba[..., 3] >= MIN)
   assert sorted(zip(user.rows, user.cols)) == sorted(zip(rows, cols)) and (1, 1) not in set(
-      zip(user.rows, user.cols))
+    zip(user.rows, user.cols)
+  )
   grid = photo_lib.model_hints(user, height, width, size, squash)
-  _check_grid(grid, rgba[..., :3], rows, cols, (height, width),
-              photo_lib.content_size(height, width, size, squash))
+  _check_grid(
+    grid,
+    rgba[..., :3],
+    rows,
+    cols,
+    (height, width),
+    photo_lib.content_size(height, width, size, squash),
+  )
 
 
 def test_hints_follow_the_photos_exif_orientation(tmp_path):
@@ -316,26 +343,26 @@ def _point(**kwargs):
 
 
 BAD_FILES = [  # (file name, content, what the one line says)
-    ("a.json", "{\"points\": [", "is not JSON (Expecting value at line 1 column 13)"),
-    ("a.json", [1, 2], "is not a hint file: write {\"points\""),
-    ("a.json", {"points": []}, "holds no point"),
-    ("a.json", {"points": [3]}, "point 0 is not an object"),
-    ("a.json", {"points": [{"x": 1, "rgb": [1, 2, 3]}]}, "point 0 lacks \"y\""),
-    ("a.json", _point(colour=[1, 2, 3]), "unknown key \"colour\""),
-    ("a.json", _point(x="5"), "\"x\"='5' is not a number of pixels"),
-    ("a.json", _point(x=True), "\"x\"=True is not a number of pixels"),
-    ("a.json", _point(x=12), "point 0 at (x=12, y=5) is outside the photo (12x10 pixels)"),
-    ("a.json", _point(y=-1), "is outside the photo"),
-    ("a.json", _point(rgb=[300, 0, 0]), "\"rgb\"=[300, 0, 0] is not a color"),
-    ("a.json", _point(rgb="#ff0000"), "is not a color"),
-    ("a.json", _point(size=0), "\"size\"=0 must be a whole number of pixels >= 1"),
-    ("a.json", _point(size=2.5), "must be a whole number"),
-    ("a.json", b"\xff\xfe{", "cannot be read"),
-    ("a.png", Image.new("RGBA", (13, 10)), "is 13x10 pixels but the photo is 12x10"),
-    ("a.png", Image.new("RGB", (12, 10)), "has no transparency"),
-    ("a.png", Image.new("RGBA", (12, 10), (255, 0, 0, 100)), "holds no hint"),
-    ("a.png", b"\x89PNG\r\n\x1a\nbroken", "cannot be read as an image"),
-    ("a.txt", "hello", "is neither .json (points) nor .png (a scribble)"),
+  ("a.json", '{"points": [', "is not JSON (Expecting value at line 1 column 13)"),
+  ("a.json", [1, 2], 'is not a hint file: write {"points"'),
+  ("a.json", {"points": []}, "holds no point"),
+  ("a.json", {"points": [3]}, "point 0 is not an object"),
+  ("a.json", {"points": [{"x": 1, "rgb": [1, 2, 3]}]}, 'point 0 lacks "y"'),
+  ("a.json", _point(colour=[1, 2, 3]), 'unknown key "colour"'),
+  ("a.json", _point(x="5"), "\"x\"='5' is not a number of pixels"),
+  ("a.json", _point(x=True), '"x"=True is not a number of pixels'),
+  ("a.json", _point(x=12), "point 0 at (x=12, y=5) is outside the photo (12x10 pixels)"),
+  ("a.json", _point(y=-1), "is outside the photo"),
+  ("a.json", _point(rgb=[300, 0, 0]), '"rgb"=[300, 0, 0] is not a color'),
+  ("a.json", _point(rgb="#ff0000"), "is not a color"),
+  ("a.json", _point(size=0), '"size"=0 must be a whole number of pixels >= 1'),
+  ("a.json", _point(size=2.5), "must be a whole number"),
+  ("a.json", b"\xff\xfe{", "cannot be read"),
+  ("a.png", Image.new("RGBA", (13, 10)), "is 13x10 pixels but the photo is 12x10"),
+  ("a.png", Image.new("RGB", (12, 10)), "has no transparency"),
+  ("a.png", Image.new("RGBA", (12, 10), (255, 0, 0, 100)), "holds no hint"),
+  ("a.png", b"\x89PNG\r\n\x1a\nbroken", "cannot be read as an image"),
+  ("a.txt", "hello", "is neither .json (points) nor .png (a scribble)"),
 ]
 
 
@@ -363,7 +390,7 @@ def test_hint_files_are_matched_to_the_photos_by_output_name(tmp_path):
 
   def mistake(path, sources, message):
     with pytest.raises(errors.HintError) as e:
-      user_hints.match_hint_files(path, sources, outputs[:len(sources)], str(tmp_path / "out"))
+      user_hints.match_hint_files(path, sources, outputs[: len(sources)], str(tmp_path / "out"))
     assert message in str(e.value) and str(e.value).startswith(f"--hints={path}")
 
   mistake(str(tmp_path / "nope"), photos, "no such file or folder")
@@ -378,30 +405,39 @@ def test_hint_files_are_matched_to_the_photos_by_output_name(tmp_path):
 
 
 def test_hint_keys_are_checked_in_one_line():
-  cases = [({"hints.p": 0.0}, "config.hints.p=0.0 must be in (0, 1]"),
-           ({"hints.no_hint_share": 1.5}, "config.hints.no_hint_share=1.5 must be in [0, 1]"),
-           ({"hints.max_points": 0}, "config.hints.max_points=0 must be a whole number >= 1"),
-           ({"hints.min_patch_size": 5, "hints.max_patch_size": 3}, "is larger than max_patch"),
-           ({"hints.max_patch_size": 33}, "larger than image_size=32"),
-           ({"hints.center_sigma": -1.0}, "config.hints.center_sigma=-1.0 must be >= 0"),
-           ({"eval.hint_counts": (0, -1), "hints.enabled": True}, "must be whole numbers >= 0"),
-           ({"eval.hint_counts": (0, 10)}, "needs a generator trained with hints")]
+  cases = [
+    ({"hints.p": 0.0}, "config.hints.p=0.0 must be in (0, 1]"),
+    ({"hints.no_hint_share": 1.5}, "config.hints.no_hint_share=1.5 must be in [0, 1]"),
+    ({"hints.max_points": 0}, "config.hints.max_points=0 must be a whole number >= 1"),
+    ({"hints.min_patch_size": 5, "hints.max_patch_size": 3}, "is larger than max_patch"),
+    ({"hints.max_patch_size": 33}, "larger than image_size=32"),
+    ({"hints.center_sigma": -1.0}, "config.hints.center_sigma=-1.0 must be >= 0"),
+    ({"eval.hint_counts": (0, -1), "hints.enabled": True}, "must be whole numbers >= 0"),
+    ({"eval.hint_counts": (0, 10)}, "needs a generator trained with hints"),
+  ]
   for overrides, message in cases:
-    with pytest.raises(errors.ConfigError, match=message.replace("(", r"\(").replace(
-        ")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+      errors.ConfigError,
+      match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
+    ):
       configuration.validate(tiny_config(**overrides))
   configuration.validate(tiny_config(**{"hints.enabled": True, "eval.hint_counts": (0, 10)}))
 
 
 def test_the_plot_draws_the_values_in_order():
-  image = np.asarray(plot.line_plot([0, 1, 5], [21.0, 23.0, 22.0], title="t", x_label="x",
-                                    y_label="y", reference=(22.5, "gray")))
+  image = np.asarray(
+    plot.line_plot(
+      [0, 1, 5], [21.0, 23.0, 22.0], title="t", x_label="x", y_label="y", reference=(22.5, "gray")
+    )
+  )
   blue = np.all(image == plot.LINE, axis=-1)
   cols = np.nonzero(blue.any(axis=0))[0]
   thirds = np.array_split(np.arange(cols.min(), cols.max() + 1), 3)
   # Each marker's center row in its third of the plot: higher PSNR is higher up.
-  y = [np.nonzero(blue[:, third].any(axis=1))[0].mean() for third in
-       (third[len(third) // 2 - 2:len(third) // 2 + 3] for third in thirds)]
+  y = [
+    np.nonzero(blue[:, third].any(axis=1))[0].mean()
+    for third in (third[len(third) // 2 - 2 : len(third) // 2 + 3] for third in thirds)
+  ]
   assert y[1] < y[2] < y[0]
   gray_rows = np.nonzero(np.all(image == plot.REFERENCE, axis=-1).sum(axis=1) > 100)[0]
   assert len(gray_rows) and y[1] < gray_rows.mean() < y[2]
@@ -410,21 +446,33 @@ def test_the_plot_draws_the_values_in_order():
 # ----------------------------------------------------------------------------- layers and resume
 def test_hints_generator_runs_the_same_on_both_layer_paths():
   l = np.random.default_rng(4).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
-  hint = np.asarray(hints.ground_truth_hints(
+  hint = np.asarray(
+    hints.ground_truth_hints(
       np.random.default_rng(5).uniform(-1, 1, (2, 32, 32, 2)).astype(np.float32),
-      np.arange(2), 10, 10))
-  g = {fast: models.create_generator(tiny_config(**{"hints.enabled": True,
-                                                    "model.fast_layers": fast}))
-       for fast in (False, True)}
+      np.arange(2),
+      10,
+      10,
+    )
+  )
+  g = {
+    fast: models.create_generator(tiny_config(**{"hints.enabled": True, "model.fast_layers": fast}))
+    for fast in (False, True)
+  }
   assert g[True].use_hints and g[True].fast_layers and not g[False].fast_layers
   variables = jax.jit(functools.partial(g[False].init, train=False))(jax.random.key(0), l, hint)
   assert variables["params"]["down0"]["kernel"].shape == (4, 4, 4, 8)  # L + ab + mask
-  out = {fast: np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, l, hint))
-         for fast, module in g.items()}
+  out = {
+    fast: np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, l, hint))
+    for fast, module in g.items()
+  }
   np.testing.assert_allclose(out[True], out[False], atol=1e-5)
   with pytest.raises(ValueError, match="built without hint inputs"):
-    jax.eval_shape(functools.partial(models.create_generator(tiny_config()).init, train=False),
-                   jax.random.key(0), l, hint)
+    jax.eval_shape(
+      functools.partial(models.create_generator(tiny_config()).init, train=False),
+      jax.random.key(0),
+      l,
+      hint,
+    )
 
 
 def test_a_resumed_hints_run_is_bit_identical(tmp_path):
@@ -439,8 +487,10 @@ def test_a_resumed_hints_run_is_bit_identical(tmp_path):
     batches = [parallel.global_batch(mesh, {"image": x}) for x in images]
     initial = jax.device_get(step_lib.init_train_state(config, g, d, mesh))
     # A fresh copy each time: the step donates its state.
-    fresh = lambda: jax.device_put(jax.tree.map(lambda x: x.copy(), initial),  # noqa: E731
-                                   parallel.replicated(mesh))
+    fresh = lambda: jax.device_put(
+      jax.tree.map(lambda x: x.copy(), initial),  # noqa: E731
+      parallel.replicated(mesh),
+    )
     state = fresh()
     for batch in batches:
       state, _ = step(state, batch)
@@ -461,8 +511,14 @@ def test_a_resumed_hints_run_is_bit_identical(tmp_path):
 # ----------------------------------------------------------------------------- a trained run
 def _cli(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run([sys.executable, "-m", "colorgan.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "colorgan.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def _ab_at(rgb, points):
@@ -486,29 +542,45 @@ def test_train_with_hints_then_colorize_with_hints(hints_workdir, tmp_path):
   for name, source in (("a.jpg", bundled[1]), ("b.png", bundled[6]), ("c.jpg", bundled[0])):
     Image.open(source).convert("RGB").save(photos / name)
   width, height = Image.open(photos / "a.jpg").size
-  blue = [{"x": width // 3, "y": height // 3, "rgb": [30, 60, 220], "size": width // 8},
-          {"x": 2 * width // 3, "y": 2 * height // 3, "rgb": [30, 60, 220], "size": width // 8}]
+  blue = [
+    {"x": width // 3, "y": height // 3, "rgb": [30, 60, 220], "size": width // 8},
+    {"x": 2 * width // 3, "y": 2 * height // 3, "rgb": [30, 60, 220], "size": width // 8},
+  ]
   _write(folder / "a.json", {"points": blue})
   width_b, height_b = Image.open(photos / "b.png").size
   scribble = np.zeros((height_b, width_b, 4), np.uint8)
   red = {"x": width_b // 2, "y": height_b // 2, "rgb": [220, 40, 30]}
   half = width_b // 16
-  scribble[red["y"] - half:red["y"] + half, red["x"] - half:red["x"] + half] = [220, 40, 30, 255]
+  scribble[red["y"] - half : red["y"] + half, red["x"] - half : red["x"] + half] = [
+    220,
+    40,
+    30,
+    255,
+  ]
   Image.fromarray(scribble).save(folder / "b.png")
 
-  result = _cli("--mode=colorize", f"--workdir={hints_workdir}", f"--input={photos}",
-                f"--hints={folder}", f"--output_dir={tmp_path / 'out'}")
+  result = _cli(
+    "--mode=colorize",
+    f"--workdir={hints_workdir}",
+    f"--input={photos}",
+    f"--hints={folder}",
+    f"--output_dir={tmp_path / 'out'}",
+  )
   assert result.returncode == 0, result.stderr
   assert "colorized 3 of 3 photo(s)" in result.stdout and "2 with hints" in result.stdout
   colorizer = colorize.Colorizer.from_checkpoint(hints_workdir, batch_size=1)
   out = lambda name: np.asarray(Image.open(tmp_path / "out" / name))  # noqa: E731
-  automatic = {n: colorizer.colorize_photo(photo_lib.load_photo(str(photos / n)))
-               for n in ("a.jpg", "b.png", "c.jpg")}
+  automatic = {
+    n: colorizer.colorize_photo(photo_lib.load_photo(str(photos / n)))
+    for n in ("a.jpg", "b.png", "c.jpg")
+  }
   # No hints: the automatic colorization (up to rounding: the command ran a batch of 3).
   assert np.abs(out("c.png").astype(int) - automatic["c.jpg"]).max() <= 1
   for name, points in (("a.png", blue), ("b.png", [red])):
-    before, after = _distance(automatic[name.replace("a.png", "a.jpg")], points), _distance(
-        out(name), points)
+    before, after = (
+      _distance(automatic[name.replace("a.png", "a.jpg")], points),
+      _distance(out(name), points),
+    )
     assert np.all(after < before - 5), (name, before, after)
   # The output keeps the photo's own lightness under the hints too.
   lightness = lambda rgb: skimage.color.rgb2lab(rgb[..., :3] / 255.0)[..., 0]  # noqa: E731
@@ -519,12 +591,18 @@ def test_cli_hint_mistakes_stop_before_any_work(hints_workdir, tmp_path):
   photo = tmp_path / "p.png"
   Image.new("RGB", (30, 20), "gray").save(photo)
   outside = _write(tmp_path / "p.json", _point(x=30))
-  result = _cli("--mode=colorize", f"--workdir={hints_workdir}", f"--input={photo}",
-                f"--hints={outside}", f"--output_dir={tmp_path / 'out'}")
+  result = _cli(
+    "--mode=colorize",
+    f"--workdir={hints_workdir}",
+    f"--input={photo}",
+    f"--hints={outside}",
+    f"--output_dir={tmp_path / 'out'}",
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      f"colorgan: error: --hints={outside}: point 0 at (x=30, y=5) is outside the photo (30x20 "
-      "pixels): x must be in [0, 30) and y in [0, 20)")
+    f"colorgan: error: --hints={outside}: point 0 at (x=30, y=5) is outside the photo (30x20 "
+    "pixels): x must be in [0, 30) and y in [0, 20)"
+  )
   assert not os.path.exists(tmp_path / "out")
 
   # A run trained without hints: its checkpoint (a fresh state is enough) refuses them.
@@ -532,8 +610,9 @@ def test_cli_hint_mistakes_stop_before_any_work(hints_workdir, tmp_path):
   config = tiny_config()
   mesh = parallel.create_mesh()
   with jax.set_mesh(mesh):
-    state = step_lib.init_train_state(config, models.create_generator(config),
-                                   models.create_discriminator(config), mesh)
+    state = step_lib.init_train_state(
+      config, models.create_generator(config), models.create_discriminator(config), mesh
+    )
   manager = checkpointing.create_manager(plain, config)
   checkpointing.save(manager, 0, state, config, force=True)
   manager.wait_until_finished()
@@ -541,12 +620,18 @@ def test_cli_hint_mistakes_stop_before_any_work(hints_workdir, tmp_path):
   with open(os.path.join(plain, "config.json"), "w") as f:
     f.write(config.to_json())
   good = _write(tmp_path / "good.json", _point())
-  result = _cli("--mode=colorize", f"--workdir={plain}", f"--input={photo}", f"--hints={good}",
-                f"--output_dir={tmp_path / 'out'}")
+  result = _cli(
+    "--mode=colorize",
+    f"--workdir={plain}",
+    f"--input={photo}",
+    f"--hints={good}",
+    f"--output_dir={tmp_path / 'out'}",
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      f"colorgan: error: --hints={good}: the generator of {plain} (step 0) was trained without "
-      "hints; train one with --config.hints.enabled=True (configs/hints.py), or drop --hints")
+    f"colorgan: error: --hints={good}: the generator of {plain} (step 0) was trained without "
+    "hints; train one with --config.hints.enabled=True (configs/hints.py), or drop --hints"
+  )
   assert not os.path.exists(tmp_path / "out")
 
 
@@ -560,6 +645,7 @@ class _Writer:
 
 class _CopyHints(nn.Module):
   """A "generator" that paints each hint's color where it is and no color elsewhere."""
+
   use_hints: bool = True
 
   @nn.compact
@@ -574,8 +660,12 @@ def test_evaluation_by_number_of_hints_scores_ground_truth_points(tmp_path):
   more brings the result closer to the photos (the points are their true colors)."""
   config = tiny_config(**{"hints.enabled": True, "eval.hint_counts": (20, 0, 2, 200)})
   mesh = parallel.create_mesh()
-  scorer = evaluator.Evaluator(config, functools.partial(models.predict_ab, _CopyHints()), mesh,
-                               sources.create_source(config).eval)
+  scorer = evaluator.Evaluator(
+    config,
+    functools.partial(models.predict_ab, _CopyHints()),
+    mesh,
+    sources.create_source(config).eval,
+  )
   assert scorer.hint_counts == (0, 2, 20, 200)  # sorted, once each
   with jax.set_mesh(mesh):
     result = scorer({}, 7)
@@ -599,9 +689,13 @@ def test_evaluation_by_number_of_hints_scores_ground_truth_points(tmp_path):
   assert "psnr by hints: 0:" in records.summary_line(result)
 
   with pytest.raises(ValueError, match="needs a generator trained with hints"):
-    evaluator.Evaluator(config, functools.partial(models.predict_ab,
-                                                  models.create_generator(tiny_config())),
-                        mesh, sources.create_source(config).eval, use_hints=False)
+    evaluator.Evaluator(
+      config,
+      functools.partial(models.predict_ab, models.create_generator(tiny_config())),
+      mesh,
+      sources.create_source(config).eval,
+      use_hints=False,
+    )
 
 
 def test_a_trained_hints_run_is_evaluated_by_hints(hints_workdir):
@@ -609,12 +703,16 @@ def test_a_trained_hints_run_is_evaluated_by_hints(hints_workdir):
   config = inference.config
   config.eval.hint_counts = (0, 5)
   mesh = parallel.create_mesh()
-  scorer = evaluator.Evaluator(config, functools.partial(models.predict_ab,
-                                                         models.create_generator(config)),
-                               mesh, sources.create_source(config).eval)
+  scorer = evaluator.Evaluator(
+    config,
+    functools.partial(models.predict_ab, models.create_generator(config)),
+    mesh,
+    sources.create_source(config).eval,
+  )
   with jax.set_mesh(mesh):
-    result = scorer(jax.device_put(inference.g_variables, parallel.replicated(mesh)),
-                    inference.step)
+    result = scorer(
+      jax.device_put(inference.g_variables, parallel.replicated(mesh)), inference.step
+    )
   for name, value in result["model"].items():  # no point: the model's own colorization
     assert result["by_hints"]["0"][name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
   assert result["by_hints"]["5"] != result["by_hints"]["0"]
@@ -627,8 +725,12 @@ def test_the_hint_response_is_read_from_an_evaluation_that_scored_0_and_10_point
   assert (response.step, response.num_images, response.gain_db, response.weak) == (9, 8, 3.5, False)
   assert "+3.50 dB" in hint_response.describe(response)
   assert "ignores hints" not in hint_response.describe(response)
-  assert hint_response.from_result({"step": 9, "num_images": 8,
-                                    "by_hints": {"0": {"psnr": 22.0}, "5": {"psnr": 23.0}}}) is None
+  assert (
+    hint_response.from_result(
+      {"step": 9, "num_images": 8, "by_hints": {"0": {"psnr": 22.0}, "5": {"psnr": 23.0}}}
+    )
+    is None
+  )
   assert hint_response.from_result({"step": 9, "num_images": 8}) is None
   weak = hint_response.Response(9, 8, 22.0, 22.09)
   assert weak.weak and "mostly ignores hints" in hint_response.describe(weak)
@@ -648,14 +750,29 @@ def _page_markdown(workdir, tmp_path):
 def test_a_model_that_ignores_hints_is_said_to_in_the_log_and_on_the_page(tmp_path, caplog):
   """One step: the hint channels are as initialized, 10 points hardly move the PSNR."""
   from colorgan.training import loop  # pylint: disable=g-import-not-at-top
+
   workdir = str(tmp_path / "run")
   with caplog.at_level(logging.INFO, logger="absl"):
-    loop.train_and_evaluate(tiny_config(**{
-        "hints.enabled": True, "total_steps": 1, "eval_every_steps": 0, "num_samples": 1,
-        "checkpoint_every_steps": 1, "log_every_steps": 1, "sample_every_steps": 1}), workdir)
+    loop.train_and_evaluate(
+      tiny_config(
+        **{
+          "hints.enabled": True,
+          "total_steps": 1,
+          "eval_every_steps": 0,
+          "num_samples": 1,
+          "checkpoint_every_steps": 1,
+          "log_every_steps": 1,
+          "sample_every_steps": 1,
+        }
+      ),
+      workdir,
+    )
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-  assert any(m.startswith("Weak hint response at step 1: 10 ground-truth points per photo")
-             and "mostly ignores hints" in m for m in warnings), warnings
+  assert any(
+    m.startswith("Weak hint response at step 1: 10 ground-truth points per photo")
+    and "mostly ignores hints" in m
+    for m in warnings
+  ), warnings
   with open(os.path.join(workdir, "eval", "hint_response.json")) as f:
     recorded = json.load(f)
   assert recorded["weak"] and recorded["gain_db"] < 1 and recorded["count"] == 10, recorded
@@ -669,8 +786,14 @@ def test_a_model_that_follows_hints_gets_no_line(tmp_path):
   """A "generator" that copies its hints: 10 points raise PSNR by far more than 1 dB."""
   config = tiny_config(**{"hints.enabled": True})
   mesh = parallel.create_mesh()
-  response = hint_response.measure(config, functools.partial(models.predict_ab, _CopyHints()),
-                                   mesh, sources.create_source(config).eval, {}, 4)
+  response = hint_response.measure(
+    config,
+    functools.partial(models.predict_ab, _CopyHints()),
+    mesh,
+    sources.create_source(config).eval,
+    {},
+    4,
+  )
   assert not response.weak and response.gain_db > 1 and response.num_images == 8, response
   workdir = str(tmp_path / "run")
   hint_response.record(response, workdir)
@@ -679,8 +802,7 @@ def test_a_model_that_follows_hints_gets_no_line(tmp_path):
   assert not any("barely follows hints" in text for text in _page_markdown(workdir, tmp_path))
 
 
-def test_the_hints_fixture_records_its_figure_and_the_page_line_follows_it(hints_workdir,
-                                                                           tmp_path):
+def test_the_hints_fixture_records_its_figure_and_the_page_line_follows_it(hints_workdir, tmp_path):
   """The fixture moves colors toward clicked hints (test_serve), yet its eval photos are its
   training photos, known by heart: their true colors add little PSNR. The line follows the
   figure."""
@@ -689,5 +811,7 @@ def test_the_hints_fixture_records_its_figure_and_the_page_line_follows_it(hints
   assert recorded["weak"] == (recorded["gain_db"] < hint_response.WEAK_DB)
   note = hint_response.page_note(hints_workdir)
   assert (note is not None) == recorded["weak"]
-  assert any("barely follows hints" in text for text in _page_markdown(hints_workdir, tmp_path)) \
-      == recorded["weak"]
+  assert (
+    any("barely follows hints" in text for text in _page_markdown(hints_workdir, tmp_path))
+    == recorded["weak"]
+  )

@@ -18,7 +18,8 @@ def test_importing_every_module_initializes_no_backend():
   modules = sorted(m.name for m in pkgutil.walk_packages(colorgan.__path__, "colorgan."))
   # The walk found the package and its subpackages.
   assert "colorgan.color" in modules and "colorgan.training.loop" in modules
-  program = "\n".join([
+  program = "\n".join(
+    [
       "import importlib, sys",
       "from jax._src import xla_bridge",
       f"for name in {modules!r}:",
@@ -28,7 +29,14 @@ def test_importing_every_module_initializes_no_backend():
       "import jax",  # the check itself works: a computation does start one
       "jax.numpy.zeros(1).block_until_ready()",
       "assert xla_bridge.backends_are_initialized()",
-  ])
-  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, check=False)
+    ]
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", program],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-2000:]

@@ -54,10 +54,16 @@ def _write(path, data: bytes) -> str:
 
 def _png_header_only(width: int, height: int) -> bytes:
   """A PNG declaring width x height RGB pixels in a few bytes: a decompression bomb's header."""
+
   def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-          + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    + chunk(b"IEND", b"")
+  )
 
 
 def _solid(color, size=(40, 36)) -> np.ndarray:
@@ -79,11 +85,11 @@ def messy_folder(tmp_path_factory):
   """Good photos in several formats, convertible modes, bad files and an RGB black-and-white photo."""
   root = tmp_path_factory.mktemp("photos")
   good = {
-      "a/Chelsea.JPG": _encode(_photo(0), "JPEG", quality=95),
-      "a/b/astronaut.png": _encode(_photo(1), "PNG"),
-      "coffee.WebP": _encode(_photo(2), "WEBP", lossless=True),
-      "rocket.tif": _encode(_photo(3), "TIFF"),
-      "stain.bmp": _encode(_photo(4), "BMP"),
+    "a/Chelsea.JPG": _encode(_photo(0), "JPEG", quality=95),
+    "a/b/astronaut.png": _encode(_photo(1), "PNG"),
+    "coffee.WebP": _encode(_photo(2), "WEBP", lossless=True),
+    "rocket.tif": _encode(_photo(3), "TIFF"),
+    "stain.bmp": _encode(_photo(4), "BMP"),
   }
   reference = _photo(0, (32, 32))
   rgba = np.concatenate([reference, np.full((32, 32, 1), 7, np.uint8)], axis=-1)
@@ -91,19 +97,19 @@ def messy_folder(tmp_path_factory):
   buf = io.BytesIO()
   palette.save(buf, "PNG")
   convertible = {
-      "convert/rgb16.png": tf.io.encode_png(tf.constant(reference.astype(np.uint16) * 257)).numpy(),
-      "convert/rgba.png": _encode(rgba, "PNG"),
-      "convert/cmyk.jpg": _encode_cmyk(reference),
-      "convert/palette.png": buf.getvalue(),
+    "convert/rgb16.png": tf.io.encode_png(tf.constant(reference.astype(np.uint16) * 257)).numpy(),
+    "convert/rgba.png": _encode(rgba, "PNG"),
+    "convert/cmyk.jpg": _encode_cmyk(reference),
+    "convert/palette.png": buf.getvalue(),
   }
   full_jpeg = _encode(_photo(1, (96, 96)), "JPEG", quality=90)
   bad = {
-      "bad/truncated.jpg": (full_jpeg[:len(full_jpeg) * 6 // 10], "truncated or corrupt"),
-      "bad/empty.jpg": (b"", "empty file"),
-      "bad/text.jpg": (b"these are my holiday notes, not a photo\n" * 20, "not an image"),
-      "bad/gray.png": (_encode(_photo(2)[..., 0], "PNG"), "grayscale"),
-      "bad/wide.png": (_encode(np.zeros((1, 50_000, 3), np.uint8), "PNG"), "too large"),
-      "bad/bomb.PNG": (_png_header_only(40_000, 40_000), "too large"),
+    "bad/truncated.jpg": (full_jpeg[: len(full_jpeg) * 6 // 10], "truncated or corrupt"),
+    "bad/empty.jpg": (b"", "empty file"),
+    "bad/text.jpg": (b"these are my holiday notes, not a photo\n" * 20, "not an image"),
+    "bad/gray.png": (_encode(_photo(2)[..., 0], "PNG"), "grayscale"),
+    "bad/wide.png": (_encode(np.zeros((1, 50_000, 3), np.uint8), "PNG"), "too large"),
+    "bad/bomb.PNG": (_png_header_only(40_000, 40_000), "too large"),
   }
   for name, data in {**good, **convertible}.items():
     _write(root / name, data)
@@ -113,9 +119,14 @@ def messy_folder(tmp_path_factory):
   _write(root / "bw_photo.jpg", _encode(gray_rgb, "JPEG", quality=95))
   _write(root / "notes.txt", b"not an image extension: ignored")
   _write(root / ".hidden.jpg", b"ignored")
-  return {"root": str(root), "good": sorted(good), "convertible": sorted(convertible),
-          "bad": {name: reason for name, (_, reason) in bad.items()}, "reference": reference,
-          "decode_time_bad": "bw_photo.jpg"}
+  return {
+    "root": str(root),
+    "good": sorted(good),
+    "convertible": sorted(convertible),
+    "bad": {name: reason for name, (_, reason) in bad.items()},
+    "reference": reference,
+    "decode_time_bad": "bw_photo.jpg",
+  }
 
 
 def _encode_cmyk(rgb: np.ndarray) -> bytes:
@@ -160,6 +171,7 @@ def step_fn():
         state, metrics = step(state, parallel.global_batch(mesh, {"image": batch}))
         losses.append(float(metrics.compute()["g_loss"]))
     return losses
+
   return run
 
 
@@ -189,8 +201,9 @@ def test_convertible_modes_decode_to_their_rgb(messy_folder):
 
   def decode_file(name):
     with open(os.path.join(root, name), "rb") as f:
-      image, problem = decode.decode_image(f.read(), image_size=32, load_size=32,
-                                           resize_mode="resize")
+      image, problem = decode.decode_image(
+        f.read(), image_size=32, load_size=32, resize_mode="resize"
+      )
     assert problem is None, (name, problem)
     return image.astype(int)
 
@@ -205,13 +218,18 @@ def test_convertible_modes_decode_to_their_rgb(messy_folder):
   halves = np.concatenate([_solid((255, 0, 0), (16, 32)), _solid((0, 0, 255), (16, 32))], axis=1)
   exif = Image.Exif()
   exif[0x0112] = 6
-  turned, _ = decode.decode_image(_encode(halves, "JPEG", quality=95, exif=exif),
-                                  image_size=32, load_size=32, resize_mode="resize")
+  turned, _ = decode.decode_image(
+    _encode(halves, "JPEG", quality=95, exif=exif),
+    image_size=32,
+    load_size=32,
+    resize_mode="resize",
+  )
   assert turned[:12, :, 0].min() > 200 and turned[20:, :, 2].min() > 200
   # The RGB file holding a black-and-white photo passes the start-up check but is skipped decoding.
   with open(os.path.join(root, messy_folder["decode_time_bad"]), "rb") as f:
-    image, problem = decode.decode_image(f.read(), image_size=32, load_size=32,
-                                         resize_mode="resize")
+    image, problem = decode.decode_image(
+      f.read(), image_size=32, load_size=32, resize_mode="resize"
+    )
   assert image is None and problem.startswith("grayscale")
 
 
@@ -244,8 +262,9 @@ def test_decode_time_skips_are_logged_filled_and_keep_the_stream_exact(messy_fol
     resumed = _batches(config, source.train, 3, rows=(0, 4), start_step=start)
     for a, b in zip(batches[start:], resumed):
       np.testing.assert_array_equal(a, b)
-  other_seed = _batches(tiny_config(**{"data.source": "folder", "seed": 1}), source.train, 3,
-                        rows=(0, 4))
+  other_seed = _batches(
+    tiny_config(**{"data.source": "folder", "seed": 1}), source.train, 3, rows=(0, 4)
+  )
   assert not all(np.array_equal(a, b) for a, b in zip(batches, other_seed))
 
 
@@ -257,12 +276,13 @@ def test_two_hosts_split_every_epoch_without_overlap(colors_folder):
   hosts = [_batches(config, source.train, steps, rows=rows) for rows in ((0, 2), (2, 4))]
   one_host = _batches(config, source.train, steps, rows=(0, 4))
   for step in range(steps):  # the global batch does not depend on the number of hosts
-    np.testing.assert_array_equal(np.concatenate([hosts[0][step], hosts[1][step]]),
-                                  one_host[step])
+    np.testing.assert_array_equal(np.concatenate([hosts[0][step], hosts[1][step]]), one_host[step])
   per_epoch = 12 // config.batch_size
   for epoch in range(2):
-    seen = [sum((_index_of(b) for b in host[epoch * per_epoch:(epoch + 1) * per_epoch]), [])
-            for host in hosts]
+    seen = [
+      sum((_index_of(b) for b in host[epoch * per_epoch : (epoch + 1) * per_epoch]), [])
+      for host in hosts
+    ]
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(12))
 
@@ -270,8 +290,7 @@ def test_two_hosts_split_every_epoch_without_overlap(colors_folder):
   source = sources.Source("colors", source.train, source.train.first(10))
   masks, found = [], []
   for rows in ((0, 2), (2, 4)):
-    batches = list(pipeline.create_eval_dataset(config, source.eval, rows=rows)
-                   .as_numpy_iterator())
+    batches = list(pipeline.create_eval_dataset(config, source.eval, rows=rows).as_numpy_iterator())
     assert len(batches) == 3  # ceil(10 / 4) on every host
     masks.append(np.concatenate([b["mask"] for b in batches]))
     found += sum((_index_of(b["image"][b["mask"]]) for b in batches), [])
@@ -321,8 +340,9 @@ def test_unusable_sources_fail_with_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- tfds
 def _tfds_config(**overrides):
-  return tiny_config(**{"data.source": "tfds", "data.tfds_name": "imagenette/320px-v2",
-                        **overrides})
+  return tiny_config(
+    **{"data.source": "tfds", "data.tfds_name": "imagenette/320px-v2", **overrides}
+  )
 
 
 def test_tfds_dataset_trains_two_steps(step_fn):
@@ -331,11 +351,15 @@ def test_tfds_dataset_trains_two_steps(step_fn):
     source = sources.create_source(config)
     assert source.train.num_examples == 10 and source.eval.num_examples == 10
     batches = _batches(config, source.train, 2, rows=(0, 4))
-    evals = list(pipeline.create_eval_dataset(config, source.eval, rows=(0, 4))
-                 .as_numpy_iterator())
+    evals = list(pipeline.create_eval_dataset(config, source.eval, rows=(0, 4)).as_numpy_iterator())
     samples = pipeline.load_eval_images(config, source.eval, 2)
-    host_masks = [[b["mask"].tolist() for b in pipeline.create_eval_dataset(
-        config, source.eval, rows=rows).as_numpy_iterator()] for rows in ((0, 2), (2, 4))]
+    host_masks = [
+      [
+        b["mask"].tolist()
+        for b in pipeline.create_eval_dataset(config, source.eval, rows=rows).as_numpy_iterator()
+      ]
+      for rows in ((0, 2), (2, 4))
+    ]
   assert host_masks == [[[True, True]] * 3, [[True, True]] * 2 + [[False, False]]]
   for batch in batches:  # random-size mock images, all cropped to 32 px
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8 and batch.std() > 10
@@ -351,8 +375,9 @@ def test_tfds_dataset_trains_two_steps(step_fn):
 
 
 _NUM_EXAMPLES = 40
-_SPLITS = splits_lib.SplitDict([splits_lib.SplitInfo(name="train", shard_lengths=[25, 15],
-                                                     num_bytes=0)])
+_SPLITS = splits_lib.SplitDict(
+  [splits_lib.SplitInfo(name="train", shard_lengths=[25, 15], num_bytes=0)]
+)
 
 
 def _colors_as_dataset(builder, split, decoders=None, read_config=None, **kwargs):
@@ -360,26 +385,30 @@ def _colors_as_dataset(builder, split, decoders=None, read_config=None, **kwargs
   del builder, decoders, read_config, kwargs
   indices = []
   for instruction in splits_lib.AbstractSplit.from_spec(split).to_absolute(_SPLITS):
-    indices += range(instruction.from_ or 0,
-                     _NUM_EXAMPLES if instruction.to is None else instruction.to)
+    indices += range(
+      instruction.from_ or 0, _NUM_EXAMPLES if instruction.to is None else instruction.to
+    )
   images = [_encode(_solid(_solid_color(i)), "PNG") for i in indices]
   return tf.data.Dataset.from_tensor_slices(
-      {"image": images, "tfds_id": [f"train__{i}" for i in indices]})
+    {"image": images, "tfds_id": [f"train__{i}" for i in indices]}
+  )
 
 
 def test_tfds_stream_shards_hosts_reshuffles_epochs_and_resumes_exactly():
-  config = _tfds_config(**{"data.shuffle_window": 7, "data.random_flip": False,
-                           "data.eval_split": "train[:4]"})
+  config = _tfds_config(
+    **{"data.shuffle_window": 7, "data.random_flip": False, "data.eval_split": "train[:4]"}
+  )
   per_host = _NUM_EXAMPLES // 2
   steps = 2 * per_host // 2  # two epochs of a host's shard, 2 rows per host
-  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
-                              as_dataset_fn=_colors_as_dataset):
+  with tfds.testing.mock_data(
+    policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_colors_as_dataset
+  ):
     source = sources.create_source(config)
     assert source.train.num_examples == _NUM_EXAMPLES
     hosts = [_batches(config, source.train, steps, rows=rows) for rows in ((0, 2), (2, 4))]
     seen = [[_index_of(b) for b in host] for host in hosts]
     for host, (lo, hi) in zip(seen, ((0, per_host), (per_host, _NUM_EXAMPLES))):
-      epochs = [sum(host[:steps // 2], []), sum(host[steps // 2:], [])]
+      epochs = [sum(host[: steps // 2], []), sum(host[steps // 2 :], [])]
       for epoch in epochs:  # each epoch: this host's half of the split, each example once
         assert sorted(epoch) == list(range(lo, hi))
       assert epochs[0] != epochs[1]  # in a new order
@@ -389,16 +418,18 @@ def test_tfds_stream_shards_hosts_reshuffles_epochs_and_resumes_exactly():
       for a, b in zip(hosts[1][start:], resumed):
         np.testing.assert_array_equal(a, b)
     again = _batches(config, source.train, 3, rows=(0, 2))
-    reseeded = _batches(_tfds_config(**{"data.shuffle_window": 7, "seed": 5}), source.train, 3,
-                        rows=(0, 2))
+    reseeded = _batches(
+      _tfds_config(**{"data.shuffle_window": 7, "seed": 5}), source.train, 3, rows=(0, 2)
+    )
   for a, b in zip(hosts[0], again):
     np.testing.assert_array_equal(a, b)
   assert [_index_of(b) for b in reseeded] != seen[0][:3]
 
 
 def test_tfds_chunks_cover_each_host_shard_once():
-  splits = splits_lib.SplitDict([splits_lib.SplitInfo(name="train", shard_lengths=[60, 43],
-                                                      num_bytes=0)])
+  splits = splits_lib.SplitDict(
+    [splits_lib.SplitInfo(name="train", shard_lengths=[60, 43], num_bytes=0)]
+  )
   covered = []
   for shard in range(3):
     chunks = tfds_source.tfds_chunk_splits("train", shard=shard, num_shards=3, num_chunks=16)
@@ -428,6 +459,7 @@ def test_a_crash_with_a_live_pipeline_exits(colors_folder):
         raise RuntimeError("the step diverged")
       train()
   """)
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=240, check=False)
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=240, check=False
+  )
   assert result.returncode == 1 and "RuntimeError: the step diverged" in result.stderr

@@ -14,14 +14,19 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "colorgan")
-ENTRY_POINTS = {"colorgan.main", "colorgan.fid", "colorgan.serve", "colorgan.convert_weights",
-                "colorgan.video_metrics"}
+ENTRY_POINTS = {
+  "colorgan.main",
+  "colorgan.fid",
+  "colorgan.serve",
+  "colorgan.convert_weights",
+  "colorgan.video_metrics",
+}
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 
 
 def _module_name(path: str) -> str:
-  rel = os.path.relpath(path, REPO)[:-len(".py")].replace(os.sep, ".")
+  rel = os.path.relpath(path, REPO)[: -len(".py")].replace(os.sep, ".")
   return rel.removesuffix(".__init__")
 
 
@@ -62,7 +67,7 @@ def imports_of(module: str) -> set[str]:
       base = node.module or ""
       if node.level:
         parts = package.split(".")
-        parts = parts[:len(parts) - node.level + 1]
+        parts = parts[: len(parts) - node.level + 1]
         base = ".".join(parts + ([base] if base else []))
       names = [f"{base}.{alias.name}" for alias in node.names] + [base]
     for name in names:
@@ -98,7 +103,7 @@ def test_no_import_cycle():
       if target.startswith(module + "."):
         continue
       if state.get(target) == "open":
-        cycles.append(stack[stack.index(target):] + [target])
+        cycles.append(stack[stack.index(target) :] + [target])
       elif target not in state:
         visit(target)
     stack.pop()
@@ -111,40 +116,56 @@ def test_no_import_cycle():
 
 
 def test_nothing_imports_an_entry_point():
-  offenders = [f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets
-               if t in ENTRY_POINTS]
+  offenders = [f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets if t in ENTRY_POINTS]
   assert not offenders, offenders
 
 
-@pytest.mark.parametrize("layer,forbidden", [
+@pytest.mark.parametrize(
+  "layer,forbidden",
+  [
     ("models", ("training", "evaluation", "inference", "data")),
     ("data", ("training", "evaluation", "inference", "models")),
     ("evaluation", ("training",)),
     ("inference", ("training",)),
-])
+  ],
+)
 def test_one_import_direction(layer, forbidden):
-  offenders = [f"{m} -> {t}" for m, targets in GRAPH.items() if _layer(m) == layer
-               for t in targets if _layer(t) in forbidden]
+  offenders = [
+    f"{m} -> {t}"
+    for m, targets in GRAPH.items()
+    if _layer(m) == layer
+    for t in targets
+    if _layer(t) in forbidden
+  ]
   assert not offenders, offenders
 
 
 def test_only_entry_points_import_cli():
-  offenders = [m for m, targets in GRAPH.items()
-               if "colorgan.cli" in targets and m not in ENTRY_POINTS]
+  offenders = [
+    m for m, targets in GRAPH.items() if "colorgan.cli" in targets and m not in ENTRY_POINTS
+  ]
   assert not offenders, offenders
 
 
 def test_parallel_and_data_import_no_models_clu_or_dm_pix():
-  program = "\n".join([
+  program = "\n".join(
+    [
       "import sys",
       "import colorgan.parallel, colorgan.data",
       "import colorgan.data.decode, colorgan.data.sources, colorgan.data.pipeline",
       "heavy = [m for m in sys.modules if m.split('.')[0] in ('clu', 'dm_pix')",
       "         or m.startswith('colorgan.models') or m.startswith('flax.linen')]",
       "sys.exit(f'imported {heavy}' if heavy else 0)",
-  ])
-  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, check=False)
+    ]
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", program],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
 
 

@@ -17,7 +17,9 @@ BCE_FAKE_AS_FAKE = (0.974077 + 0.474077) / 2  # 0.724077
 BCE_FAKE_AS_REAL = (0.474077 + 0.974077) / 2  # 0.724077
 
 
-@pytest.mark.parametrize("name, d_expected, g_expected", [
+@pytest.mark.parametrize(
+  "name, d_expected, g_expected",
+  [
     ("vanilla", 0.5 * (BCE_REAL_AS_REAL + BCE_FAKE_AS_FAKE), BCE_FAKE_AS_REAL),
     ("nonsaturating", BCE_REAL_AS_REAL + BCE_FAKE_AS_FAKE, BCE_FAKE_AS_REAL),
     ("minimax", BCE_REAL_AS_REAL + BCE_FAKE_AS_FAKE, -BCE_FAKE_AS_FAKE),
@@ -27,17 +29,25 @@ BCE_FAKE_AS_REAL = (0.474077 + 0.974077) / 2  # 0.724077
     ("hinge", 2.0, 0.0),
     # mean(fake) - mean(real) = 0 - 0.5
     ("wgan_gp", -0.5, 0.0),
-])
+  ],
+)
 def test_adversarial_losses(name, d_expected, g_expected):
   loss = losses.GAN_LOSSES[name]
-  np.testing.assert_allclose(loss.discriminator(real_logits=REAL, fake_logits=FAKE), d_expected,
-                             atol=2e-6)
+  np.testing.assert_allclose(
+    loss.discriminator(real_logits=REAL, fake_logits=FAKE), d_expected, atol=2e-6
+  )
   np.testing.assert_allclose(loss.generator(fake_logits=FAKE), g_expected, atol=2e-6)
 
 
 def test_every_adversarial_loss_is_tested():
-  assert set(losses.GAN_LOSSES) == {"vanilla", "nonsaturating", "minimax", "lsgan", "hinge",
-                                    "wgan_gp"}
+  assert set(losses.GAN_LOSSES) == {
+    "vanilla",
+    "nonsaturating",
+    "minimax",
+    "lsgan",
+    "hinge",
+    "wgan_gp",
+  }
 
 
 def _linear_discriminator(ab):
@@ -51,11 +61,17 @@ def test_penalties():
   rng = None
   # Per example ||grad||^2 = 4 pixels * (0.36 + 0.64) = 4, so ||grad|| = 2.
   np.testing.assert_allclose(
-      losses.gradient_penalty(_linear_discriminator, real_ab=real, fake_ab=fake,
-                              rng=jax.random.key(0)), (2 - 1)**2, rtol=1e-5)
+    losses.gradient_penalty(
+      _linear_discriminator, real_ab=real, fake_ab=fake, rng=jax.random.key(0)
+    ),
+    (2 - 1) ** 2,
+    rtol=1e-5,
+  )
   np.testing.assert_allclose(
-      losses.r1_penalty(_linear_discriminator, real_ab=real, fake_ab=fake, rng=rng), 0.5 * 4,
-      rtol=1e-6)
+    losses.r1_penalty(_linear_discriminator, real_ab=real, fake_ab=fake, rng=rng),
+    0.5 * 4,
+    rtol=1e-6,
+  )
   assert float(losses.no_penalty(_linear_discriminator, real_ab=real, fake_ab=fake, rng=rng)) == 0
 
 
@@ -63,8 +79,9 @@ def test_r1_penalty_quadratic_discriminator():
   # D(ab) = sum(ab^2): grad = 2 ab; at ab = 0.5 everywhere on 1x1x2: ||grad||^2 = 2 * 1^2 = 2.
   quadratic = lambda ab: jnp.sum(ab**2, axis=(1, 2, 3)).reshape(-1, 1, 1, 1)  # noqa: E731
   real = jnp.full((2, 1, 1, 2), 0.5)
-  np.testing.assert_allclose(losses.r1_penalty(quadratic, real_ab=real, fake_ab=real, rng=None),
-                             0.5 * 2.0, rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.r1_penalty(quadratic, real_ab=real, fake_ab=real, rng=None), 0.5 * 2.0, rtol=1e-6
+  )
 
 
 def test_gradient_penalty_interpolates_between_real_and_fake():
@@ -87,12 +104,15 @@ PRED = jnp.array([0.0, 0.5, -0.2])
 TARGET = jnp.array([0.1, 0.0, 0.3])  # errors 0.1, 0.5, 0.5
 
 
-@pytest.mark.parametrize("name, expected", [
+@pytest.mark.parametrize(
+  "name, expected",
+  [
     ("l1", (0.1 + 0.5 + 0.5) / 3),
     ("l2", (0.01 + 0.25 + 0.25) / 3),
     # delta 0.2: 0.5 * 0.1^2 = 0.005; 0.2 * (0.5 - 0.1) = 0.08 (twice)
     ("huber", (0.005 + 0.08 + 0.08) / 3),
-])
+  ],
+)
 def test_reconstruction_losses(name, expected):
   got = losses.RECONSTRUCTION_LOSSES[name](PRED, TARGET, huber_delta=0.2)
   np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -36,8 +36,11 @@ def _photos(size) -> np.ndarray:
     image = Image.open(path).convert("RGB")
     side = min(image.size)
     left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
-    photos.append(np.asarray(image.crop((left, top, left + side, top + side)).resize(
-        (size, size), Image.BILINEAR)))
+    photos.append(
+      np.asarray(
+        image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+      )
+    )
   return np.stack(photos)
 
 
@@ -46,15 +49,22 @@ def test_lpips_matches_the_lpips_package_on_real_photos(models, size):
   reference, variables = models
   photos = _photos(size)
   # Each photo against another photo, and against a degraded copy of itself (a colorizer's case).
-  degraded = np.round(photos.astype(np.float32) * [0.9, 1.0, 0.8] + 10).clip(0, 255).astype(np.uint8)
+  degraded = (
+    np.round(photos.astype(np.float32) * [0.9, 1.0, 0.8] + 10).clip(0, 255).astype(np.uint8)
+  )
   a = np.concatenate([photos, photos])
   b = np.concatenate([photos[::-1], degraded])
   ours = np.asarray(jax.jit(lpips.distance_of_uint8)(variables, a, b))
   with torch.no_grad():
-    theirs = reference(torch_reference.torch_images(a), torch_reference.torch_images(b),
-                       normalize=True).numpy().reshape(-1)
-  print(f"LPIPS at {size} px: max |ours - lpips| = {np.max(np.abs(ours - theirs)):.2e} "
-        f"(values {theirs.min():.3f} .. {theirs.max():.3f})")
+    theirs = (
+      reference(torch_reference.torch_images(a), torch_reference.torch_images(b), normalize=True)
+      .numpy()
+      .reshape(-1)
+    )
+  print(
+    f"LPIPS at {size} px: max |ours - lpips| = {np.max(np.abs(ours - theirs)):.2e} "
+    f"(values {theirs.min():.3f} .. {theirs.max():.3f})"
+  )
   np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
   assert np.all(theirs > 1e-3)  # not trivially zero
   assert np.all(ours[8:] < ours[:8])  # a degraded copy is closer than another photo
@@ -65,8 +75,9 @@ def test_converted_heads_are_the_packages_real_weights(models, tmp_path):
   reference, variables = models
   for k in range(5):
     head = reference.lins[k].model[-1].weight.detach().numpy()  # [1, C, 1, 1]
-    np.testing.assert_array_equal(variables["params"][f"lin{k}"]["kernel"][0, 0, :, 0],
-                                  head[0, :, 0, 0])
+    np.testing.assert_array_equal(
+      variables["params"][f"lin{k}"]["kernel"][0, 0, :, 0], head[0, :, 0, 0]
+    )
     assert head.min() >= 0 and head.max() > 0  # learned (nonnegative), not random
   # A file of another network is one line naming the missing array.
   wrong = str(tmp_path / "wrong.npz")

@@ -39,9 +39,21 @@ def make(tmp_path):
 
   def run(target):
     log.write_text("")
-    subprocess.run(["make", "--no-print-directory", f"PYTHON={fake_python}", "VENV=venv",
-                    "WORKDIR=workdirs/quickstart", target],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
+    subprocess.run(
+      [
+        "make",
+        "--no-print-directory",
+        f"PYTHON={fake_python}",
+        "VENV=venv",
+        "WORKDIR=workdirs/quickstart",
+        target,
+      ],
+      cwd=tmp_path,
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+    )
     return log.read_text().splitlines()
 
   run.path = tmp_path
@@ -56,8 +68,9 @@ def test_train_installs_the_runtime_only(make):
   lines = make("train")
   assert lines[0] == "venv venv"
   assert _pip(lines) == ["pip install --quiet --constraint requirements.lock --editable ."]
-  assert lines[-1] == ("python -m colorgan.main --config=configs/quickstart.py "
-                       "--workdir=workdirs/quickstart")
+  assert lines[-1] == (
+    "python -m colorgan.main --config=configs/quickstart.py --workdir=workdirs/quickstart"
+  )
 
 
 @pytest.mark.parametrize("target, extra", [("test", "test"), ("serve", "serve")])
@@ -66,7 +79,8 @@ def test_test_and_serve_add_their_extra(make, target, extra):
   lines = make(target)
   assert "venv venv" not in lines  # the venv train made is reused
   assert _pip(lines) == [
-      f"pip install --quiet --constraint requirements.lock --editable .[{extra}]"]
+    f"pip install --quiet --constraint requirements.lock --editable .[{extra}]"
+  ]
   assert lines[-1].startswith("python -m " + ("pytest" if target == "test" else "colorgan.serve"))
 
 

@@ -38,16 +38,16 @@ def test_colorfulness_hand_values():
   images[1] = (255, 0, 0)  # all red: no spread, CF = 0.3 * |(255, 127.5)|
   images[2] = (90, 90, 90)  # gray: 0
   norm = math.hypot(255, 127.5)
-  np.testing.assert_allclose(metrics.colorfulness(images),
-                             [norm * (math.sqrt(3) + 0.3) / 4, 0.3 * norm, 0.0], rtol=1e-5)
+  np.testing.assert_allclose(
+    metrics.colorfulness(images), [norm * (math.sqrt(3) + 0.3) / 4, 0.3 * norm, 0.0], rtol=1e-5
+  )
 
 
 def test_colorfulness_on_a_photo_matches_the_papers_formula(photo_pair):
   rgb = photo_pair[1].astype(np.float64)
   rg = np.abs(rgb[..., 0] - rgb[..., 1])
   yb = np.abs(0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2])
-  expected = (np.sqrt(rg.std() ** 2 + yb.std() ** 2)
-              + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+  expected = np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
   np.testing.assert_allclose(metrics.colorfulness(photo_pair[1][None]), [expected], rtol=1e-5)
 
 
@@ -88,21 +88,32 @@ def test_photo_metrics_match_skimage_and_dm_pix(photo_pair):
   values = {k: float(v[0]) for k, v in image_metrics(pred[None], true[None]).items()}
   pred_f, true_f = pred / 255.0, true / 255.0
   np.testing.assert_allclose(
-      values["psnr"], skimage.metrics.peak_signal_noise_ratio(true_f, pred_f, data_range=1),
-      rtol=1e-5)
+    values["psnr"], skimage.metrics.peak_signal_noise_ratio(true_f, pred_f, data_range=1), rtol=1e-5
+  )
   np.testing.assert_allclose(
-      values["ssim"], skimage.metrics.structural_similarity(
-          true_f, pred_f, data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-          use_sample_covariance=False), atol=1e-5)
+    values["ssim"],
+    skimage.metrics.structural_similarity(
+      true_f,
+      pred_f,
+      data_range=1,
+      channel_axis=-1,
+      gaussian_weights=True,
+      sigma=1.5,
+      use_sample_covariance=False,
+    ),
+    atol=1e-5,
+  )
   as_f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
   assert values["psnr"] == float(dm_pix.psnr(as_f32(pred_f), as_f32(true_f)))
-  np.testing.assert_allclose(values["ssim"], float(dm_pix.ssim(as_f32(pred_f), as_f32(true_f))),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    values["ssim"], float(dm_pix.ssim(as_f32(pred_f), as_f32(true_f))), rtol=1e-6
+  )
   # ab error through skimage's Lab: the threshold sweep and the L1.
   error = skimage.color.rgb2lab(pred_f)[..., 1:] - skimage.color.rgb2lab(true_f)[..., 1:]
   l2 = np.linalg.norm(error, axis=-1)
-  np.testing.assert_allclose(values["auc"], np.mean([(l2 <= t).mean() for t in range(151)]),
-                             atol=2e-3)
+  np.testing.assert_allclose(
+    values["auc"], np.mean([(l2 <= t).mean() for t in range(151)]), atol=2e-3
+  )
   np.testing.assert_allclose(values["ab_l1"], np.abs(error).mean(), rtol=1e-3)
   assert 0.5 < values["auc"] < 1.0 and 0.5 < values["ssim"] < 1.0
 
@@ -116,25 +127,34 @@ def test_collection_accumulates_over_batches_and_masks_padding(photo_pair):
   batch1 = (np.stack([pred, gray]), np.stack([true, true]))
   batch2 = (np.stack([true, noise]), np.stack([true, true]))
   merged = from_images(*batch1, jnp.array([True, True])).merge(
-      from_images(*batch2, jnp.array([True, False])))
+    from_images(*batch2, jnp.array([True, False]))
+  )
   assert merged.num_images() == 3
-  per_image = {k: np.concatenate([v, image_metrics(*batch2)[k][:1]])
-               for k, v in image_metrics(*batch1).items()}
+  per_image = {
+    k: np.concatenate([v, image_metrics(*batch2)[k][:1]]) for k, v in image_metrics(*batch1).items()
+  }
   got = merged.compute()
   for name in ("ssim", "colorfulness", "auc", "ab_l1"):
     np.testing.assert_allclose(got[name], np.mean(per_image[name]), rtol=1e-5, err_msg=name)
   assert math.isinf(float(got["psnr"]))  # the exact copy: MSE 0
   # delta CF is |mean CF(pred) - mean CF(truth)|, not a mean of per-image gaps.
-  expected_gap = abs(np.mean(per_image["colorfulness"]) - float(metrics.colorfulness(true[None])[0]))
+  expected_gap = abs(
+    np.mean(per_image["colorfulness"]) - float(metrics.colorfulness(true[None])[0])
+  )
   np.testing.assert_allclose(got["delta_colorfulness"], expected_gap, rtol=1e-5)
   assert float(per_image["colorfulness"][1]) < 0.01  # the gray image has none
 
 
 def test_colorfulness_gap_hand_values():
   gap = metrics.ColorfulnessGap.from_model_output(
-      colorfulness=jnp.array([10.0, 30.0, 99.0]), true_colorfulness=jnp.array([40.0, 20.0, 0.0]),
-      mask=jnp.array([True, True, False]))
-  gap = gap.merge(metrics.ColorfulnessGap.from_model_output(
-      colorfulness=jnp.array([5.0]), true_colorfulness=jnp.array([15.0])))
+    colorfulness=jnp.array([10.0, 30.0, 99.0]),
+    true_colorfulness=jnp.array([40.0, 20.0, 0.0]),
+    mask=jnp.array([True, True, False]),
+  )
+  gap = gap.merge(
+    metrics.ColorfulnessGap.from_model_output(
+      colorfulness=jnp.array([5.0]), true_colorfulness=jnp.array([15.0])
+    )
+  )
   # pred mean 15, truth mean 25.
   np.testing.assert_allclose(gap.compute(), 10.0)

@@ -22,16 +22,21 @@ def _shapes(module, *inputs):
 
 
 def _inputs(size, batch=1):
-  return (jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32),
-          jax.ShapeDtypeStruct((batch, size, size, 2), jnp.float32))
+  return (
+    jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32),
+    jax.ShapeDtypeStruct((batch, size, size, 2), jnp.float32),
+  )
 
 
-@pytest.mark.parametrize("size, g_params", [
+@pytest.mark.parametrize(
+  "size, g_params",
+  [
     (256, 54_409_858),  # pix2pix unet_256
     # Each level less removes one ngf*8 block: 512*512*16 + 1024*512*16 weights + 2 * 2 * 512 BN.
     (128, 54_409_858 - 12_584_960),  # unet_128
-    (64, 29_239_938),   # depth 6, as in the PyTorch reference at 64 px
-])
+    (64, 29_239_938),  # depth 6, as in the PyTorch reference at 64 px
+  ],
+)
 def test_generator_parameter_counts(size, g_params):
   l, _ = _inputs(size)
   count, shape = _shapes(UNetGenerator(num_downs=models.unet_num_downs(size)), l)
@@ -87,7 +92,7 @@ def _torch_conv_transpose_reference(x, kernel):
   out = np.zeros((b, 2 * h + 2, 2 * wd + 2, w.shape[-1]))
   for i in range(h):
     for j in range(wd):
-      out[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum("bc,yxcd->byxd", x[:, i, j], w)
+      out[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += np.einsum("bc,yxcd->byxd", x[:, i, j], w)
   return out[:, 1:-1, 1:-1]
 
 
@@ -114,12 +119,19 @@ def test_dropout_follows_pix2pix(size, has_dropout):
   g = UNetGenerator(num_downs=models.unet_num_downs(size), base_features=4)
   l = jax.random.normal(jax.random.key(0), (2, size, size, 1))
   variables = g.init(jax.random.key(1), l, train=False)
-  run = lambda seed: g.apply(variables, l, train=True, rngs={"dropout": jax.random.key(seed)},  # noqa
-                             mutable=["batch_stats"])[0]
+  run = lambda seed: g.apply(
+    variables,
+    l,
+    train=True,
+    rngs={"dropout": jax.random.key(seed)},  # noqa
+    mutable=["batch_stats"],
+  )[0]
   assert (not np.allclose(run(0), run(1))) == has_dropout
   np.testing.assert_array_equal(run(0), run(0))
   # Inference is deterministic and needs no rng.
-  np.testing.assert_array_equal(g.apply(variables, l, train=False), g.apply(variables, l, train=False))
+  np.testing.assert_array_equal(
+    g.apply(variables, l, train=False), g.apply(variables, l, train=False)
+  )
 
 
 def test_generator_output_is_bounded_ab():

@@ -37,7 +37,7 @@ def _section():
   text = _readme()
   start = text.index(SECTION)
   end = text.find("\n## ", start + len(SECTION))
-  return text[start:end if end >= 0 else len(text)]
+  return text[start : end if end >= 0 else len(text)]
 
 
 def _commands():
@@ -66,7 +66,7 @@ def test_getting_started_is_the_first_screen():
   text = _readme()
   headings = re.findall(r"^## .*", text, re.M)
   assert headings[0] == SECTION
-  lines = text[:text.index(SECTION)].count("\n") + _section().count("\n")
+  lines = text[: text.index(SECTION)].count("\n") + _section().count("\n")
   assert lines <= 60, f"the title and Getting started take {lines} lines: more than one screen"
   # What a clone has: nothing outside the repository.
   assert "../" not in _section()
@@ -90,8 +90,10 @@ def clone(tmp_path_factory):
     # A wrapper, not a link: a linked venv python would not find the venv's packages.
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(os.path.join(BIN, tool))} "$@"\n')
     wrapper.chmod(0o755)
-  loop.train_and_evaluate(tiny_config(total_steps=2, eval_every_steps=0, num_samples=1),
-                          str(root / "workdirs" / "quickstart"))
+  loop.train_and_evaluate(
+    tiny_config(total_steps=2, eval_every_steps=0, num_samples=1),
+    str(root / "workdirs" / "quickstart"),
+  )
   return root
 
 
@@ -122,15 +124,26 @@ def test_getting_started_commands(clone):
 
 def _check_make(argv):
   """`make TARGET`, dry-run: the target exists; train's run is the quickstart config's summary."""
-  plan = subprocess.run(["make", "-n", "VENV=/nonexistent/venv", *argv[1:]], cwd=REPO,
-                        check=True, capture_output=True, text=True).stdout
+  plan = subprocess.run(
+    ["make", "-n", "VENV=/nonexistent/venv", *argv[1:]],
+    cwd=REPO,
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
   if argv[1] != "train":
     return
   run = next(line for line in plan.splitlines() if "-m colorgan.main" in line)
   config = next(a for a in shlex.split(run) if a.startswith("--config="))
   assert config == "--config=configs/quickstart.py"
-  summary = subprocess.run([sys.executable, "-m", "colorgan.main", config, "--mode=summary"],
-                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  summary = subprocess.run(
+    [sys.executable, "-m", "colorgan.main", config, "--mode=summary"],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert summary.returncode == 0, summary.stderr[-2000:]
   assert '"generator_params"' in summary.stdout.splitlines()[-1]
 

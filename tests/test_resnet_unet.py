@@ -36,8 +36,14 @@ def test_encoder_has_torchvision_resnet_parameter_count(depth, torchvision_param
 
 
 def test_summary_reports_the_resnet_unet_parameter_count():
-  config = tiny_config(**{"model.generator": "resnet_unet", "image_size": 64,
-                          "model.g_base_features": 64, "data.load_size": 72})
+  config = tiny_config(
+    **{
+      "model.generator": "resnet_unet",
+      "image_size": 64,
+      "model.g_base_features": 64,
+      "data.load_size": 72,
+    }
+  )
   configuration.validate(config)
   summary = main.summary(config)
   # Decoder by hand: each UpBlock(f) on cin input channels with a cs-channel skip has three 3x3
@@ -55,15 +61,23 @@ def test_feature_map_and_output_shapes():
   l = jax.ShapeDtypeStruct((2, 64, 64, 1), jnp.float32)
   variables = jax.eval_shape(functools.partial(encoder.init, train=False), jax.random.key(0), l)
   features = jax.eval_shape(functools.partial(encoder.apply, train=False), variables, l)
-  assert [f.shape for f in features] == [(2, 32, 32, W), (2, 16, 16, W), (2, 8, 8, 2 * W),
-                                         (2, 4, 4, 4 * W), (2, 2, 2, 8 * W)]
+  assert [f.shape for f in features] == [
+    (2, 32, 32, W),
+    (2, 16, 16, W),
+    (2, 8, 8, 2 * W),
+    (2, 4, 4, 4 * W),
+    (2, 2, 2, 8 * W),
+  ]
   generator = resnet_unet.ResNetUNet(width=W)
   variables = models.abstract_variables(generator, 64)
   ab = jax.eval_shape(functools.partial(generator.apply, train=False), variables, l)
   assert ab.shape == (2, 64, 64, 2) and ab.dtype == jnp.float32
   with pytest.raises(ValueError, match="multiples of 32"):
-    jax.eval_shape(functools.partial(generator.apply, train=False), variables,
-                   jax.ShapeDtypeStruct((1, 48, 40, 1), jnp.float32))
+    jax.eval_shape(
+      functools.partial(generator.apply, train=False),
+      variables,
+      jax.ShapeDtypeStruct((1, 48, 40, 1), jnp.float32),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +87,10 @@ def resnet_setup():
   mesh = parallel.create_mesh()
   generator, discriminator = models.create_generator(config), models.create_discriminator(config)
   # One compiled initializer for every test here (they differ only in what warm_start reads).
-  init = jax.jit(functools.partial(step_lib.create_train_state, config, generator, discriminator),
-                 out_shardings=parallel.replicated(mesh))
+  init = jax.jit(
+    functools.partial(step_lib.create_train_state, config, generator, discriminator),
+    out_shardings=parallel.replicated(mesh),
+  )
   with jax.set_mesh(mesh):
     initial = jax.device_get(init(jax.random.key(config.seed)))
   return config, mesh, generator, discriminator, init, initial
@@ -88,7 +104,8 @@ def test_output_stays_inside_ab_bound(resnet_setup):
   params = jax.tree.map(lambda x: x, initial.g_params)
   params["to_ab"]["kernel"] = params["to_ab"]["kernel"] * 1e4
   ab = jax.jit(functools.partial(generator.apply, train=False))(
-      {"params": params, "batch_stats": initial.g_batch_stats}, l)
+    {"params": params, "batch_stats": initial.g_batch_stats}, l
+  )
   assert float(jnp.max(jnp.abs(ab))) <= 0.25
   assert float(jnp.max(jnp.abs(ab))) > 0.24
 
@@ -98,8 +115,7 @@ def test_train_step_updates_every_generator_weight(resnet_setup):
   batch = {"image": np.random.RandomState(0).randint(0, 256, (4, 32, 32, 3)).astype(np.uint8)}
   with jax.set_mesh(mesh):
     step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
-    state, metrics = step_fn(init(jax.random.key(config.seed)),
-                             parallel.global_batch(mesh, batch))
+    state, metrics = step_fn(init(jax.random.key(config.seed)), parallel.global_batch(mesh, batch))
   scalars = {k: float(v) for k, v in metrics.compute().items()}
   assert all(np.isfinite(v) for v in scalars.values()), scalars
   assert scalars["d_loss"] > 0 and scalars["g_recon"] > 0
@@ -161,13 +177,17 @@ def test_init_from_torchvision_npz(resnet_setup, tmp_path):
   state = _warm(config, mesh, init)
   enc, stats = state.g_params["encoder"], state.g_batch_stats["encoder"]
   # Conv [O, I, kH, kW] -> [kH, kW, I, O]; the RGB stem summed over its input channels.
-  np.testing.assert_array_equal(enc["stem_conv"]["kernel"],
-                                sd["conv1.weight"].transpose(2, 3, 1, 0).sum(2, keepdims=True))
-  np.testing.assert_array_equal(enc["layer2_0"]["downsample_conv"]["kernel"],
-                                sd["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    enc["stem_conv"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0).sum(2, keepdims=True)
+  )
+  np.testing.assert_array_equal(
+    enc["layer2_0"]["downsample_conv"]["kernel"],
+    sd["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0),
+  )
   np.testing.assert_array_equal(enc["layer3_1"]["bn2"]["scale"], sd["layer3.1.bn2.weight"])
-  np.testing.assert_array_equal(stats["layer4_0"]["downsample_bn"]["var"],
-                                sd["layer4.0.downsample.1.running_var"])
+  np.testing.assert_array_equal(
+    stats["layer4_0"]["downsample_bn"]["var"], sd["layer4.0.downsample.1.running_var"]
+  )
   np.testing.assert_array_equal(stats["stem_bn"]["mean"], sd["bn1.running_mean"])
   # The decoder and the discriminator keep their fresh initialization.
   _assert_trees_equal(state.g_params["up0"], initial.g_params["up0"])
@@ -181,8 +201,10 @@ def test_init_from_npz_orbax_and_workdir_copy_the_encoder_bit_exact(resnet_setup
   with jax.set_mesh(mesh):
     source = init(jax.random.key(source_config.seed))
   source_vars = jax.device_get({"params": source.g_params, "batch_stats": source.g_batch_stats})
-  assert not np.array_equal(source_vars["params"]["encoder"]["stem_conv"]["kernel"],
-                            initial.g_params["encoder"]["stem_conv"]["kernel"])
+  assert not np.array_equal(
+    source_vars["params"]["encoder"]["stem_conv"]["kernel"],
+    initial.g_params["encoder"]["stem_conv"]["kernel"],
+  )
 
   npz = str(tmp_path / "encoder.npz")
   warm_start.save_encoder_npz(npz, _encoder(source_vars))
@@ -201,8 +223,10 @@ def test_init_from_npz_orbax_and_workdir_copy_the_encoder_bit_exact(resnet_setup
     warm_config.model.init_from = path
     configuration.validate(warm_config)
     state = _warm(warm_config, mesh, init)
-    _assert_trees_equal(_encoder({"params": state.g_params, "batch_stats": state.g_batch_stats}),
-                        _encoder(source_vars))
+    _assert_trees_equal(
+      _encoder({"params": state.g_params, "batch_stats": state.g_batch_stats}),
+      _encoder(source_vars),
+    )
     _assert_trees_equal(state.g_params["to_ab"], initial.g_params["to_ab"])
 
 
@@ -211,9 +235,11 @@ def test_init_from_mistakes_are_one_line_config_errors(resnet_setup, tmp_path):
   wrong_width = _fake_torchvision_state_dict(np.random.RandomState(0), 2 * W)
   np.savez(tmp_path / "wide.npz", **wrong_width)
   np.savez(tmp_path / "partial.npz", **{"params/stem_conv/kernel": np.zeros((7, 7, 1, W))})
-  cases = [(str(tmp_path / "wide.npz"), "has shape"),
-           (str(tmp_path / "partial.npz"), "lacks"),
-           (str(tmp_path), "neither a .npz")]
+  cases = [
+    (str(tmp_path / "wide.npz"), "has shape"),
+    (str(tmp_path / "partial.npz"), "lacks"),
+    (str(tmp_path), "neither a .npz"),
+  ]
   for path, message in cases:
     warm_config = config.copy_and_resolve_references()
     warm_config.model.init_from = path
@@ -234,15 +260,19 @@ def test_init_from_an_rgb_stem_fills_the_l_channel_of_a_hints_stem(tmp_path):
   sd = _fake_torchvision_state_dict(np.random.RandomState(2), W)
   path = str(tmp_path / "resnet18.npz")
   np.savez(path, **sd)
-  config = tiny_config(**{"model.generator": "resnet_unet", "model.g_base_features": W,
-                          "hints.enabled": True})
+  config = tiny_config(
+    **{"model.generator": "resnet_unet", "model.g_base_features": W, "hints.enabled": True}
+  )
   variables = models.abstract_variables(models.create_generator(config), 32)
   expected = {c: tree["encoder"] for c, tree in variables.items()}
   assert expected["params"]["stem_conv"]["kernel"].shape == (7, 7, 4, W)
   loaded = warm_start.load_encoder(path, expected)
   stem = loaded["params"]["stem_conv"]["kernel"]
-  np.testing.assert_array_equal(stem[:, :, :1],
-                                sd["conv1.weight"].transpose(2, 3, 1, 0).sum(2, keepdims=True))
+  np.testing.assert_array_equal(
+    stem[:, :, :1], sd["conv1.weight"].transpose(2, 3, 1, 0).sum(2, keepdims=True)
+  )
   assert stem.shape == (7, 7, 4, W) and not stem[:, :, 1:].any()
-  np.testing.assert_array_equal(loaded["params"]["layer1_0"]["conv1"]["kernel"],
-                                sd["layer1.0.conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    loaded["params"]["layer1_0"]["conv1"]["kernel"],
+    sd["layer1.0.conv1.weight"].transpose(2, 3, 1, 0),
+  )

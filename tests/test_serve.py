@@ -21,10 +21,20 @@ from colorgan.inference import user_hints
 from colorgan.data import sources
 from tests.conftest import REPO
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads nothing
+CHROMIUM = (
+  "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads nothing
+)
 # Headless, and nothing that reaches beyond this machine.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+]
 TIMEOUT_MS = 120_000
 
 
@@ -67,9 +77,15 @@ def _start_server(workdir: str, tmp: str) -> tuple[subprocess.Popen, str]:
   returns once the page answers and the server says it serves."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true", TMPDIR=tmp)
-  process = subprocess.Popen(_stoppable("colorgan.serve", f"--workdir={workdir}", f"--port={port}"),
-                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+  process = subprocess.Popen(
+    _stoppable("colorgan.serve", f"--workdir={workdir}", f"--port={port}"),
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,
+  )
   url = f"http://127.0.0.1:{port}/"
   deadline = time.time() + 240
   while True:
@@ -124,9 +140,13 @@ def expected(workdir):
 
   def colorized(path, hints_text=None):
     photo = photo_lib.load_photo(path)
-    points = (None if hints_text is None else
-              user_hints.parse_points(json.loads(hints_text), *photo.l.shape, what="hints"))
+    points = (
+      None
+      if hints_text is None
+      else user_hints.parse_points(json.loads(hints_text), *photo.l.shape, what="hints")
+    )
     return colorizer.colorize_photo(photo, points)
+
   return colorized
 
 
@@ -140,6 +160,7 @@ def _distance_to_hints(rgb, points):
 def test_api_returns_the_colorized_png(server, expected):
   from gradio_client import Client  # pylint: disable=g-import-not-at-top
   from gradio_client import handle_file  # pylint: disable=g-import-not-at-top
+
   url, _, _ = server
   photo = sources.bundled_photo_paths()[6]  # china.jpg, 427 x 640
   result = Client(url, verbose=False).predict(handle_file(photo), api_name="/colorize")
@@ -151,6 +172,7 @@ def test_api_returns_the_colorized_png(server, expected):
 def test_api_colorizes_with_hints(server, expected):
   from gradio_client import Client  # pylint: disable=g-import-not-at-top
   from gradio_client import handle_file  # pylint: disable=g-import-not-at-top
+
   url, _, _ = server
   photo = sources.bundled_photo_paths()[6]  # china.jpg, 427 x 640
   text = json.dumps({"points": [{"x": 200, "y": 150, "rgb": [30, 60, 220], "size": 60}]})
@@ -167,8 +189,11 @@ def test_api_colorizes_with_hints(server, expected):
 
 def _wait_for_new_result(page, src):
   page.wait_for_function(
-      "src => { const img = document.querySelector('#colorized img');"
-      " return img && img.src !== src; }", arg=src, timeout=TIMEOUT_MS)
+    "src => { const img = document.querySelector('#colorized img');"
+    " return img && img.src !== src; }",
+    arg=src,
+    timeout=TIMEOUT_MS,
+  )
   return page.locator("#colorized img").get_attribute("src")
 
 
@@ -233,8 +258,10 @@ def test_hints_clicked_on_the_page_pull_the_colors(server, expected, tmp_path):
     for p, (_, (fx, fy)) in zip(points, picks):  # where the clicks were, in photo pixels
       assert abs(p["x"] - fx * 301) <= 2 and abs(p["y"] - fy * 207) <= 2
     np.testing.assert_array_equal(with_hints, expected(photo, text))
-    before, after = _distance_to_hints(expected(photo), points), _distance_to_hints(with_hints,
-                                                                                     points)
+    before, after = (
+      _distance_to_hints(expected(photo), points),
+      _distance_to_hints(with_hints, points),
+    )
     assert np.all(after < before - 5), (before, after)
     marked = _fetch(gray.get_attribute("src"))  # the hints are drawn on the gray photo
     assert np.ptp(marked.astype(int), axis=-1).max() > 100
@@ -293,11 +320,15 @@ def test_the_page_in_a_browser(server, expected, tmp_path):
     Image.open(sources.bundled_photo_paths()[2]).convert("RGB").save(other, quality=90)
     page.locator("#photo input[type=file]").set_input_files(other)
     page.wait_for_function(
-        "src => { const img = document.querySelector('#colorized img');"
-        " return img && img.src !== src; }", arg=first_src, timeout=TIMEOUT_MS)
+      "src => { const img = document.querySelector('#colorized img');"
+      " return img && img.src !== src; }",
+      arg=first_src,
+      timeout=TIMEOUT_MS,
+    )
     with urllib.request.urlopen(result.get_attribute("src")) as response:
-      np.testing.assert_array_equal(np.asarray(Image.open(response).convert("RGB")),
-                                    expected(other))
+      np.testing.assert_array_equal(
+        np.asarray(Image.open(response).convert("RGB")), expected(other)
+      )
     browser.close()
   assert hosts == {url.split("/")[2]}, hosts  # nothing but the page's own server
 
@@ -309,18 +340,27 @@ def test_the_page_in_a_browser(server, expected, tmp_path):
 
 
 def test_without_gradio_one_line_names_the_extra(tmp_path):
-  program = "\n".join([
+  program = "\n".join(
+    [
       "import importlib.util, runpy, sys",
       "find_spec = importlib.util.find_spec",
       "importlib.util.find_spec = lambda name, *a: None if name == 'gradio' else find_spec(name, *a)",
       f"sys.argv = ['serve', '--workdir={tmp_path}']",
       "runpy.run_module('colorgan.serve', run_name='__main__')",
-  ])
-  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    ]
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", program],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      "colorgan: error: the page needs Gradio, which is not installed: pip install -e '.[serve]'")
+    "colorgan: error: the page needs Gradio, which is not installed: pip install -e '.[serve]'"
+  )
 
 
 # ----------------------------------------------------------------------------- stopping, flags
@@ -353,16 +393,19 @@ def test_the_server_stops_on_ctrl_c_when_the_test_run_ignores_it(workdir, tmp_pa
 def test_the_server_goes_when_the_test_process_dies(tmp_path):
   """A test process killed without its finalizers (SIGKILL, a closed terminal) takes its server
   along: a stand-in child started as _start_server starts the server (STOPPABLE)."""
-  program = "\n".join([
+  program = "\n".join(
+    [
       "import os, subprocess",
       "from tests.test_serve import _stoppable",
       "sleep = _stoppable('timeit', '-n1', '-r1', 'import time; time.sleep(300)')  # a stand-in",
       "child = subprocess.Popen(sleep, start_new_session=True)",
       "print(child.pid, flush=True)",
       "os._exit(0)  # no finalizer, no wait",
-  ])
-  result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    ]
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
   pid = int(result.stdout.split()[-1])
   deadline = time.time() + 30
   while _alive(pid) and time.time() < deadline:
@@ -373,9 +416,14 @@ def test_the_server_goes_when_the_test_process_dies(tmp_path):
 
 
 def _serve_cli(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "colorgan.serve", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=120,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  return subprocess.run(
+    [sys.executable, "-m", "colorgan.serve", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
 
 
 def test_port_mistakes_are_one_line_naming_the_port(tmp_path):
@@ -386,15 +434,25 @@ def test_port_mistakes_are_one_line_naming_the_port(tmp_path):
     port = taken.getsockname()[1]
     in_use = _serve_cli(f"--workdir={tmp_path}", f"--port={port}")
   for result, message in (
-      (in_use, f"--port={port} is in use (another server, or a colorgan.serve still running): "
-               f"choose another --port, e.g. --port={port + 1}"),
-      (_serve_cli(f"--workdir={tmp_path}", "--port=70000"),
-       "flag --port=70000: 70000 is not an integer in the range [1, 65535] (see --helpshort)"),
-      (_serve_cli(f"--workdir={tmp_path}", "--port=0"),
-       "flag --port=0: 0 is not an integer in the range [1, 65535] (see --helpshort)"),
-      (_serve_cli(f"--workdir={tmp_path}", "--host=192.0.2.1"),
-       "--host=192.0.2.1 is not an address of this machine: use 127.0.0.1 (this machine only) "
-       "or 0.0.0.0 (the local network)")):
+    (
+      in_use,
+      f"--port={port} is in use (another server, or a colorgan.serve still running): "
+      f"choose another --port, e.g. --port={port + 1}",
+    ),
+    (
+      _serve_cli(f"--workdir={tmp_path}", "--port=70000"),
+      "flag --port=70000: 70000 is not an integer in the range [1, 65535] (see --helpshort)",
+    ),
+    (
+      _serve_cli(f"--workdir={tmp_path}", "--port=0"),
+      "flag --port=0: 0 is not an integer in the range [1, 65535] (see --helpshort)",
+    ),
+    (
+      _serve_cli(f"--workdir={tmp_path}", "--host=192.0.2.1"),
+      "--host=192.0.2.1 is not an address of this machine: use 127.0.0.1 (this machine only) "
+      "or 0.0.0.0 (the local network)",
+    ),
+  ):
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [f"colorgan: error: {message}"], result.stderr
 
@@ -403,9 +461,12 @@ def test_gradios_port_error_names_the_flag():
   """The port taken between the check and Gradio's launch: Gradio's text, which points at its
   GRADIO_SERVER_PORT variable, becomes the same line."""
   from colorgan import serve  # pylint: disable=g-import-not-at-top
-  gradio_error = OSError("Cannot find empty port in range: 7860-7860. You can specify a different "
-                         "port by setting the GRADIO_SERVER_PORT environment variable or passing "
-                         "the `server_port` parameter to `launch()`.")
+
+  gradio_error = OSError(
+    "Cannot find empty port in range: 7860-7860. You can specify a different "
+    "port by setting the GRADIO_SERVER_PORT environment variable or passing "
+    "the `server_port` parameter to `launch()`."
+  )
   message = serve.address_message("127.0.0.1", 7860, gradio_error)
   assert message.startswith("--port=7860 is in use") and "GRADIO" not in message
 
@@ -413,13 +474,29 @@ def test_gradios_port_error_names_the_flag():
 def test_skipped_tests_say_why_without_rs(tmp_path):
   """conftest's summary hook: a skipped browser test's reason above pytest's last line, with -q."""
   (tmp_path / "test_skips.py").write_text(
-      "import pytest\n\n\ndef test_needs_a_browser():\n"
-      "  pytest.skip('/usr/bin/chromium is missing: apt-get install chromium')\n")
-  result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p",
-                           "no:cacheprovider", str(tmp_path / "test_skips.py")], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    "import pytest\n\n\ndef test_needs_a_browser():\n"
+    "  pytest.skip('/usr/bin/chromium is missing: apt-get install chromium')\n"
+  )
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pytest",
+      "-q",
+      "-p",
+      "tests.conftest",
+      "-p",
+      "no:cacheprovider",
+      str(tmp_path / "test_skips.py"),
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   lines = result.stdout.splitlines()
   assert result.returncode == 0, result.stdout
   assert lines[-2:-1] == [
-      "1 skipped: /usr/bin/chromium is missing: apt-get install chromium (test_skips.py)"], lines
+    "1 skipped: /usr/bin/chromium is missing: apt-get install chromium (test_skips.py)"
+  ], lines
   assert lines[-1].startswith("1 skipped")

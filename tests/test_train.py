@@ -33,8 +33,11 @@ def setup():
 
 
 def _leaves(tree):
-  keys_as_data = lambda x: (jax.random.key_data(x)  # noqa: E731
-                            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+  keys_as_data = lambda x: (
+    jax.random.key_data(x)  # noqa: E731
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    else x
+  )
   return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(tree)]
 
 
@@ -46,16 +49,19 @@ def test_one_step_updates_both_networks_and_reports_finite_losses(setup):
   after = jax.device_get(state)
   assert int(after.step) == 1
   for name in ("g_params", "d_params", "g_batch_stats"):
-    changed = [not np.array_equal(a, b)
-               for a, b in zip(_leaves(getattr(before, name)), _leaves(getattr(after, name)))]
+    changed = [
+      not np.array_equal(a, b)
+      for a, b in zip(_leaves(getattr(before, name)), _leaves(getattr(after, name)))
+    ]
     assert all(changed), f"{name}: {sum(changed)}/{len(changed)} leaves changed"
   scalars = {k: float(v) for k, v in metrics.compute().items()}
   assert set(scalars) == set(step_lib.METRIC_NAMES)
   assert all(np.isfinite(v) for v in scalars.values())
   # 100 * L1 weighting as configured, and the vanilla losses start near log(2) for D and G.
   np.testing.assert_allclose(scalars["g_recon_weighted"], 100 * scalars["g_recon"], rtol=1e-5)
-  np.testing.assert_allclose(scalars["g_loss"], scalars["g_adv"] + scalars["g_recon_weighted"],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    scalars["g_loss"], scalars["g_adv"] + scalars["g_recon_weighted"], rtol=1e-5
+  )
   assert 0.4 < scalars["d_loss"] < 1.0 and scalars["d_penalty"] == 0.0
 
 

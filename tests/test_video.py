@@ -26,15 +26,27 @@ def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
   xs = np.linspace(0, small.shape[1] - 1.001, width)
   y0, x0 = ys.astype(int)[:, None], xs.astype(int)[None, :]
   fy, fx = (ys - y0[:, 0])[:, None, None], (xs - x0[0])[None, :, None]
-  image = ((1 - fy) * (1 - fx) * small[y0, x0] + (1 - fy) * fx * small[y0, x0 + 1]
-           + fy * (1 - fx) * small[y0 + 1, x0] + fy * fx * small[y0 + 1, x0 + 1])
+  image = (
+    (1 - fy) * (1 - fx) * small[y0, x0]
+    + (1 - fy) * fx * small[y0, x0 + 1]
+    + fy * (1 - fx) * small[y0 + 1, x0]
+    + fy * fx * small[y0 + 1, x0 + 1]
+  )
   return image.astype(np.uint8)
 
 
-def write_clip(path: str, frames: list[np.ndarray], *, codec: str = "libx264",
-               rate: fractions.Fraction = NTSC, pts: list[int] | None = None,
-               time_base: fractions.Fraction | None = None, audio: str | None = "aac",
-               rotation: int = 0, container: str | None = None) -> None:
+def write_clip(
+  path: str,
+  frames: list[np.ndarray],
+  *,
+  codec: str = "libx264",
+  rate: fractions.Fraction = NTSC,
+  pts: list[int] | None = None,
+  time_base: fractions.Fraction | None = None,
+  audio: str | None = "aac",
+  rotation: int = 0,
+  container: str | None = None,
+) -> None:
   """Writes uint8 RGB frames as a video; pts in time_base (default: one frame period each)."""
   if time_base is None:
     time_base = fractions.Fraction(1, 1000) if pts else fractions.Fraction(1, rate.numerator)
@@ -71,7 +83,7 @@ def write_clip(path: str, frames: list[np.ndarray], *, codec: str = "libx264",
 
 def moving(n: int, height: int = 40, width: int = 56, dx: int = 1, dy: int = 0) -> list:
   big = texture(height + n * abs(dy) + 8, width + n * abs(dx) + 8)
-  return [big[t * dy + 4:t * dy + 4 + height, t * dx + 4:t * dx + 4 + width] for t in range(n)]
+  return [big[t * dy + 4 : t * dy + 4 + height, t * dx + 4 : t * dx + 4 + width] for t in range(n)]
 
 
 def decode(path: str) -> tuple[list, list, av.video.stream.VideoStream]:
@@ -82,26 +94,29 @@ def decode(path: str) -> tuple[list, list, av.video.stream.VideoStream]:
     for frame in container.decode(stream):
       frames.append(frame.to_ndarray(format="rgb24"))
       times.append(frame.pts * frame.time_base)
-    facts = {"rate": stream.average_rate, "size": (stream.width, stream.height),
-             "audio": [(s.codec_context.name, sum(1 for p in container.demux(s) if p.size))
-                       for s in container.streams.audio]}
+    facts = {
+      "rate": stream.average_rate,
+      "size": (stream.width, stream.height),
+      "audio": [
+        (s.codec_context.name, sum(1 for p in container.demux(s) if p.size))
+        for s in container.streams.audio
+      ],
+    }
   with av.open(path) as container:
     facts["rotation"] = next(container.decode(video=0)).rotation
   return frames, times, facts
 
 
 @pytest.fixture(scope="session")
-def video_run(tmp_path_factory) -> str:
-  """The workdir of a 1-step tiny run."""
-  from colorgan.training import loop  # pylint: disable=g-import-not-at-top
-  path = str(tmp_path_factory.mktemp("video") / "run")
-  loop.train_and_evaluate(tiny_config(total_steps=1, eval_every_steps=0, num_samples=1), path)
-  return path
+def video_run(tiny_run) -> str:
+  """The workdir of a 1-step tiny run (conftest)."""
+  return tiny_run
 
 
 @pytest.fixture(scope="session")
 def colorizer(video_run):
   from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
+
   return colorize.Colorizer.from_checkpoint(video_run, batch_size=4)
 
 
@@ -111,6 +126,7 @@ def test_the_command_colorizes_photos_and_videos_of_one_folder(video_run, tmp_pa
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   inputs = tmp_path / "in"
   inputs.mkdir()
   write_clip(str(inputs / "clip.mov"), moving(4), audio=None)
@@ -119,9 +135,22 @@ def test_the_command_colorizes_photos_and_videos_of_one_folder(video_run, tmp_pa
 
   def colorize(output_dir):
     return subprocess.run(
-        [sys.executable, "-m", "colorgan.main", "--mode=colorize", f"--workdir={video_run}",
-         f"--input={inputs}", f"--output_dir={output_dir}", "--temporal=none"], cwd=repo,
-        capture_output=True, text=True, timeout=300, check=False)
+      [
+        sys.executable,
+        "-m",
+        "colorgan.main",
+        "--mode=colorize",
+        f"--workdir={video_run}",
+        f"--input={inputs}",
+        f"--output_dir={output_dir}",
+        "--temporal=none",
+      ],
+      cwd=repo,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
 
   result = colorize(tmp_path / "out")
   assert result.returncode == 0, result.stderr[-2000:]
@@ -134,13 +163,16 @@ def test_the_command_colorizes_photos_and_videos_of_one_folder(video_run, tmp_pa
 
 
 CLIPS = {  # name: (file, write_clip arguments, frames)
-    "h264_aac_ntsc": ("a.mp4", {}, moving(10)),
-    "vp9_opus_odd": ("b.webm", {"codec": "libvpx-vp9", "audio": "libopus"}, moving(6, 25, 33)),
-    "vfr_no_audio": ("c.mkv", {"pts": [0, 33, 70, 100, 180, 190, 250, 400], "audio": None},
-                     moving(8)),
-    "rotated_mov": ("d.mov", {"rotation": 90}, moving(6, 40, 24)),
-    "one_frame_avi": ("e.avi", {"audio": None}, moving(1)),
-    "odd_h264": ("f.mp4", {"audio": None}, moving(5, 21, 35)),
+  "h264_aac_ntsc": ("a.mp4", {}, moving(10)),
+  "vp9_opus_odd": ("b.webm", {"codec": "libvpx-vp9", "audio": "libopus"}, moving(6, 25, 33)),
+  "vfr_no_audio": (
+    "c.mkv",
+    {"pts": [0, 33, 70, 100, 180, 190, 250, 400], "audio": None},
+    moving(8),
+  ),
+  "rotated_mov": ("d.mov", {"rotation": 90}, moving(6, 40, 24)),
+  "one_frame_avi": ("e.avi", {"audio": None}, moving(1)),
+  "odd_h264": ("f.mp4", {"audio": None}, moving(5, 21, 35)),
 }
 
 
@@ -170,7 +202,8 @@ def test_a_video_is_found_by_its_content_not_its_extension(tmp_path):
   (tmp_path / "notes.mkv").write_text("not a video")
   assert video.is_video(str(tmp_path / "clip.dat"))
   assert video.output_path(str(tmp_path / "o" / "clip.png"), str(tmp_path / "clip.dat")).endswith(
-      "clip.mp4")
+    "clip.mp4"
+  )
   assert not video.is_video(str(tmp_path / "photo.mp4"))
   assert not video.is_video(str(tmp_path / "notes.mkv"))
 
@@ -179,7 +212,7 @@ def test_damaged_videos_are_one_line_and_nothing_looks_finished(colorizer, tmp_p
   src = str(tmp_path / "clip.mkv")
   write_clip(src, moving(24, 64, 64), audio=None)
   data = open(src, "rb").read()
-  (tmp_path / "truncated.mkv").write_bytes(data[:len(data) // 2])
+  (tmp_path / "truncated.mkv").write_bytes(data[: len(data) // 2])
   (tmp_path / "garbage.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + os.urandom(3000))
   (tmp_path / "text.avi").write_text("hello")
   for name in ("truncated.mkv", "garbage.mp4", "text.avi"):
@@ -216,8 +249,9 @@ def test_interrupt_then_resume_gives_the_file_of_one_run(colorizer, tmp_path):
     video.colorize_video(_Interrupting(colorizer, 2), src, dst, segment_frames=4, progress=False)
   assert not os.path.exists(dst) and os.path.isdir(video._partial_dir(dst))
   with pytest.raises(errors.VideoError, match="other settings \\(temporal\\)"):
-    video.colorize_video(colorizer, src, dst, temporal="none", segment_frames=4, resume=True,
-                         progress=False)
+    video.colorize_video(
+      colorizer, src, dst, temporal="none", segment_frames=4, resume=True, progress=False
+    )
   result = video.colorize_video(colorizer, src, dst, segment_frames=4, resume=True, progress=False)
   assert result.resumed_from == 8
   assert open(dst, "rb").read() == open(whole, "rb").read()
@@ -227,8 +261,9 @@ def test_ema_on_a_static_clip_keeps_the_first_frames_colors(colorizer, tmp_path)
   src = str(tmp_path / "still.mp4")
   write_clip(src, [texture(40, 56)] * 6, audio=None)
   for temporal in ("none", "ema"):
-    video.colorize_video(colorizer, src, str(tmp_path / f"{temporal}.mp4"), temporal=temporal,
-                         progress=False)
+    video.colorize_video(
+      colorizer, src, str(tmp_path / f"{temporal}.mp4"), temporal=temporal, progress=False
+    )
   ema, _, _ = decode(str(tmp_path / "ema.mp4"))
   none, _, _ = decode(str(tmp_path / "none.mp4"))
   for frame in ema:
@@ -239,8 +274,13 @@ def test_ema_on_a_static_clip_keeps_the_first_frames_colors(colorizer, tmp_path)
 def test_the_filter_carries_colors_along_the_motion_and_restarts_at_a_cut():
   big = photo_lib.lightness(texture(80, 100))
   l0, l1 = big[10:60, 10:80], big[12:62, 7:77]  # the camera moves 3 px left, 2 px down
-  ab0 = np.stack([np.linspace(-40, 40, 70)[None, :].repeat(50, 0),
-                  np.linspace(20, -20, 50)[:, None].repeat(70, 1)], axis=-1).astype(np.float32)
+  ab0 = np.stack(
+    [
+      np.linspace(-40, 40, 70)[None, :].repeat(50, 0),
+      np.linspace(20, -20, 50)[:, None].repeat(70, 1),
+    ],
+    axis=-1,
+  ).astype(np.float32)
   ema = video_temporal.TemporalFilter("ema")
   ema.step(l0, ab0)
   carried = ema.carry(l1)
@@ -251,7 +291,9 @@ def test_the_filter_carries_colors_along_the_motion_and_restarts_at_a_cut():
   assert carried.confidence[inner].mean() > 0.7 * video_temporal.STRENGTH
   out = ema.blend(l1, np.zeros_like(ab0), carried)
   assert np.abs(out - carried.confidence[..., None] * carried.ab).max() < 1e-4
-  assert ema.carry(np.full_like(l1, 5.0)) is None and ema.cuts == 1  # another shot: the prediction only
+  assert (
+    ema.carry(np.full_like(l1, 5.0)) is None and ema.cuts == 1
+  )  # another shot: the prediction only
   assert video_temporal.TemporalFilter("none").carry(l1) is None
 
 
@@ -269,9 +311,14 @@ def test_occlusion_rule_flags_where_the_flows_disagree():
 def hints_colorizer(tmp_path_factory):
   from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   from colorgan.training import loop  # pylint: disable=g-import-not-at-top
+
   path = str(tmp_path_factory.mktemp("video_hints") / "run")
-  loop.train_and_evaluate(tiny_config(**{"hints.enabled": True, "total_steps": 1,
-                                         "eval_every_steps": 0, "num_samples": 1}), path)
+  loop.train_and_evaluate(
+    tiny_config(
+      **{"hints.enabled": True, "total_steps": 1, "eval_every_steps": 0, "num_samples": 1}
+    ),
+    path,
+  )
   return colorize.Colorizer.from_checkpoint(path, batch_size=1)
 
 
@@ -279,16 +326,28 @@ def test_hints_mode_and_keyframe_hints(colorizer, hints_colorizer, tmp_path):
   src = str(tmp_path / "clip.mp4")
   write_clip(src, moving(5), audio=None)
   keyframes = tmp_path / "keys.json"
-  keyframes.write_text(json.dumps({"frames": {"0": {"points": [
-      {"x": 20, "y": 20, "rgb": [200, 30, 40], "size": 9}]}}}))
-  result = video.colorize_video(hints_colorizer, src, str(tmp_path / "h.mp4"), temporal="hints",
-                                hints=str(keyframes), progress=False)
+  keyframes.write_text(
+    json.dumps({"frames": {"0": {"points": [{"x": 20, "y": 20, "rgb": [200, 30, 40], "size": 9}]}}})
+  )
+  result = video.colorize_video(
+    hints_colorizer,
+    src,
+    str(tmp_path / "h.mp4"),
+    temporal="hints",
+    hints=str(keyframes),
+    progress=False,
+  )
   assert result.frames == 5
-  hints = video_temporal.hint_map(video_temporal.Carried(
-      np.full((40, 56, 2), 30, np.float32), np.full((40, 56), video_temporal.STRENGTH, np.float32)), (24, 32), 32)
+  hints = video_temporal.hint_map(
+    video_temporal.Carried(
+      np.full((40, 56, 2), 30, np.float32), np.full((40, 56), video_temporal.STRENGTH, np.float32)
+    ),
+    (24, 32),
+    32,
+  )
   assert hints[..., 2].sum() == 6 * 8 and hints[24:, :, 2].sum() == 0
   with pytest.raises(errors.VideoError, match="trained with hints"):
     video.colorize_video(colorizer, src, str(tmp_path / "x.mp4"), temporal="hints")
   keyframes.write_text(json.dumps({"frames": {"7": {"points": []}}}))
-  with pytest.raises(errors.HintError, match="\"7\" is not a frame number"):
+  with pytest.raises(errors.HintError, match='"7" is not a frame number'):
     video.colorize_video(hints_colorizer, src, str(tmp_path / "y.mp4"), hints=str(keyframes))

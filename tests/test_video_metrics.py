@@ -64,8 +64,13 @@ def test_the_command_prints_json_last_and_errors_in_one_line(tmp_path):
   clip = str(tmp_path / "clip.mkv")
   write_clip(clip, list(shifted(4)), audio=None)
   run = lambda *args: subprocess.run(  # noqa: E731
-      [sys.executable, "-m", "colorgan.video_metrics", *args], cwd=REPO, capture_output=True,
-      text=True, timeout=300, check=False)
+    [sys.executable, "-m", "colorgan.video_metrics", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   done = run(clip, f"--original={clip}", f"--reference={clip}")
   assert done.returncode == 0, done.stderr[-2000:]
   result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -76,5 +81,6 @@ def test_the_command_prints_json_last_and_errors_in_one_line(tmp_path):
   failed = run(str(tmp_path / "notes.txt"))
   assert failed.returncode == 2
   assert failed.stderr.strip().splitlines() == [
-      f"colorgan: error: COLORIZED={tmp_path / 'notes.txt'}: not a video colorgan can read "
-      "(corrupt, truncated, or not a video)"]
+    f"colorgan: error: COLORIZED={tmp_path / 'notes.txt'}: not a video colorgan can read "
+    "(corrupt, truncated, or not a video)"
+  ]

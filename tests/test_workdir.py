@@ -29,8 +29,9 @@ with workdir.claim(sys.argv[1]):
 
 
 def _holder(path):
-  proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], cwd=REPO,
-                          stdout=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", _HOLD, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+  )
   assert proc.stdout.readline().strip() == "holding"
   return proc
 
@@ -42,14 +43,26 @@ def test_a_second_run_on_a_live_runs_workdir_is_refused_naming_the_holder(tmp_pa
     record = json.loads((workdir / workdir_lib.LOCK_NAME).read_text())
     assert record["pid"] == holder.pid and record["host"] == socket.gethostname()
     result = subprocess.run(
-        [sys.executable, "-m", "colorgan.main", "--config=configs/default.py:smoke",
-         f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      [
+        sys.executable,
+        "-m",
+        "colorgan.main",
+        "--config=configs/default.py:smoke",
+        f"--workdir={workdir}",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
     assert len(lines) == 1, result.stderr
-    assert (f"--workdir={workdir} is in use by another colorgan run (host {record['host']}, pid "
-            f"{holder.pid}, started {record['started']})") in lines[0]
+    assert (
+      f"--workdir={workdir} is in use by another colorgan run (host {record['host']}, pid "
+      f"{holder.pid}, started {record['started']})"
+    ) in lines[0]
     assert "Traceback" not in result.stderr
     assert sorted(os.listdir(workdir)) == [workdir_lib.LOCK_NAME]  # the refused run wrote nothing
     with pytest.raises(errors.WorkdirError, match=f"pid {holder.pid}"):
@@ -81,10 +94,20 @@ def test_a_run_that_fails_at_start_leaves_no_empty_workdir(tmp_path):
 def test_an_empty_data_folder_is_one_line_and_leaves_no_workdir(tmp_path):
   os.makedirs(tmp_path / "photos")
   result = subprocess.run(
-      [sys.executable, "-m", "colorgan.main", "--config=configs/folder.py",
-       f"--config.data.path={tmp_path / 'photos'}", f"--workdir={tmp_path / 'run'}"],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    [
+      sys.executable,
+      "-m",
+      "colorgan.main",
+      "--config=configs/folder.py",
+      f"--config.data.path={tmp_path / 'photos'}",
+      f"--workdir={tmp_path / 'run'}",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert result.returncode == 2, result.stderr
   lines = [line for line in result.stderr.splitlines() if line.startswith("colorgan: error:")]
   assert len(lines) == 1 and str(tmp_path / "photos") in lines[0], result.stderr
@@ -95,15 +118,18 @@ def _read_only(*args, **kwargs):
   raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
 
-def test_a_workdir_that_cannot_be_written_is_one_line_before_any_work(tmp_path, monkeypatch,
-                                                                        capsys):
+def test_a_workdir_that_cannot_be_written_is_one_line_before_any_work(
+  tmp_path, monkeypatch, capsys
+):
   # Cannot be created (a read-only mount; root ignores permission bits, so the failure is made).
   monkeypatch.setattr(fileio.os, "makedirs", _read_only)
   with pytest.raises(errors.WorkdirError) as e:
     fileio.ensure_writable(str(tmp_path / "new"))
-  assert str(e.value) == (f"--workdir={tmp_path / 'new'} cannot be created: Read-only file system "
-                          "(a read-only file system or a missing permission: choose another "
-                          "--workdir)")
+  assert str(e.value) == (
+    f"--workdir={tmp_path / 'new'} cannot be created: Read-only file system "
+    "(a read-only file system or a missing permission: choose another "
+    "--workdir)"
+  )
   monkeypatch.undo()
   # Exists, but nothing can be written in it.
   monkeypatch.setattr(fileio, "open", _read_only, raising=False)

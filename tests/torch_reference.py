@@ -19,9 +19,11 @@ import numpy as np
 
 def import_torchvision():
   """torchvision's model definitions without its compiled operators (see the module docstring)."""
-  sys.modules.setdefault("torchvision._meta_registrations",
-                         types.ModuleType("torchvision._meta_registrations"))
+  sys.modules.setdefault(
+    "torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations")
+  )
   import torchvision  # pylint: disable=g-import-not-at-top
+
   return torchvision
 
 
@@ -33,6 +35,7 @@ import_torchvision()
 def pytorch_fid_inception():
   import_torchvision()
   from pytorch_fid import inception  # pylint: disable=g-import-not-at-top
+
   return inception
 
 
@@ -44,11 +47,14 @@ def save_random_fid_inception(path: str, *, seed: int = 0, calibration=None) -> 
   then perturbed so that no layer is the identity. Without calibration: random statistics.
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   inception = pytorch_fid_inception()
   torch.manual_seed(seed)
   # Random init: nothing fetched, nothing loaded.
-  with mock.patch.object(inception, "load_state_dict_from_url", lambda *args, **kwargs: {}), \
-       mock.patch.object(torch.nn.Module, "load_state_dict", lambda *args, **kwargs: None):
+  with (
+    mock.patch.object(inception, "load_state_dict_from_url", lambda *args, **kwargs: {}),
+    mock.patch.object(torch.nn.Module, "load_state_dict", lambda *args, **kwargs: None),
+  ):
     net = inception.fid_inception_v3()
   bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
   with torch.no_grad():
@@ -70,9 +76,26 @@ def save_random_fid_inception(path: str, *, seed: int = 0, calibration=None) -> 
   torch.save(net.state_dict(), path)
 
 
-_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-           "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
-           "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+_LAYERS = (
+  "Conv2d_1a_3x3",
+  "Conv2d_2a_3x3",
+  "Conv2d_2b_3x3",
+  "maxpool1",
+  "Conv2d_3b_1x1",
+  "Conv2d_4a_3x3",
+  "maxpool2",
+  "Mixed_5b",
+  "Mixed_5c",
+  "Mixed_5d",
+  "Mixed_6a",
+  "Mixed_6b",
+  "Mixed_6c",
+  "Mixed_6d",
+  "Mixed_6e",
+  "Mixed_7a",
+  "Mixed_7b",
+  "Mixed_7c",
+)
 
 
 def _run_layers(net, x):
@@ -86,6 +109,7 @@ def _run_layers(net, x):
 def pth_served_as_release(path: str):
   """pytorch-fid loads `path` where it would download pt_inception-2015-12-05-6726825d.pth."""
   import torch  # pylint: disable=g-import-not-at-top
+
   inception = pytorch_fid_inception()
   load = lambda *args, **kwargs: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
   with mock.patch.object(inception, "load_state_dict_from_url", load):
@@ -103,6 +127,7 @@ def lpips_reference():
   """lpips.LPIPS(net="alex", pnet_rand=True): random AlexNet, the package's real v0.1 heads."""
   import_torchvision()
   import lpips  # pylint: disable=g-import-not-at-top
+
   return lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
 
 
@@ -110,6 +135,7 @@ def save_lpips_pths(model, alexnet_path: str, lin_path: str) -> None:
   """The reference's trunk as torchvision's AlexNet state_dict, and the package's own head file."""
   import torch  # pylint: disable=g-import-not-at-top
   import lpips  # pylint: disable=g-import-not-at-top
+
   trunk = {}
   for key, value in model.net.state_dict().items():  # "slice1.0.weight": features.0.weight
     _, index, leaf = key.split(".")
@@ -124,4 +150,5 @@ def torch_images(images_uint8):
   """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1], contiguous, as torchvision's ToTensor
   makes them (torch's resize takes another path for channels-last memory)."""
   import torch  # pylint: disable=g-import-not-at-top
+
   return torch.as_tensor(np.asarray(images_uint8)).permute(0, 3, 1, 2).contiguous().float().div(255)

@@ -33,7 +33,7 @@ class Response:
   step: int
   num_images: int
   psnr_without: float  # the model given no hint
-  psnr_with: float     # given COUNT ground-truth points per photo
+  psnr_with: float  # given COUNT ground-truth points per photo
   count: int = COUNT
 
   @property
@@ -45,9 +45,16 @@ class Response:
     return not self.gain_db >= WEAK_DB  # a NaN gain is weak too
 
   def to_json(self) -> dict[str, Any]:
-    return {"step": self.step, "num_images": self.num_images, "count": self.count,
-            "psnr_without": self.psnr_without, "psnr_with": self.psnr_with,
-            "gain_db": self.gain_db, "weak_below_db": WEAK_DB, "weak": self.weak}
+    return {
+      "step": self.step,
+      "num_images": self.num_images,
+      "count": self.count,
+      "psnr_without": self.psnr_without,
+      "psnr_with": self.psnr_with,
+      "gain_db": self.gain_db,
+      "weak_below_db": WEAK_DB,
+      "weak": self.weak,
+    }
 
 
 def from_result(result: dict[str, Any]) -> Response | None:
@@ -55,12 +62,22 @@ def from_result(result: dict[str, Any]) -> Response | None:
   by_hints = result.get("by_hints", {})
   if "0" not in by_hints or str(COUNT) not in by_hints:
     return None
-  return Response(int(result["step"]), int(result["num_images"]), by_hints["0"]["psnr"],
-                  by_hints[str(COUNT)]["psnr"])
+  return Response(
+    int(result["step"]),
+    int(result["num_images"]),
+    by_hints["0"]["psnr"],
+    by_hints[str(COUNT)]["psnr"],
+  )
 
 
-def measure(config: ml_collections.ConfigDict, predict: evaluator.Predict, mesh,
-            images: pipeline.Images, g_variables: dict[str, Any], step: int) -> Response:
+def measure(
+  config: ml_collections.ConfigDict,
+  predict: evaluator.Predict,
+  mesh,
+  images: pipeline.Images,
+  g_variables: dict[str, Any],
+  step: int,
+) -> Response:
   """Scores the generator (variables replicated over the mesh) with 0 and COUNT points per photo.
 
   Only the by-hints step runs: no FID or LPIPS network is loaded for it.
@@ -70,18 +87,21 @@ def measure(config: ml_collections.ConfigDict, predict: evaluator.Predict, mesh,
   config.eval.inception_weights = config.eval.lpips_weights = ""
   scorer = evaluator.Evaluator(config, predict, mesh, images, use_hints=True)
   by_hints = scorer.by_hints(g_variables)
-  return Response(int(step), scorer.num_images, by_hints["0"]["psnr"],
-                  by_hints[str(COUNT)]["psnr"])
+  return Response(int(step), scorer.num_images, by_hints["0"]["psnr"], by_hints[str(COUNT)]["psnr"])
 
 
 def describe(response: Response) -> str:
   """One line: the figure and, when weak, what it means."""
-  line = (f"hint response at step {response.step}: {response.count} ground-truth points per photo "
-          f"take PSNR from {response.psnr_without:.2f} to {response.psnr_with:.2f} dB "
-          f"({response.gain_db:+.2f} dB) on {response.num_images} eval photos")
+  line = (
+    f"hint response at step {response.step}: {response.count} ground-truth points per photo "
+    f"take PSNR from {response.psnr_without:.2f} to {response.psnr_with:.2f} dB "
+    f"({response.gain_db:+.2f} dB) on {response.num_images} eval photos"
+  )
   if response.weak:
-    line += (f"; under {WEAK_DB:g} dB this model mostly ignores hints (train longer or on more "
-             "photos: README \"Color hints\")")
+    line += (
+      f"; under {WEAK_DB:g} dB this model mostly ignores hints (train longer or on more "
+      'photos: README "Color hints")'
+    )
   return line
 
 
@@ -116,7 +136,9 @@ def page_note(workdir: str) -> str | None:
     return None
   gain = found.get("gain_db")
   figure = "an unknown amount" if gain is None else f"only {gain:+.2f} dB"
-  return (f"**This model barely follows hints:** at the end of its training (step "
-          f"{found.get('step')}), {found.get('count', COUNT)} true-color points per photo raised "
-          f"PSNR on its eval photos by {figure} (under {WEAK_DB:g} dB), so clicks may change "
-          "little. Train longer or on more photos (README \"Color hints\").")
+  return (
+    f"**This model barely follows hints:** at the end of its training (step "
+    f"{found.get('step')}), {found.get('count', COUNT)} true-color points per photo raised "
+    f"PSNR on its eval photos by {figure} (under {WEAK_DB:g} dB), so clicks may change "
+    'little. Train longer or on more photos (README "Color hints").'
+  )

@@ -9,10 +9,12 @@ map's layout is colorgan.hints' (channels 0-1 ab at model scale, channel 2 the m
 import json
 import math
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 from PIL import ImageOps
 
 from colorgan import color
@@ -300,3 +302,34 @@ def check_hint_files(hint_files: dict[str, str]) -> None:
     shape = photo_size(source)
     if shape is not None:  # an unreadable photo is reported, and skipped, when it is colorized
       read_user_hints(path, *shape)
+
+
+def parse_color(text: str) -> list[int]:
+  """A color picker's value ("#rrggbb", "#rgb", "rgb(r, g, b)", "rgba(...)") -> [r, g, b]."""
+  text = (text or "").strip()
+  if re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+    return [int(text[i : i + 2], 16) for i in (1, 3, 5)]
+  if re.fullmatch(r"#[0-9a-fA-F]{3}", text):
+    return [17 * int(c, 16) for c in text[1:]]
+  found = re.fullmatch(r"rgba?\(([^)]*)\)", text)
+  if found:
+    parts = [float(p) for p in found.group(1).replace(",", " ").split()[:3]]
+    if len(parts) == 3:
+      return [int(round(min(max(p, 0.0), 255.0))) for p in parts]
+  raise ValueError(f"{text!r} is not a color")
+
+
+def draw_hints(gray: np.ndarray, text: str | None) -> np.ndarray:
+  """The gray photo with each hint's square in its color, outlined: uint8 RGB [H, W, 3] (the gray
+  [H, W] itself when there is no hint)."""
+  if not text:
+    return gray
+  image = Image.fromarray(gray).convert("RGB")
+  draw = ImageDraw.Draw(image)
+  for point in json.loads(text)["points"]:
+    x, y, size = int(point["x"]), int(point["y"]), int(point.get("size", 1))
+    half = max(size // 2, 2)  # visible even for 1-pixel hints
+    box = [x - half, y - half, x + half, y + half]
+    draw.rectangle(box, fill=tuple(point["rgb"]), outline="white", width=1)
+    draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline="black", width=1)
+  return np.asarray(image)

@@ -46,8 +46,9 @@ def inference_variables(state: GanState) -> dict[str, Any]:
   return {"params": state.g_params, "batch_stats": state.g_batch_stats}
 
 
-def checkpoint_ranking(scalars: dict[str, float] | None,
-                       eval_result: dict[str, Any] | None) -> dict[str, float] | None:
+def checkpoint_ranking(
+  scalars: dict[str, float] | None, eval_result: dict[str, Any] | None
+) -> dict[str, float] | None:
   """What a checkpoint is ranked by (best_checkpoint_metric): the training scalars of the log
   interval that ends at it, and the model's metrics ("eval/fid", ...) of the evaluation at its step."""
   ranking = dict(scalars or {})
@@ -74,14 +75,20 @@ def _check_finite(metrics, config: ml_collections.ConfigDict, manager, step: int
     logging.warning("nan_policy=skip, by step %d: %s (update skipped)", step, message)
     return
   latest = manager.latest_step()
-  kept = (f"the last good checkpoint is {manager.directory}/{latest}" if latest is not None
-          else "no checkpoint was saved yet")
-  raise errors.Diverged(f"{message}; stopped without saving this state, {kept} (lower the "
-                        "learning rates, or --config.nan_policy=skip to skip such updates)")
+  kept = (
+    f"the last good checkpoint is {manager.directory}/{latest}"
+    if latest is not None
+    else "no checkpoint was saved yet"
+  )
+  raise errors.Diverged(
+    f"{message}; stopped without saving this state, {kept} (lower the "
+    "learning rates, or --config.nan_policy=skip to skip such updates)"
+  )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       source: sources.Source | None = None) -> GanState:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, source: sources.Source | None = None
+) -> GanState:
   """Trains to config.total_steps, resuming from the latest checkpoint in workdir if there is one.
 
   Writes into workdir: config.json, reproducibility.json, checkpoints/<step>/, TensorBoard events
@@ -102,19 +109,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   discriminator = models.create_discriminator(config)
   source = source or sources.create_source(config)  # benchmarks pass their own
 
-  with (jax.set_mesh(mesh), preemption.StopRequest() as stop,
-        heartbeat_lib.Heartbeat(total_steps=config.total_steps) as heartbeat):
+  with (
+    jax.set_mesh(mesh),
+    preemption.StopRequest() as stop,
+    heartbeat_lib.Heartbeat(total_steps=config.total_steps) as heartbeat,
+  ):
     manager = checkpointing.create_manager(workdir, config)
     writer, latest, stopped_at = None, None, None
     try:
       start = resume.start(config, manager, generator, discriminator, mesh, heartbeat)
-      writer = metric_writers.create_default_writer(workdir,
-                                                    just_logging=jax.process_index() != 0)
+      writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
       _write_run_record(config, workdir, writer, int(start.state.step))
       state, stopped_at = _train_loop(
-          config, workdir, start, source=source, generator=generator,
-          discriminator=discriminator, mesh=mesh, manager=manager, writer=writer, stop=stop,
-          heartbeat=heartbeat)
+        config,
+        workdir,
+        start,
+        source=source,
+        generator=generator,
+        discriminator=discriminator,
+        mesh=mesh,
+        manager=manager,
+        writer=writer,
+        stop=stop,
+        heartbeat=heartbeat,
+      )
     finally:
       # Closed on any exit, an error at start included: a manager left open makes orbax's shutdown
       # print pages of event-loop tracebacks under the one-line error.
@@ -125,17 +143,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if writer is not None:
         writer.flush()
   if stopped_at is not None:
-    raise preemption.Preempted(f"stopped by {stop.signal_name} at step {stopped_at}: saved "
-                               f"{manager.directory}/{latest}; rerun the same command to resume")
+    raise preemption.Preempted(
+      f"stopped by {stop.signal_name} at step {stopped_at}: saved "
+      f"{manager.directory}/{latest}; rerun the same command to resume"
+    )
   return state
 
 
-def _write_run_record(config: ml_collections.ConfigDict, workdir: str, writer,
-                      start_step: int) -> None:
+def _write_run_record(
+  config: ml_collections.ConfigDict, workdir: str, writer, start_step: int
+) -> None:
   """config.json and reproducibility.json (the chief's), and the hyperparameters of a new run."""
   if jax.process_index() == 0:
-    fileio.write_text(os.path.join(workdir, "config.json"),
-                      config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    fileio.write_text(
+      os.path.join(workdir, "config.json"),
+      config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
+    )
     reproducibility.write_record(workdir, config, start_step=start_step)
   if start_step == 0:
     writer.write_hparams(configuration.flatten(config))
@@ -146,25 +169,46 @@ class _LoopEnd(NamedTuple):
   step: int | None  # the step a stop request ended the loop at; None: it ran to total_steps
 
 
-def _train_loop(config: ml_collections.ConfigDict, workdir: str, start: resume.Start, *,
-                source: sources.Source, generator: nn.Module, discriminator: nn.Module,
-                mesh: jax.sharding.Mesh, manager, writer, stop: preemption.StopRequest,
-                heartbeat: heartbeat_lib.Heartbeat) -> _LoopEnd:
+def _train_loop(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  start: resume.Start,
+  *,
+  source: sources.Source,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  mesh: jax.sharding.Mesh,
+  manager,
+  writer,
+  stop: preemption.StopRequest,
+  heartbeat: heartbeat_lib.Heartbeat,
+) -> _LoopEnd:
   """Steps start + 1 .. total_steps: logs, samples, evaluations and checkpoints on schedule."""
   state, start_step = start.state, int(start.state.step)
   heartbeat.set_activity("compiling the train step")
   step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
-  d_warmup_fn = (step_lib.make_train_step(config, generator, discriminator, mesh, train_g=False)
-                 if config.d_warmup_steps > start_step else None)
+  d_warmup_fn = (
+    step_lib.make_train_step(config, generator, discriminator, mesh, train_g=False)
+    if config.d_warmup_steps > start_step
+    else None
+  )
   hooks = _Hooks(config, workdir, generator, mesh, source, manager, writer, heartbeat)
   # The stream continues where the checkpoint left it: examples, not steps, in case the batch
   # size changed (allow_config_change).
   rows = parallel.process_batch_rows(mesh, config.batch_size)
-  train_iter = iter(pipeline.create_train_dataset(
-      config, source.train, rows=rows, start_step=start.data_start).as_numpy_iterator())
-  logging.info("Training %d -> %d steps on %d device(s), %d process(es); global batch %d",
-               start_step, config.total_steps, jax.device_count(), jax.process_count(),
-               config.batch_size)
+  train_iter = iter(
+    pipeline.create_train_dataset(
+      config, source.train, rows=rows, start_step=start.data_start
+    ).as_numpy_iterator()
+  )
+  logging.info(
+    "Training %d -> %d steps on %d device(s), %d process(es); global batch %d",
+    start_step,
+    config.total_steps,
+    jax.device_count(),
+    jax.process_count(),
+    config.batch_size,
+  )
   hooks.start_interval(start_step)
   for step in range(start_step + 1, config.total_steps + 1):
     heartbeat.step = step
@@ -190,8 +234,7 @@ def _dropping_the_pipeline(heartbeat: heartbeat_lib.Heartbeat) -> Iterator[None]
   the images its threads are decoding ahead (seconds on a busy machine). Dropped while the device
   still runs the last step, and said so when it is slow."""
   closing = time.time()
-  with heartbeat.activity("stopping the input pipeline (its threads finish the images in "
-                          "flight)"):
+  with heartbeat.activity("stopping the input pipeline (its threads finish the images in flight)"):
     yield
   if time.time() - closing > 2:
     logging.info("The input pipeline took %.1f s to stop", time.time() - closing)
@@ -200,28 +243,45 @@ def _dropping_the_pipeline(heartbeat: heartbeat_lib.Heartbeat) -> Iterator[None]
 class _Hooks:
   """What the loop does besides stepping, each on its schedule: log, sample, evaluate, save."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, generator: nn.Module,
-               mesh: jax.sharding.Mesh, source: sources.Source, manager, writer,
-               heartbeat: heartbeat_lib.Heartbeat):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    generator: nn.Module,
+    mesh: jax.sharding.Mesh,
+    source: sources.Source,
+    manager,
+    writer,
+    heartbeat: heartbeat_lib.Heartbeat,
+  ):
     self.config, self.workdir, self.manager, self.writer = config, workdir, manager, writer
     self.heartbeat, self.generator, self.mesh, self.source = heartbeat, generator, mesh, source
     # Replicated in and out: every process computes the grid (a collective), the chief writes it.
-    self.colorize = jax.jit(functools.partial(samples.colorize_batch, generator),
-                            out_shardings=parallel.replicated(mesh))
-    self.sample_images = parallel.replicate(mesh, pipeline.load_eval_images(
-        config, source.eval, config.num_samples))
-    self.evaluator = (evaluator.Evaluator(config, functools.partial(models.predict_ab, generator),
-                                          mesh, source.eval)
-                      if config.eval_every_steps else None)
+    self.colorize = jax.jit(
+      functools.partial(samples.colorize_batch, generator), out_shardings=parallel.replicated(mesh)
+    )
+    self.sample_images = parallel.replicate(
+      mesh, pipeline.load_eval_images(config, source.eval, config.num_samples)
+    )
+    self.evaluator = (
+      evaluator.Evaluator(
+        config, functools.partial(models.predict_ab, generator), mesh, source.eval
+      )
+      if config.eval_every_steps
+      else None
+    )
     # One program per merge and per read, not one per metric and operation: eager operations on
     # global arrays are where a 2-process CPU run deadlocked (see evaluator.accumulate_step).
-    self.merge_metrics = jax.jit(lambda total, new: total.merge(new), donate_argnums=0,
-                                 out_shardings=parallel.replicated(mesh))
-    self.compute_metrics = jax.jit(lambda metrics: metrics.compute(),
-                                   out_shardings=parallel.replicated(mesh))
+    self.merge_metrics = jax.jit(
+      lambda total, new: total.merge(new), donate_argnums=0, out_shardings=parallel.replicated(mesh)
+    )
+    self.compute_metrics = jax.jit(
+      lambda metrics: metrics.compute(), out_shardings=parallel.replicated(mesh)
+    )
     # clu writes steps_per_sec to TensorBoard; the loop's own rate is for its log line only.
     self.report_progress = periodic_actions.ReportProgress(
-        num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps)
+      num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps
+    )
     self.interval_metrics, self.interval_start, self.interval_start_step = None, 0.0, 0
 
   def start_interval(self, step: int) -> None:
@@ -231,11 +291,17 @@ class _Hooks:
     """Adds a step's metrics to the log interval's."""
     if first:
       jax.block_until_ready(step_metrics)  # once: the first step's time is mostly compilation
-      logging.info("step %d done in %.1f s (compiling the train step included)", step,
-                   time.time() - self.interval_start)
+      logging.info(
+        "step %d done in %.1f s (compiling the train step included)",
+        step,
+        time.time() - self.interval_start,
+      )
       self.heartbeat.set_activity("training")
-    self.interval_metrics = (step_metrics if self.interval_metrics is None
-                             else self.merge_metrics(self.interval_metrics, step_metrics))
+    self.interval_metrics = (
+      step_metrics
+      if self.interval_metrics is None
+      else self.merge_metrics(self.interval_metrics, step_metrics)
+    )
     self.report_progress(step)
 
   def run(self, step: int, state: GanState, *, saving: bool, examples: int) -> None:
@@ -264,40 +330,60 @@ class _Hooks:
     self.writer.write_scalars(step, scalars)
     steps_per_sec = (step - self.interval_start_step) / (time.time() - self.interval_start)
     eta_min = (config.total_steps - step) / steps_per_sec / 60
-    logging.info("step %d/%d %s | %.2f steps/s, ETA %.1f min", step, config.total_steps,
-                 _format_metrics(scalars), steps_per_sec, eta_min)
+    logging.info(
+      "step %d/%d %s | %.2f steps/s, ETA %.1f min",
+      step,
+      config.total_steps,
+      _format_metrics(scalars),
+      steps_per_sec,
+      eta_min,
+    )
     self.start_interval(step)
     return scalars
 
   def sample(self, step: int, state: GanState) -> None:
     with self.heartbeat.activity("drawing the sample grid"):
-      grid = samples.sample_grid(*jax.device_get(self.colorize(inference_variables(state),
-                                                               self.sample_images)))
+      grid = samples.sample_grid(
+        *jax.device_get(self.colorize(inference_variables(state), self.sample_images))
+      )
     if jax.process_index() == 0:
       path = samples.write_samples(self.workdir, step, grid, self.writer)
       logging.info("Wrote samples %s", path)
 
   def evaluate(self, step: int, state: GanState) -> dict[str, Any]:
     with self.heartbeat.activity(f"evaluating on {self.evaluator.num_images} photos"):
-      return evaluator.evaluate_and_record(self.evaluator, inference_variables(state), step,
-                                           self.workdir, self.writer)
+      return evaluator.evaluate_and_record(
+        self.evaluator, inference_variables(state), step, self.workdir, self.writer
+      )
 
-  def measure_hint_response(self, step: int, state: GanState,
-                            eval_result: dict[str, Any] | None) -> None:
+  def measure_hint_response(
+    self, step: int, state: GanState, eval_result: dict[str, Any] | None
+  ) -> None:
     """At the end of a hints run: how much 10 points raise PSNR, logged and in the workdir."""
     response = eval_result and hint_response.from_result(eval_result)
     if not response:  # the last evaluation did not score 0 and 10 points: only those are run
       with self.heartbeat.activity("measuring the response to hints"):
         response = hint_response.measure(
-            self.config, functools.partial(models.predict_ab, self.generator), self.mesh,
-            self.source.eval, inference_variables(state), step)
+          self.config,
+          functools.partial(models.predict_ab, self.generator),
+          self.mesh,
+          self.source.eval,
+          inference_variables(state),
+          step,
+        )
     if jax.process_index() == 0:
       hint_response.log(response, hint_response.record(response, self.workdir))
 
-  def save(self, step: int, state: GanState, examples: int,
-           ranking: dict[str, float] | None) -> None:
+  def save(
+    self, step: int, state: GanState, examples: int, ranking: dict[str, float] | None
+  ) -> None:
     config = self.config
     checkpointing.save(
-        self.manager, step, state, config, force=True,
-        data=checkpointing.DataPosition(examples, config.batch_size, config.seed),
-        metrics=ranking)
+      self.manager,
+      step,
+      state,
+      config,
+      force=True,
+      data=checkpointing.DataPosition(examples, config.batch_size, config.seed),
+      metrics=ranking,
+    )
