@@ -37,12 +37,14 @@ def fail(message: str, exit_status: int = 2) -> NoReturn:
   """Ends the command with `colorgan: error: <message>` on stderr and `exit_status`.
 
   A run that cannot go on (exit 1) is often a failed orbax restore: it leaves coroutines that Python
-  reports as "Exception ignored in ..." with their tracebacks when they are collected at exit. The
-  line already says what went wrong, so those reports are not printed.
+  reports as "Exception ignored in ..." with their tracebacks when they are collected at exit, and
+  reads whose failures asyncio logs as "Task exception was never retrieved" (on a busy machine,
+  after this line). The line already says what went wrong, so neither is printed.
   """
   print(f"colorgan: error: {message}", file=sys.stderr, flush=True)
   if exit_status == 1:
     sys.unraisablehook = lambda unraisable: None
+    logging_std.getLogger("asyncio").disabled = True
   sys.exit(exit_status)
 
 
