@@ -114,6 +114,7 @@ def _check_registry_names(config: ml_collections.ConfigDict) -> None:
   _choice(config, "loss.gan", tuple(losses.GAN_LOSSES) + ("none",))
   _choice(config, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
   _choice(config, "loss.penalty", ("auto",) + tuple(losses.PENALTIES))
+  _choice(config, "loss.colorfulness", ("none",) + tuple(losses.COLORFULNESS_LOSSES))
   _choice(config, "optim.g_schedule", schedules.SCHEDULES)
   _choice(config, "optim.d_schedule", schedules.SCHEDULES)
 
@@ -139,6 +140,12 @@ _MINIMUMS = (
   ("loss.gan_weight", 0),
   ("loss.l1_weight", 0),
   ("loss.penalty_weight", 0),
+  ("loss.colorfulness_weight", 0),
+  ("loss.colorfulness_margin", 0),
+  ("loss.feature_matching_weight", 0),
+  ("vividness.grid_points", 2),
+  ("vividness.psnr_tolerance", 0),
+  ("vividness.num_images", 1),
   ("optim.g_learning_rate", 0),
   ("optim.d_learning_rate", 0),
   ("data.load_size", 1),
@@ -341,6 +348,11 @@ def _validate_recipes(config: ml_collections.ConfigDict) -> None:
       f"config.d_warmup_steps={config.d_warmup_steps} needs a "
       "discriminator: config.loss.gan is 'none' (set a GAN objective or "
       "d_warmup_steps=0)"
+    )
+  if config.loss.feature_matching_weight and config.loss.gan == "none":
+    raise errors.ConfigError(
+      "config.loss.feature_matching_weight > 0 matches the discriminator's features, but "
+      "config.loss.gan is 'none': set a GAN objective or feature_matching_weight=0"
     )
 
   init_from = config.model.init_from

@@ -103,6 +103,13 @@ flags.DEFINE_integer(
   "colorize/export: the size the generator works at (default: "
   "the run's config.image_size); a multiple of 2**U-Net depth.",
 )
+flags.DEFINE_float(
+  "vividness",
+  None,
+  "colorize/evaluate/export: 0 (the run's most accurate colors) to 1 (as colourful as the "
+  'photos), README "Recipes"; default: the run\'s own, chosen on its validation photos '
+  "(WORKDIR/vividness.json), or the generator's output as it is when the run has none.",
+)
 # --mode=export (colorgan/export.py).
 flags.DEFINE_enum(
   "format",
@@ -174,7 +181,9 @@ def evaluate_mode(config, workdir: str) -> str:
   from colorgan.evaluation import records  # pylint: disable=g-import-not-at-top
 
   return records.to_json(
-    evaluator.evaluate_checkpoint(config, workdir, FLAGS.step, inputs=FLAGS.input)
+    evaluator.evaluate_checkpoint(
+      config, workdir, FLAGS.step, inputs=FLAGS.input, vividness=FLAGS.vividness
+    )
   )
 
 
@@ -191,13 +200,16 @@ def colorize_mode(config, workdir: str) -> int:
   from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
   from colorgan.inference import video  # pylint: disable=g-import-not-at-top
+  from colorgan.models import vividness  # pylint: disable=g-import-not-at-top
+
+  chroma_gain = vividness.resolve(workdir, FLAGS.vividness)[0]
 
   work, videos = video.split_plan(photo.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format))
   hint_files = user_hint_files(work) if work.jobs else {}
   # --temporal=hints sends one frame at a time: a batch of 1 computes no padding.
   batch_size = 1 if videos and FLAGS.temporal == "hints" else config.eval_batch_size
   colorizer = colorize.Colorizer.from_checkpoint(
-    workdir, FLAGS.step, size=FLAGS.colorize_size, batch_size=batch_size
+    workdir, FLAGS.step, size=FLAGS.colorize_size, batch_size=batch_size, chroma_gain=chroma_gain
   )
   if hint_files and not colorizer.takes_hints:
     raise errors.UsageError(
@@ -276,7 +288,9 @@ def export_mode(workdir: str) -> None:
   from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
   from colorgan import hints  # pylint: disable=g-import-not-at-top
   from colorgan.inference import export  # pylint: disable=g-import-not-at-top
+  from colorgan.models import vividness  # pylint: disable=g-import-not-at-top
 
+  chroma_gain, v = vividness.resolve(workdir, FLAGS.vividness)
   fixed = export.parse_export_size(FLAGS.export_size)
   export.check_output(FLAGS.format, FLAGS.output)  # before the restore and the export's work
   inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
@@ -288,6 +302,7 @@ def export_mode(workdir: str) -> None:
     output=FLAGS.output,
     size=FLAGS.colorize_size,
     fixed=fixed,
+    vividness=None if v is None else (v, chroma_gain),
   )
   shape = "any height and width" if fixed is None else f"{fixed[0]}x{fixed[1]} pixels"
   print(
@@ -369,6 +384,10 @@ def _validated_config(argv: list[str]):
 def _run(argv: list[str]) -> None:
   """--mode's work; every mistake is raised as an errors.ColorganError."""
   config = _validated_config(argv)
+  if FLAGS.vividness is not None:  # before any restore: a wrong knob is the first thing said
+    from colorgan.models import vividness  # pylint: disable=g-import-not-at-top
+
+    vividness.check(FLAGS.vividness, mode=FLAGS.mode)
   if FLAGS.mode == "summary":
     print(json.dumps(summary(config)))
     return

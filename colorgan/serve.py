@@ -29,7 +29,6 @@ the internet (analytics off, system fonts, no share link).
 
 import errno
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -50,14 +49,12 @@ from colorgan import cli  # noqa: E402
 from colorgan import errors  # noqa: E402
 from colorgan.evaluation import hint_response  # noqa: E402
 from colorgan.inference import colorize  # noqa: E402
+from colorgan.inference import page as page_lib  # noqa: E402
 from colorgan.inference import photo as photo_lib  # noqa: E402
-from colorgan.inference import user_hints  # noqa: E402
+from colorgan.models import vividness  # noqa: E402
 from colorgan.data import sources  # noqa: E402
 
 EXTRA = "pip install -e '.[serve]'"
-API_NAME = "colorize"
-HINTS_API_NAME = "colorize_with_hints"
-HINT_COLOR, HINT_SIZE = "#d03030", 24  # the page's first hint: a red square of 24 photo pixels
 # Gradio refuses larger uploads before they reach colorgan; Pillow's pixel limit guards the decode.
 MAX_FILE_SIZE = "200mb"
 
@@ -74,208 +71,6 @@ def define_flags() -> None:
     "127.0.0.1",
     "The address to bind: 127.0.0.1 (this machine only) "
     "unless told otherwise, e.g. 0.0.0.0 for the local network.",
-  )
-
-
-class Page:
-  """The colorize function behind the page: a Colorizer and the temporary folder it works in."""
-
-  def __init__(self, colorizer: colorize.Colorizer, folder: str, hint_note: str | None = None):
-    self.colorizer = colorizer
-    self.folder = folder
-    self.hint_note = hint_note  # hint_response.page_note: the run barely follows hints
-
-  def colorize_file(self, path: str | None):
-    """An uploaded file -> (colorized uint8 [H, W, 3|4], gray uint8 [H, W], the decoded photo) for
-    the page.
-
-    Raises:
-      gradio.Error: the file cannot be colorized (its one-line reason, shown on the page).
-    """
-    if not path:
-      return None, None, None
-    photo = self._load(path)
-    return self._colorized(photo, None), _gray(photo), photo
-
-  def colorize_file_with_hints(self, path: str | None, text: str | None):
-    """The `colorize_with_hints` endpoint: an uploaded file and hints as JSON -> colorized."""
-    if not path:
-      return None
-    photo = self._load(path)
-    return self._colorized(photo, self._hints(photo, text))
-
-  def recolorize(self, photo: photo_lib.Photo | None, text: str | None):
-    """The page's photo with the hints in the text box -> (colorized, gray with the hints drawn)."""
-    if photo is None:
-      return None, None
-    points = self._hints(photo, text)
-    return self._colorized(photo, points), user_hints.draw_hints(
-      _gray(photo), text if points else None
-    )
-
-  def add_hint(self, photo: photo_lib.Photo | None, text: str | None, rgb: str, size: float, evt):
-    """A click at evt.index = (x, y) on the gray photo -> (colorized, gray with hints, new text)."""
-    if photo is None:
-      return None, None, text
-    points = json.loads(text)["points"] if (text or "").strip() else []
-    x, y = evt.index
-    points.append({"x": int(x), "y": int(y), "rgb": user_hints.parse_color(rgb), "size": int(size)})
-    text = json.dumps({"points": points})
-    return (*self.recolorize(photo, text), text)
-
-  def _load(self, path: str) -> photo_lib.Photo:
-    import gradio as gr  # pylint: disable=g-import-not-at-top
-
-    try:
-      return photo_lib.load_photo(path)
-    except photo_lib.BadPhoto as e:
-      raise gr.Error(f"{os.path.basename(path)}: {e}", print_exception=False) from e
-    finally:
-      self._forget(path)
-
-  def _hints(self, photo: photo_lib.Photo, text: str | None) -> user_hints.UserHints | None:
-    """The hints in `text` (JSON, as --hints files), None for none. Raises gradio.Error."""
-    import gradio as gr  # pylint: disable=g-import-not-at-top
-
-    if not (text or "").strip():
-      return None
-    if not self.colorizer.takes_hints:
-      raise gr.Error(
-        "this run was trained without hints (config.hints.enabled=False): clear the hints",
-        print_exception=False,
-      )
-    try:
-      return user_hints.parse_points(json.loads(text), *photo.l.shape, what="the hints")
-    except json.JSONDecodeError as e:
-      raise gr.Error(
-        f"the hints are not JSON ({e.msg} at line {e.lineno} column {e.colno})",
-        print_exception=False,
-      ) from e
-    except errors.HintError as e:
-      raise gr.Error(str(e), print_exception=False) from e
-
-  def _colorized(self, photo: photo_lib.Photo, points: user_hints.UserHints | None) -> np.ndarray:
-    rgb = self.colorizer.colorize_photo(photo, points)
-    if photo.alpha is not None:  # as colorize mode's PNG output
-      rgb = np.dstack([rgb, photo.alpha])
-    return rgb
-
-  def _forget(self, path: str) -> None:
-    """Deletes an upload once decoded (only ever one inside this page's temporary folder)."""
-    real = os.path.realpath(path)
-    if real.startswith(os.path.realpath(self.folder) + os.sep) and os.path.isfile(real):
-      os.remove(real)
-
-
-def _gray(photo: photo_lib.Photo) -> np.ndarray:
-  """The photo's L as sRGB gray, uint8 [H, W] (ab = 0; the mean evens out the conversion's +-1
-  between channels)."""
-  gray = photo_lib.compose(photo.l, np.zeros(photo.l.shape + (2,), np.float32))
-  return np.round(gray.mean(axis=-1)).astype(np.uint8)
-
-
-def build(page: Page, examples: list[str]):
-  """The Gradio Blocks of the page."""
-  import gradio as gr  # pylint: disable=g-import-not-at-top
-
-  takes_hints = page.colorizer.takes_hints
-  with gr.Blocks(title="colorgan", delete_cache=(600, 3600)) as demo:
-    gr.Markdown(
-      f"# colorgan\nA grayscale photo in, its colorization out (checkpoint step "
-      f"{page.colorizer.step}, generator at {page.colorizer.size} px). Drop a photo or "
-      "pick an example; the result keeps the photo's own lightness at full resolution."
-      + (
-        " **Click the gray photo to give a color there** (pick the color and size "
-        "first); each click colorizes again."
-        if takes_hints
-        else ""
-      )
-    )
-    if takes_hints and page.hint_note:
-      gr.Markdown(page.hint_note, elem_id="hint_note")
-    photo = gr.File(label="Photo", file_count="single", type="filepath", elem_id="photo")
-    with gr.Row(visible=takes_hints):
-      hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint color", elem_id="hint_color")
-      hint_size = gr.Slider(
-        1, 256, value=HINT_SIZE, step=1, label="Hint size (photo pixels)", elem_id="hint_size"
-      )
-      clear = gr.Button("Clear hints", elem_id="clear_hints")
-    with gr.Row(equal_height=True):
-      gray = gr.Image(
-        label="Gray input" + (": click to place a hint" if takes_hints else ""),
-        type="numpy",
-        format="png",
-        image_mode=None,
-        interactive=False,
-        buttons=["fullscreen"],
-        elem_id="gray",
-      )
-      result = gr.Image(
-        label="Colorized",
-        type="numpy",
-        format="png",
-        image_mode=None,
-        interactive=False,
-        buttons=["download", "fullscreen"],
-        elem_id="colorized",
-      )
-    with gr.Row(visible=takes_hints):
-      hints_text = gr.Textbox(
-        label="Hints (JSON, as --mode=colorize --hints files)", lines=2, elem_id="hints", scale=4
-      )
-      apply = gr.Button("Colorize with these hints", elem_id="apply_hints", scale=1)
-    gray_state, photo_state = gr.State(), gr.State()
-    gr.Examples(examples=[[p] for p in examples], inputs=photo, label="Bundled photos")
-    # The public endpoints' only output is the colorized PNG: `colorize` (the photo) and
-    # `colorize_with_hints` (the photo and hints as JSON, through hidden inputs). The rest of the
-    # page follows from States (not part of the API) in private steps.
-    photo.change(
-      page.colorize_file,
-      inputs=photo,
-      outputs=[result, gray_state, photo_state],
-      api_name=API_NAME,
-      concurrency_limit=1,
-    ).then(
-      lambda g: (g, ""), inputs=gray_state, outputs=[gray, hints_text], api_visibility="private"
-    )
-    if takes_hints:
-      _hint_events(
-        gr, page, photo_state, hints_text, hint_color, hint_size, gray, result, apply, clear
-      )
-  return demo
-
-
-def _hint_events(
-  gr, page: Page, photo_state, hints_text, hint_color, hint_size, gray, result, apply, clear
-) -> None:
-  """The page's hint events: a click on the gray photo adds a hint, the box's JSON can be applied or
-  cleared, and a hidden button is the `colorize_with_hints` endpoint."""
-
-  def on_click(photo, text, rgb, size, evt: gr.SelectData):  # gradio passes the click's pixel
-    return page.add_hint(photo, text, rgb, size, evt)
-
-  private = dict(api_visibility="private", concurrency_limit=1)
-  gray.select(
-    on_click,
-    inputs=[photo_state, hints_text, hint_color, hint_size],
-    outputs=[result, gray, hints_text],
-    **private,
-  )
-  apply.click(page.recolorize, inputs=[photo_state, hints_text], outputs=[result, gray], **private)
-  clear.click(
-    lambda p: (*page.recolorize(p, ""), ""),
-    inputs=photo_state,
-    outputs=[result, gray, hints_text],
-    **private,
-  )
-  api_photo = gr.File(type="filepath", visible=False)
-  api_hints = gr.Textbox(visible=False)
-  gr.Button(visible=False).click(
-    page.colorize_file_with_hints,
-    inputs=[api_photo, api_hints],
-    outputs=result,
-    api_name=HINTS_API_NAME,
-    concurrency_limit=1,
   )
 
 
@@ -304,11 +99,19 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
   import gradio as gr  # pylint: disable=g-import-not-at-top
 
   try:
-    colorizer = colorize.Colorizer.from_checkpoint(workdir, step, batch_size=1)
-    page = Page(colorizer, folder, hint_note=hint_response.page_note(workdir))
+    chroma_gain = vividness.resolve(workdir, None)[0]
+    colorizer = colorize.Colorizer.from_checkpoint(
+      workdir, step, batch_size=1, chroma_gain=chroma_gain
+    )
+    page = page_lib.Page(
+      colorizer,
+      folder,
+      hint_note=hint_response.page_note(workdir),
+      calibration=vividness.read(workdir),
+    )
     # Compiled now, not at the first upload.
     colorizer.colorize_photo(photo_lib.Photo(np.full((8, 8), 50.0, np.float32), None))
-    demo = build(page, _copy_examples(folder))
+    demo = page_lib.build(page, _copy_examples(folder))
     theme = gr.themes.Default(
       font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )  # no web fonts fetched

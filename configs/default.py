@@ -58,6 +58,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     0.0  # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
   )
 
+  # The vividness knob (README "Recipes"): at the end of training, chosen on the first num_images
+  # eval photos and written to WORKDIR/vividness.json, which --vividness (colorize, evaluate, export)
+  # and the page's slider read. The default v: the largest on a grid of grid_points values in [0, 1]
+  # whose mean PSNR is within psnr_tolerance dB of v=0's.
+  config.vividness = ml_collections.ConfigDict()
+  config.vividness.calibrate = False
+  config.vividness.grid_points = 21
+  config.vividness.psnr_tolerance = 0.15
+  config.vividness.num_images = 256
+
   # Devices along each axis of the ("data", "model") mesh; -1: all devices the other axis leaves.
   # Batches are split over "data" (batch_size must divide by its size) and the state is replicated;
   # "model" holds room for parameter sharding (today a size > 1 only repeats the computation).
@@ -106,6 +116,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.huber_delta = 0.1  # in model ab units (x110 for Lab units)
   config.loss.penalty = "auto"  # none | gp | r1; auto: the objective's own (gp for wgan_gp)
   config.loss.penalty_weight = 10.0  # lambda of the gradient penalty / gamma of R1
+  # Colourfulness of the result against the photo's (README "Recipes"), on RGB in [0, 1] from the
+  # differentiable Lab conversion: none | match (two-sided, |CF - CF_true| beyond the margin) | hinge
+  # (one-sided: only duller than the photo) | ddcolor (DDColor's 0.5 * sum(1 - CF): a control).
+  config.loss.colorfulness = "none"
+  config.loss.colorfulness_weight = 1.0
+  config.loss.colorfulness_margin = 0.0  # in CF units on [0, 1] RGB (the photos' CF ~ 0.1-0.3)
+  # > 0: pix2pixHD's discriminator feature matching, this weight (pix2pixHD: 10) times the mean L1
+  # between D's intermediate features on the photo and on the result. Needs an adversarial loss.
+  config.loss.feature_matching_weight = 0.0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_learning_rate = 2e-4

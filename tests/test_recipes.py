@@ -22,6 +22,7 @@ from colorgan import parallel
 from colorgan.training import schedules
 from colorgan.training import loop
 from colorgan.training import samples
+from colorgan.training import specs
 from colorgan.training import step as step_lib
 from colorgan.training import warm_start
 from tests.conftest import tiny_config
@@ -92,7 +93,7 @@ def test_gradient_clipping_scales_the_gradient_adam_sees():
   grad = {"w": jnp.array([3.0, 4.0, 0.0])}  # global norm 5
   for clip, seen in ((0.0, [3.0, 4.0, 0.0]), (0.5, [0.3, 0.4, 0.0])):
     config = tiny_config(**{"optim.clip_grad_norm": clip})
-    g_tx, _ = step_lib.create_optimizers(config)
+    g_tx, _ = specs.create_optimizers(config)
     _, opt_state = g_tx.update(grad, g_tx.init({"w": jnp.zeros(3)}), {"w": jnp.zeros(3)})
     # Adam's first moment after one update: (1 - b1) * gradient, b1 = 0.5.
     np.testing.assert_allclose(
@@ -157,7 +158,7 @@ def test_every_adversarial_loss_trains_with_schedules_ttur_and_ema(recipe, gan):
   # Adam's first update moves each weight by lr * g / (|g| + eps): at most, and for the weights with
   # a non-tiny gradient exactly, the scheduled rate: cosine / linear_decay at step 0, after warm-up
   # factor 1/4. G and D get their own rate (TTUR).
-  assert step_lib.learning_rates(config, 1) == pytest.approx(
+  assert specs.learning_rates(config, 1) == pytest.approx(
     {"g_learning_rate": 2e-3 / 4, "d_learning_rate": 8e-3 / 4}
   )
   for name, lr in (("g_params", 2e-3 / 4), ("d_params", 8e-3 / 4)):

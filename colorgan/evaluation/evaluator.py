@@ -50,6 +50,7 @@ from colorgan.evaluation import eval_data
 from colorgan.evaluation import features
 from colorgan.evaluation import metrics
 from colorgan.evaluation import records
+from colorgan.models import vividness as vividness_lib
 
 METRIC_NAMES = metrics.METRIC_NAMES
 
@@ -348,6 +349,7 @@ def evaluate_checkpoint(
   step: int | None = None,
   *,
   inputs: Sequence[str] | None = None,
+  vividness: float | None = None,
 ) -> dict[str, Any]:
   """`--mode=evaluate`: restores the generator of a checkpoint and evaluates it on the eval split.
 
@@ -355,8 +357,11 @@ def evaluate_checkpoint(
   image_size, eval_batch_size, num_eval_images), or `inputs` (--input: photos, folders, globs)
   does, every photo of them. The result goes to WORKDIR/eval/step_<N>.json when it scores what the
   run's own evaluations score, else beside it to WORKDIR/eval/<data>/step_<N>.json
-  (eval_data.name). A workdir that cannot be written (a finished run on a read-only mount) is
-  evaluated all the same: the result is returned, with a warning, unsaved.
+  (eval_data.name). `vividness` (None: the run's default, where it has a calibration) scales the
+  generator's colors (models.vividness); a result at a chroma gain other than 1 goes to a
+  vividness_<v>/ folder inside that one, so it never replaces the run's own record. A workdir that
+  cannot be written (a finished run on a read-only mount) is evaluated all the same: the result is
+  returned, with a warning, unsaved.
 
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in workdir.
@@ -380,17 +385,20 @@ def evaluate_checkpoint(
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, step, sharding=parallel.replicated(mesh))
   generator = models.create_generator(inference.config)
+  chroma_gain, v = vividness_lib.resolve(workdir, vividness)
   if not inputs:
     images, data = sources.create_source(config).eval, eval_data.record(config)
   evaluator = Evaluator(
     config,
-    functools.partial(models.predict_ab, generator),
+    functools.partial(models.predict_ab, generator, chroma_gain=chroma_gain),
     mesh,
     images,
     use_hints=generator.use_hints,
     data=data,
   )
   name = _data_folder(config, inference.config, data, evaluator)
+  if chroma_gain != 1.0:
+    name = os.path.join(name or "", f"vividness_{v:g}")
   logging.info(
     "Evaluating step %d of %s on %d photos of %s",
     inference.step,
@@ -399,6 +407,8 @@ def evaluate_checkpoint(
     "its own eval split" if name is None else name,
   )
   result = evaluator(inference.g_variables, inference.step, progress=True)
+  if v is not None:
+    result.update(vividness=v, chroma_gain=chroma_gain)
   if writable:
     writer = metric_writers.create_default_writer(workdir, just_logging=False)
     path = records.record(result, workdir, writer, name=name)

@@ -62,6 +62,7 @@ class Colorizer:
     batch_size: int = 16,
     mesh: jax.sharding.Mesh | None = None,
     workers: int | None = None,
+    chroma_gain: float = 1.0,
   ):
     """Args:
       config: the config the generator was trained with (model.*, image_size, data.resize_mode).
@@ -71,6 +72,7 @@ class Colorizer:
       batch_size: photos per generator call (rounded up to a multiple of the device count).
       mesh: where the generator runs (default parallel.create_mesh()).
       workers: decode/encode threads (default: the CPU count, at most 8).
+      chroma_gain: the generator's ab times this (--vividness: models.vividness.resolve).
 
     Raises:
       errors.PlanError: a size the generator cannot take.
@@ -97,6 +99,7 @@ class Colorizer:
     self._predict = jax.jit(
       functools.partial(models.predict_ab, models.create_generator(config)), in_shardings=shardings
     )
+    self.chroma_gain = chroma_gain
 
   @classmethod
   def from_checkpoint(cls, workdir: str, step: int | None = None, **kwargs) -> "Colorizer":
@@ -108,9 +111,12 @@ class Colorizer:
     )
     return cls(inference.config, inference.g_variables, step=inference.step, mesh=mesh, **kwargs)
 
-  def predict_ab(self, inputs: np.ndarray, hints: np.ndarray | None = None) -> np.ndarray:
+  def predict_ab(
+    self, inputs: np.ndarray, hints: np.ndarray | None = None, chroma_gain: float | None = None
+  ) -> np.ndarray:
     """Model-scale L [n, S, S, 1] (and hint maps [n, S, S, 3], for a generator trained with hints;
-    None: no hint) -> model-scale ab [n, S, S, 2], in fixed-size batches."""
+    None: no hint) -> model-scale ab [n, S, S, 2], in fixed-size batches, times chroma_gain (None:
+    the Colorizer's; one float32 product, as models.predict_ab's)."""
     n = len(inputs)
     batch = {"l": np.zeros((self.batch_size,) + inputs.shape[1:], np.float32)}
     batch["l"][:n] = inputs
@@ -124,19 +130,25 @@ class Colorizer:
       batch = parallel.global_batch(self.mesh, batch)
       args = (batch["l"], batch["hints"]) if self.takes_hints else (batch["l"],)
       ab = self._predict(self.g_variables, *args)
-    return np.asarray(jax.device_get(ab))[:n]
+    ab = np.asarray(jax.device_get(ab))[:n]
+    gain = self.chroma_gain if chroma_gain is None else chroma_gain
+    return ab if gain == 1.0 else ab * np.float32(gain)
 
   def colorize_photo(
-    self, photo: photo_lib.Photo, hints: user_hints.UserHints | None = None
+    self,
+    photo: photo_lib.Photo,
+    hints: user_hints.UserHints | None = None,
+    chroma_gain: float | None = None,
   ) -> np.ndarray:
     """One decoded photo (and its hints, for a generator trained with them) -> its colorization,
-    uint8 RGB [H, W, 3] (the alpha is the caller's)."""
+    uint8 RGB [H, W, 3] (the alpha is the caller's); chroma_gain as predict_ab."""
     hint_map = (
       None
       if hints is None
       else photo_lib.model_hints(hints, *photo.l.shape, self.size, self.squash)[None]
     )
-    ab = self.predict_ab(photo_lib.model_input(photo.l, self.size, self.squash)[None], hint_map)[0]
+    inputs = photo_lib.model_input(photo.l, self.size, self.squash)[None]
+    ab = self.predict_ab(inputs, hint_map, chroma_gain)[0]
     return photo_lib.compose(photo.l, photo_lib.upsample_ab(ab, *photo.l.shape, self.squash))
 
   def _prepare(

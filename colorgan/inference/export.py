@@ -129,13 +129,17 @@ def inference_generator(config: ml_collections.ConfigDict):
 
 
 def colorize_function(
-  config: ml_collections.ConfigDict, g_variables: dict, size: int | None = None
+  config: ml_collections.ConfigDict,
+  g_variables: dict,
+  size: int | None = None,
+  chroma_gain: float = 1.0,
 ) -> Callable:
-  """uint8 [H, W, 3] -> uint8 [H, W, 3] with the weights as constants (what is exported)."""
+  """uint8 [H, W, 3] -> uint8 [H, W, 3] with the weights (and the vividness's chroma gain) as
+  constants (what is exported)."""
   size = size or config.image_size
   generator = inference_generator(config)
   g_variables = jax.device_get(g_variables)
-  apply = functools.partial(models.predict_ab, generator, g_variables)
+  apply = functools.partial(models.predict_ab, generator, g_variables, chroma_gain=chroma_gain)
   squash = config.data.resize_mode == "resize"
   return lambda rgb: colorize_image(apply, rgb, size=size, squash=squash)
 
@@ -330,6 +334,7 @@ def export(
   output: str,
   size: int | None = None,
   fixed: tuple[int, int] | None = None,
+  vividness: tuple[float, float] | None = None,
 ) -> dict:
   """Writes the colorize function in `fmt` to `output` and its JSON to `output + ".json"`.
 
@@ -340,6 +345,8 @@ def export(
     output: the file (or, for savedmodel, the folder) to write; replaced atomically.
     size: the generator's input size (default config.image_size).
     fixed: (height, width) of a fixed-size export; None: any height and width.
+    vividness: (v, chroma gain) baked into the export (models.vividness.resolve); None: the
+      generator's output as it is.
 
   Returns:
     The JSON written beside the export.
@@ -359,7 +366,7 @@ def export(
       f"depth of this run): use {use}"
     )
   check_output(fmt, output)
-  fn = colorize_function(config, g_variables, size)
+  fn = colorize_function(config, g_variables, size, vividness[1] if vividness else 1.0)
   _WRITERS[fmt](fn, input_shape(fixed), output)
   info = {
     "format": fmt,
@@ -367,6 +374,8 @@ def export(
     "contract": contract(fmt, size, config.data.resize_mode == "resize", fixed),
     "config": config.to_dict(),
   }
+  if vividness:
+    info["vividness"], info["chroma_gain"] = vividness
   if fmt == "onnx":
     info["opset"] = ONNX_OPSET
   if fmt == "savedmodel":

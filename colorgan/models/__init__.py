@@ -99,7 +99,12 @@ def create_discriminator(config: ml_collections.ConfigDict, backend: str | None 
 
 
 def predict_ab(
-  generator, variables: dict, l: jax.Array, hints: jax.Array | None = None
+  generator,
+  variables: dict,
+  l: jax.Array,
+  hints: jax.Array | None = None,
+  *,
+  chroma_gain: float = 1.0,
 ) -> jax.Array:
   """The generator in inference mode (BatchNorm running statistics, no dropout): every caller that
   colorizes (samples, evaluation, colorize, export) goes through here.
@@ -109,11 +114,14 @@ def predict_ab(
     variables: {"params": ..., "batch_stats": ...} (the EMA's, where the run keeps one).
     l: [B, H, W, 1] scaled lightness (color.scale_l).
     hints: [B, H, W, 3] hint map for a generator trained with hints; None: no hint given.
+    chroma_gain: ab times this (the vividness knob of a plain regressor, models.vividness); 1.0
+      leaves the generator's output as it is.
 
   Returns:
     ab: [B, H, W, 2] at model scale (color.unscale_ab gives Lab units).
   """
-  return generator.apply(variables, l, hints, train=False)
+  ab = generator.apply(variables, l, hints, train=False)
+  return ab if chroma_gain == 1.0 else ab * chroma_gain
 
 
 def abstract_variables(generator, image_size: int) -> dict:

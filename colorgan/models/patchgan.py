@@ -26,9 +26,10 @@ class PatchGAN(nn.Module):
   use_hints: bool = False
 
   @nn.compact
-  def __call__(self, l, ab, hints=None, *, train: bool):
+  def __call__(self, l, ab, hints=None, *, train: bool, return_features: bool = False):
     """Args: l: [B, H, W, 1], ab: [B, H, W, 2], hints: [B, H, W, 3] (use_hints only; None: no
-    hint). Returns: logits [B, H', W', 1], float32."""
+    hint). Returns: logits [B, H', W', 1], float32; return_features: (logits, the activations
+    after each hidden layer), for feature matching (losses.feature_matching)."""
     x = jnp.concatenate([l, ab], axis=-1)
     if self.use_hints:
       x = jnp.concatenate([x, hints_lib.no_hints(l) if hints is None else hints], axis=-1)
@@ -39,6 +40,7 @@ class PatchGAN(nn.Module):
       self.base_features, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="conv0"
     )(x)
     x = nn.leaky_relu(x, 0.2)
+    features = [x]
     for i in range(1, self.n_layers + 1):
       stride = 1 if i == self.n_layers else 2
       x = layers.down_conv(
@@ -51,7 +53,9 @@ class PatchGAN(nn.Module):
       )(x)
       x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
       x = nn.leaky_relu(x, 0.2)
+      features.append(x)
     x = layers.down_conv(
       1, strides=1, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="logits"
     )(x)
-    return x.astype(jnp.float32)
+    logits = x.astype(jnp.float32)
+    return (logits, features) if return_features else logits

@@ -26,6 +26,7 @@ from colorgan import models
 from colorgan import parallel
 from colorgan.data import pipeline
 from colorgan.data import sources
+from colorgan.evaluation import calibration
 from colorgan.evaluation import evaluator
 from colorgan.evaluation import hint_response
 from colorgan.evaluation import records
@@ -35,6 +36,7 @@ from colorgan.training import preemption
 from colorgan.training import reproducibility
 from colorgan.training import resume
 from colorgan.training import samples
+from colorgan.training import specs
 from colorgan.training import step as step_lib
 from colorgan.training.state import GanState
 
@@ -321,12 +323,15 @@ class _Hooks:
       self.save(step, state, examples, checkpoint_ranking(scalars, eval_result))
     if end and hints_lib.enabled(config):  # after the save: the last state is kept whatever happens
       self.measure_hint_response(step, state, eval_result)
+    if end and config.vividness.calibrate:
+      self.heartbeat.set_activity("choosing the vividness on the eval photos")
+      calibration.calibrate_run(config, inference_variables(state), self.source.eval, self.workdir)
 
   def log(self, step: int) -> dict[str, float]:
     """Writes the log interval's averages and learning rates; returns them."""
     config = self.config
     scalars = {k: float(v) for k, v in self.compute_metrics(self.interval_metrics).items()}
-    scalars.update(step_lib.learning_rates(config, step))
+    scalars.update(specs.learning_rates(config, step))
     self.writer.write_scalars(step, scalars)
     steps_per_sec = (step - self.interval_start_step) / (time.time() - self.interval_start)
     eta_min = (config.total_steps - step) / steps_per_sec / 60

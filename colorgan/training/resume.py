@@ -51,6 +51,11 @@ FREE_KEYS = frozenset(
     "eval.lpips_weights",
     "eval.fid_reference",
     "eval.hint_counts",
+    # Chosen after training, on the validation photos.
+    "vividness.calibrate",
+    "vividness.grid_points",
+    "vividness.psnr_tolerance",
+    "vividness.num_images",
     # Only read when a run starts from scratch: a resumed run never looks at them again.
     "init_generator_from",
     "model.init_from",

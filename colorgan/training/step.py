@@ -7,7 +7,7 @@ that same forward pass (jax.vjp).
 """
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from clu import metrics as clu_metrics
 import flax.linen as nn
@@ -22,7 +22,7 @@ from colorgan import hints as hints_lib
 from colorgan import parallel
 from colorgan.training import divergence
 from colorgan.training import losses
-from colorgan.training import schedules
+from colorgan.training import specs
 from colorgan.training.state import GanState
 
 # Every train_step returns these scalars (zeros where a term is off), averaged over each log interval.
@@ -37,6 +37,8 @@ METRIC_NAMES = (
   "g_adv_weighted",
   "g_recon",
   "g_recon_weighted",
+  "g_colorfulness",  # config.loss.colorfulness's term, before its weight
+  "g_feature_matching",  # config.loss.feature_matching_weight's term, before its weight
   "ab_l1_lab",
   "nonfinite",  # the fraction of steps with a non-finite loss or gradient (skipped or fatal)
 )
@@ -56,102 +58,6 @@ class TrainMetrics(clu_metrics.Collection):
     return {k: v for k, v in super().compute().items() if k in METRIC_NAMES}
 
 
-class LossSpec(NamedTuple):
-  """The losses named in config.loss, looked up once; static in the jitted step."""
-
-  gan: losses.GanLoss | None  # None: loss.gan="none", reconstruction only and no D step
-  gan_weight: float
-  reconstruction: Callable[..., jax.Array]
-  reconstruction_weight: float
-  huber_delta: float
-  penalty: Callable[..., jax.Array]
-  penalty_weight: float
-
-
-def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
-  """config.loss's names looked up in the registries of colorgan.training.losses."""
-  cfg = config.loss
-  adversarial = cfg.gan != "none"
-  return LossSpec(
-    gan=losses.GAN_LOSSES[cfg.gan] if adversarial else None,
-    gan_weight=cfg.gan_weight,
-    reconstruction=losses.RECONSTRUCTION_LOSSES[cfg.reconstruction],
-    reconstruction_weight=cfg.l1_weight,
-    huber_delta=cfg.huber_delta,
-    penalty=losses.PENALTIES[
-      losses.resolve_penalty(cfg.gan, cfg.penalty) if adversarial else "none"
-    ],
-    penalty_weight=cfg.penalty_weight,
-  )
-
-
-class OptimSpec(NamedTuple):
-  """How the step optimizes (config.optim, config.g_ema_decay); static in the jitted step."""
-
-  g_schedule: schedules.Schedule
-  d_schedule: schedules.Schedule
-  d_steps: int  # D updates per G update, on the same batch and generated ab
-  g_ema_decay: float  # > 0: state.g_ema follows G's variables
-  g_first_update_step: int  # the train step of G's first update (after config.d_warmup_steps)
-
-
-def create_schedules(config: ml_collections.ConfigDict):
-  """(g_schedule, d_schedule): each network's learning rate as a function of the train step."""
-  cfg = config.optim
-  make = functools.partial(
-    schedules.create_schedule,
-    total_steps=config.total_steps,
-    warmup_steps=cfg.warmup_steps,
-    decay_steps=cfg.decay_steps,
-  )
-  return make(cfg.g_schedule, cfg.g_learning_rate), make(cfg.d_schedule, cfg.d_learning_rate)
-
-
-def create_optim_spec(config: ml_collections.ConfigDict) -> OptimSpec:
-  """The schedules, D steps and EMA of a config, for train_step."""
-  g_schedule, d_schedule = create_schedules(config)
-  return OptimSpec(
-    g_schedule=g_schedule,
-    d_schedule=d_schedule,
-    d_steps=config.optim.d_steps,
-    g_ema_decay=config.g_ema_decay,
-    g_first_update_step=config.d_warmup_steps,
-  )
-
-
-def _adam(learning_rate, b1, b2, clip_norm):
-  clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
-  return optax.chain(*clip, optax.adam(learning_rate, b1=b1, b2=b2))
-
-
-def create_optimizers(config: ml_collections.ConfigDict):
-  """Adam for each network (pix2pix: 2e-4, betas (0.5, 0.999)), after optional gradient clipping.
-
-  The learning rate is an injected hyperparameter (a leaf of the optimizer state): train_step sets it
-  at every update from the network's schedule, evaluated at the train step.
-  """
-  cfg = config.optim
-  adam = optax.inject_hyperparams(_adam, static_args=("b1", "b2", "clip_norm"))
-  make = functools.partial(adam, b1=cfg.b1, b2=cfg.b2, clip_norm=cfg.clip_grad_norm)
-  return make(learning_rate=cfg.g_learning_rate), make(learning_rate=cfg.d_learning_rate)
-
-
-def _with_learning_rate(opt_state, schedule: schedules.Schedule, step: jax.Array):
-  return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": schedule(step)})
-
-
-def ema_decay(decay: float, num_updates: jax.Array) -> jax.Array:
-  """The decay of the EMA's update after `num_updates` earlier ones: min(decay, (1 + t) / (10 + t)).
-
-  A warmed-up average (as TensorFlow's ExponentialMovingAverage with num_updates): the EMA starts at
-  the random initialization, and with a fixed decay of 0.999 that noise would still be 55% of the
-  average after 600 steps (0.999**600). The warm-up forgets it within tens of steps (under 1e-7 of it
-  is left after 20), then the decay settles at `decay`.
-  """
-  t = jnp.asarray(num_updates, jnp.float32)
-  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
-
-
 def create_train_state(
   config: ml_collections.ConfigDict, generator: nn.Module, discriminator: nn.Module, rng: jax.Array
 ) -> GanState:
@@ -162,7 +68,7 @@ def create_train_state(
   ab = jnp.zeros((1, size, size, 2), jnp.float32)
   g_vars = generator.init(g_rng, l, train=False)
   d_vars = discriminator.init(d_rng, l, ab, train=False)
-  g_tx, d_tx = create_optimizers(config)
+  g_tx, d_tx = specs.create_optimizers(config)
   g_batch_stats = g_vars.get("batch_stats", {})
   return GanState(
     step=jnp.zeros((), jnp.int32),
@@ -187,8 +93,8 @@ def _d_update(
   real_ab,
   rng: jax.Array,
   *,
-  loss: LossSpec,
-  optim: OptimSpec,
+  loss: specs.LossSpec,
+  optim: specs.OptimSpec,
 ):
   """D's optim.d_steps updates on (real, generated), fake and real passing separately (BatchNorm
   sees each batch on its own), as in pix2pix. Returns (d_params, d_opt_state, metrics)."""
@@ -218,7 +124,7 @@ def _d_update(
       dict(d_loss=d_loss, d_grad_norm=divergence.grad_norm(grads), **aux),
     )
 
-  d_opt_state = _with_learning_rate(state.d_opt_state, optim.d_schedule, state.step)
+  d_opt_state = specs.with_learning_rate(state.d_opt_state, optim.d_schedule, state.step)
   carry = one_update(state.d_params, d_opt_state, rng)
   if optim.d_steps > 1:  # a loop, not an unrolled body: compile time stays that of one D step
     carry = jax.lax.fori_loop(
@@ -227,17 +133,44 @@ def _d_update(
   return carry
 
 
+def _g_objective(fake_ab, *, l, real_ab, d_params, discriminate, loss: specs.LossSpec):
+  """G's loss on its output fake_ab, and its terms: the reconstruction, then the colourfulness term,
+  the adversarial term and D's feature matching where the config has them."""
+  recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
+  aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
+  total = aux["g_recon_weighted"]
+  if loss.colorfulness is not None:
+    true_rgb = color.model_lab_to_rgb(l, real_ab)
+    aux["g_colorfulness"] = loss.colorfulness(
+      color.model_lab_to_rgb(l, fake_ab), true_rgb, margin=loss.colorfulness_margin
+    )
+    total = total + loss.colorfulness_weight * aux["g_colorfulness"]
+  if loss.gan is None:
+    return total, aux
+  matching = loss.feature_matching_weight > 0
+  fake_logits = discriminate(d_params, fake_ab, features=matching)
+  if matching:
+    fake_logits, fake_features = fake_logits
+    real_features = discriminate(d_params, real_ab, features=True)[1]
+    aux["g_feature_matching"] = losses.feature_matching(real_features, fake_features)
+    total = total + loss.feature_matching_weight * aux["g_feature_matching"]
+  adv = loss.gan.generator(fake_logits=fake_logits)
+  aux.update(g_adv=adv, g_adv_weighted=loss.gan_weight * adv)
+  return aux["g_adv_weighted"] + total, aux
+
+
 def _g_update(
   state: GanState,
   discriminate,
   d_params,
+  l,
   fake_ab,
   real_ab,
   pull_back_to_g,
   g_batch_stats,
   *,
-  loss: LossSpec,
-  optim: OptimSpec,
+  loss: specs.LossSpec,
+  optim: specs.OptimSpec,
 ):
   """G's update through the updated discriminator, and its EMA.
 
@@ -245,24 +178,19 @@ def _g_update(
     (g_params, g_opt_state, g_ema, metrics); g_batch_stats are those of the forward pass.
   """
 
-  def g_loss_fn(fake_ab):
-    recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
-    aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
-    if loss.gan is None:
-      return aux["g_recon_weighted"], aux
-    fake_logits = discriminate(d_params, fake_ab)
-    adv = loss.gan.generator(fake_logits=fake_logits)
-    aux.update(g_adv=adv, g_adv_weighted=loss.gan_weight * adv)
-    return aux["g_adv_weighted"] + aux["g_recon_weighted"], aux
-
+  g_loss_fn = functools.partial(
+    _g_objective, l=l, real_ab=real_ab, d_params=d_params, discriminate=discriminate, loss=loss
+  )
   (g_loss, g_aux), d_fake_ab = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_ab)
   (g_grads,) = pull_back_to_g(d_fake_ab)
-  g_opt_state = _with_learning_rate(state.g_opt_state, optim.g_schedule, state.step)
+  g_opt_state = specs.with_learning_rate(state.g_opt_state, optim.g_schedule, state.step)
   g_updates, g_opt_state = state.g_tx.update(g_grads, g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
   g_ema = state.g_ema
   if optim.g_ema_decay > 0:  # ema <- decay * ema + (1 - decay) * new, leaf by leaf
-    decay = ema_decay(optim.g_ema_decay, jnp.maximum(state.step - optim.g_first_update_step, 0))
+    decay = specs.ema_decay(
+      optim.g_ema_decay, jnp.maximum(state.step - optim.g_first_update_step, 0)
+    )
     g_ema = optax.incremental_update(
       {"params": g_params, "batch_stats": g_batch_stats}, g_ema, step_size=1.0 - decay
     )
@@ -307,12 +235,18 @@ def _forward_passes(
     )
     return fake_ab, updates["batch_stats"]
 
-  def discriminate(d_params, ab):
+  def discriminate(d_params, ab, features=False):
     # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
     # BatchNorm running averages would never be read, so they are not kept.
     l, *hint_maps = g_inputs
     return discriminator.apply(
-      {"params": d_params}, l, ab, *hint_maps, train=True, mutable=["batch_stats"]
+      {"params": d_params},
+      l,
+      ab,
+      *hint_maps,
+      train=True,
+      return_features=features,
+      mutable=["batch_stats"],
     )[0]
 
   return generate, discriminate
@@ -324,8 +258,8 @@ def train_step(
   *,
   generator: nn.Module,
   discriminator: nn.Module,
-  loss: LossSpec,
-  optim: OptimSpec,
+  loss: specs.LossSpec,
+  optim: specs.OptimSpec,
   hints: hints_lib.HintSpec | None = None,
   train_g: bool = True,
   skip_nonfinite: bool = False,
@@ -372,6 +306,7 @@ def train_step(
       state,
       discriminate,
       d_params,
+      l,
       fake_ab,
       real_ab,
       pull_back_to_g,
@@ -428,8 +363,8 @@ def make_train_step(
       train_step,
       generator=generator,
       discriminator=discriminator,
-      loss=create_loss_spec(config),
-      optim=create_optim_spec(config),
+      loss=specs.create_loss_spec(config),
+      optim=specs.create_optim_spec(config),
       hints=hints_lib.create_spec(config),
       train_g=train_g,
       skip_nonfinite=config.nan_policy == "skip",
@@ -438,12 +373,3 @@ def make_train_step(
     out_shardings=parallel.replicated(mesh),
     donate_argnums=0,
   )
-
-
-def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
-  """The learning rates the scheduled update of train step `step` (1-based, as the loop counts) used."""
-  g_schedule, d_schedule = create_schedules(config)
-  return {
-    "g_learning_rate": float(g_schedule(step - 1)),
-    "d_learning_rate": float(d_schedule(step - 1)),
-  }

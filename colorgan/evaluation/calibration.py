@@ -1,0 +1,139 @@
+"""A run's vividness knob chosen on its validation photos (colorgan.models.vividness).
+
+The generator colorizes the validation photos once; every vividness is then a chroma gain on those
+predictions, scored as evaluation scores them (the result rounded to uint8 RGB). The two ends:
+gain(0) is the least-squares gain, sum(pred . true) / sum(pred . pred) over every ab value, the gain
+with the least squared ab error; gain(1) makes the results' mean colourfulness that of the photos (found
+by bisection; never below gain(0)). The default v is the largest v on the grid whose mean PSNR is
+within config.vividness.psnr_tolerance dB of v = 0's: as colourful as the run can be for almost no
+accuracy (the trade-off is flat at the accurate end).
+"""
+
+import functools
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from colorgan import color
+from colorgan import models
+from colorgan.data import pipeline
+from colorgan.evaluation import metrics
+from colorgan.models import vividness
+
+GAIN_SEARCH_MAX = 4.0  # the bisection's bracket for gain(1) (or twice gain(0), if more)
+
+
+def predict_photos(
+  config: ml_collections.ConfigDict, g_variables: dict[str, Any], photos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """(l, predicted ab) at model scale for uint8 RGB photos [N, S, S, 3], in eval batches."""
+  predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)))
+  ls, abs_ = [], []
+  for start in range(0, len(photos), config.eval_batch_size):
+    l, _ = color.rgb_uint8_to_model_lab(photos[start : start + config.eval_batch_size])
+    ls.append(np.asarray(l))
+    abs_.append(np.asarray(predict(g_variables, l, None)))
+  return np.concatenate(ls), np.concatenate(abs_)
+
+
+@jax.jit
+def _scores(l, pred_ab, photos, gain):
+  generated = jnp.round(jnp.clip(color.model_lab_to_rgb(l, pred_ab * gain), 0, 1) * 255)
+  return metrics.image_metrics(generated.astype(jnp.uint8), photos)
+
+
+def image_scores(l, pred_ab, photos, gain: float) -> dict[str, np.ndarray]:
+  """Per-image metrics (metrics.image_metrics: psnr, ssim, colorfulness, ...) at chroma gain `gain`."""
+  return {k: np.asarray(v) for k, v in _scores(l, pred_ab, photos, jnp.float32(gain)).items()}
+
+
+def gain_ends(l, pred_ab, photos) -> tuple[float, float]:
+  """(gain(0), gain(1)): the least-squares gain, and the gain matching the photos' colourfulness."""
+  _, true_ab = color.rgb_uint8_to_model_lab(photos)
+  low = float(np.sum(pred_ab * np.asarray(true_ab)) / max(float(np.sum(pred_ab**2)), 1e-12))
+  low = max(low, 0.0)
+  target = float(np.mean(image_scores(l, pred_ab, photos, 1.0)["true_colorfulness"]))
+  mean_cf = lambda gain: float(np.mean(image_scores(l, pred_ab, photos, gain)["colorfulness"]))  # noqa: E731
+  if mean_cf(low) >= target:
+    return low, low
+  lo, hi = low, max(GAIN_SEARCH_MAX, 2.0 * low)
+  if mean_cf(hi) < target:
+    return low, hi
+  for _ in range(20):  # 2**-20 of the bracket
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if mean_cf(mid) < target else (lo, mid)
+  return low, hi
+
+
+def calibrate(
+  config: ml_collections.ConfigDict, g_variables: dict[str, Any], photos: np.ndarray
+) -> tuple[vividness.Calibration, list[dict[str, float]]]:
+  """The run's Calibration and the per-vividness validation table it was chosen from."""
+  l, pred_ab = predict_photos(config, g_variables, photos)
+  return choose(
+    l,
+    pred_ab,
+    photos,
+    grid_points=config.vividness.grid_points,
+    psnr_tolerance=config.vividness.psnr_tolerance,
+  )
+
+
+def choose(
+  l: np.ndarray,
+  pred_ab: np.ndarray,
+  photos: np.ndarray,
+  *,
+  grid_points: int = 21,
+  psnr_tolerance: float = 0.15,
+) -> tuple[vividness.Calibration, list[dict[str, float]]]:
+  """calibrate on predictions already made: (l, pred_ab) of predict_photos(photos)."""
+  low, high = gain_ends(l, pred_ab, photos)
+  grid = np.linspace(0.0, 1.0, grid_points)
+  table = []
+  for v in grid:
+    scores = image_scores(l, pred_ab, photos, low + v * (high - low))
+    table.append(
+      {"vividness": round(float(v), 4), "chroma_gain": low + v * (high - low)}
+      | {k: float(np.mean(s)) for k, s in scores.items()}
+    )
+  tolerance = psnr_tolerance
+  usable = [row for row in table if row["psnr"] >= table[0]["psnr"] - tolerance]
+  default = max(row["vividness"] for row in usable)
+  rule = (
+    f"the largest v whose mean PSNR on {len(photos)} validation photos is within {tolerance:g} dB "
+    "of v=0's"
+  )
+  return vividness.Calibration("chroma_gain", low, high, default, rule), table
+
+
+def calibrate_run(
+  config: ml_collections.ConfigDict, g_variables: dict[str, Any], images: pipeline.Images, workdir
+) -> vividness.Calibration:
+  """Calibrates on the first config.vividness.num_images eval photos, writes WORKDIR/vividness.json
+  (process 0) and logs the default."""
+  photos = pipeline.load_eval_images(config, images, config.vividness.num_images)
+  calibration, table = calibrate(config, g_variables, photos)
+  if jax.process_index() == 0:
+    vividness.write(workdir, calibration, table)
+  row = next(r for r in table if r["vividness"] == calibration.default)
+  logging.info(
+    "Vividness: default v=%.2f (chroma gain %.3f; v=0: %.3f, v=1: %.3f), %s: PSNR %.2f dB (v=0: "
+    "%.2f), colourfulness %.1f (v=0: %.1f; the photos: %.1f). Written to %s",
+    calibration.default,
+    calibration.chroma_gain(calibration.default),
+    calibration.low,
+    calibration.high,
+    calibration.rule,
+    row["psnr"],
+    table[0]["psnr"],
+    row["colorfulness"],
+    table[0]["colorfulness"],
+    row["true_colorfulness"],
+    vividness.FILE,
+  )
+  return calibration
