@@ -202,14 +202,14 @@ def colorize_mode(config, workdir: str) -> int:
   from colorgan.inference import video  # pylint: disable=g-import-not-at-top
   from colorgan.models import vividness  # pylint: disable=g-import-not-at-top
 
-  chroma_gain = vividness.resolve(workdir, FLAGS.vividness)[0]
+  setting = vividness.resolve(workdir, FLAGS.vividness)
 
   work, videos = video.split_plan(photo.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format))
   hint_files = user_hint_files(work) if work.jobs else {}
   # --temporal=hints sends one frame at a time: a batch of 1 computes no padding.
   batch_size = 1 if videos and FLAGS.temporal == "hints" else config.eval_batch_size
   colorizer = colorize.Colorizer.from_checkpoint(
-    workdir, FLAGS.step, size=FLAGS.colorize_size, batch_size=batch_size, chroma_gain=chroma_gain
+    workdir, FLAGS.step, setting, size=FLAGS.colorize_size, batch_size=batch_size
   )
   if hint_files and not colorizer.takes_hints:
     raise errors.UsageError(
@@ -290,19 +290,19 @@ def export_mode(workdir: str) -> None:
   from colorgan.inference import export  # pylint: disable=g-import-not-at-top
   from colorgan.models import vividness  # pylint: disable=g-import-not-at-top
 
-  chroma_gain, v = vividness.resolve(workdir, FLAGS.vividness)
+  setting = vividness.resolve(workdir, FLAGS.vividness)
   fixed = export.parse_export_size(FLAGS.export_size)
   export.check_output(FLAGS.format, FLAGS.output)  # before the restore and the export's work
   inference = checkpointing.restore_for_inference(workdir, FLAGS.step)
   export.export(
     inference.config,
-    inference.g_variables,
+    vividness.variables_at(workdir, inference.g_variables, setting),
     step=inference.step,
     fmt=FLAGS.format,
     output=FLAGS.output,
     size=FLAGS.colorize_size,
     fixed=fixed,
-    vividness=None if v is None else (v, chroma_gain),
+    vividness=setting,
   )
   shape = "any height and width" if fixed is None else f"{fixed[0]}x{fixed[1]} pixels"
   print(

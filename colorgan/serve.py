@@ -99,15 +99,15 @@ def serve(workdir: str, *, step: int | None, host: str, port: int, block: bool =
   import gradio as gr  # pylint: disable=g-import-not-at-top
 
   try:
-    chroma_gain = vividness.resolve(workdir, None)[0]
     colorizer = colorize.Colorizer.from_checkpoint(
-      workdir, step, batch_size=1, chroma_gain=chroma_gain
+      workdir, step, vividness.resolve(workdir, None), batch_size=1
     )
     page = page_lib.Page(
       colorizer,
       folder,
       hint_note=hint_response.page_note(workdir),
       calibration=vividness.read(workdir),
+      workdir=workdir,
     )
     # Compiled now, not at the first upload.
     colorizer.colorize_photo(photo_lib.Photo(np.full((8, 8), 50.0, np.float32), None))

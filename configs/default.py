@@ -54,6 +54,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   #                                  this run; D and the optimizers start fresh. "": from scratch
   config.d_warmup_steps = 0  # the first steps train D only, against the frozen generator (NoGAN)
+  # Phases inside one run (colorgan/training/phases.py), as fractions of total_steps: first G alone
+  # with the reconstruction loss (no D step), then D alone (G frozen; instead of d_warmup_steps),
+  # then the GAN, its adversarial weight ramped linearly up over the first gan_ramp of the run.
+  config.phases = ml_collections.ConfigDict()
+  config.phases.reconstruction = 0.0
+  config.phases.d_warmup = 0.0
+  config.phases.gan_ramp = 0.0
+  # Keep G at the end of the reconstruction phase: the run's vividness (README "Recipes") is then the
+  # weight of ESRGAN's network interpolation between it (v=0) and the final GAN weights (v=1).
+  config.phases.interpolate = False
   config.g_ema_decay = (
     0.0  # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
   )

@@ -250,8 +250,10 @@ def test_export_at_a_vividness_matches_colorize_at_it(calibrated_run, tmp_path):
   inference = checkpointing.restore_for_inference(workdir)
   variables = jax.tree.map(np.asarray, inference.g_variables)
   variables["params"]["up0"]["kernel"] = variables["params"]["up0"]["kernel"] * 30.0
-  gain, v = vividness.resolve(workdir, 0.8)
-  assert v == 0.8 and gain == pytest.approx(vividness.read(workdir).chroma_gain(0.8))
+  setting = vividness.resolve(workdir, 0.8)
+  gain = setting.chroma_gain
+  assert setting.v == 0.8 and setting.alpha is None
+  assert gain == pytest.approx(vividness.read(workdir).chroma_gain(0.8))
   rgb = np.random.default_rng(4).integers(0, 256, (40, 48, 3), dtype=np.uint8)
   colorizer = colorize.Colorizer(
     inference.config, variables, step=1, batch_size=1, chroma_gain=gain
@@ -261,7 +263,7 @@ def test_export_at_a_vividness_matches_colorize_at_it(calibrated_run, tmp_path):
   assert not np.array_equal(want, plain.colorize_photo(photo.Photo(photo.lightness(rgb), None)))
   output = str(tmp_path / "vivid.onnx")
   info = export.export(
-    inference.config, variables, step=1, fmt="onnx", output=output, vividness=(v, gain)
+    inference.config, variables, step=1, fmt="onnx", output=output, vividness=setting
   )
   assert info["vividness"] == 0.8 and info["chroma_gain"] == gain
   got = export.runner("onnx", output)(rgb)
@@ -274,11 +276,15 @@ def test_the_calibration_file_reads_back_and_a_broken_one_is_named(tmp_path):
   cal = vividness.Calibration("chroma_gain", 1.05, 1.6, 0.35, "rule")
   vividness.write(str(tmp_path), cal, [{"vividness": 0.0}])
   assert vividness.read(str(tmp_path)) == cal
-  assert vividness.resolve(str(tmp_path), None) == (pytest.approx(cal.chroma_gain(0.35)), 0.35)
+  assert vividness.resolve(str(tmp_path), None) == (
+    0.35,
+    pytest.approx(cal.chroma_gain(0.35)),
+    None,
+  )
   (tmp_path / vividness.FILE).write_text('{"method": "chroma_gain"')
   with pytest.raises(errors.ConfigError, match=vividness.FILE):
     vividness.read(str(tmp_path))
-  assert vividness.resolve(str(tmp_path / "none"), None) == (1.0, None)
+  assert vividness.resolve(str(tmp_path / "none"), None) == vividness.Setting(None)
   with pytest.raises(errors.UsageError, match="train with --config.vividness.calibrate=True"):
     vividness.resolve(str(tmp_path / "none"), 0.5)
 

@@ -1,7 +1,8 @@
 """A run's vividness knob chosen on its validation photos (colorgan.models.vividness).
 
 The generator colorizes the validation photos once; every vividness is then a chroma gain on those
-predictions, scored as evaluation scores them (the result rounded to uint8 RGB). The two ends:
+predictions, scored as evaluation scores them (the result rounded to uint8 RGB); an interpolated run
+(config.phases.interpolate) colorizes them at each vividness's weights instead. The chroma gain's ends:
 gain(0) is the least-squares gain, sum(pred . true) / sum(pred . pred) over every ab value, the gain
 with the least squared ab error; gain(1) makes the results' mean colourfulness that of the photos (found
 by bisection; never below gain(0)). The default v is the largest v on the grid whose mean PSNR is
@@ -28,10 +29,12 @@ GAIN_SEARCH_MAX = 4.0  # the bisection's bracket for gain(1) (or twice gain(0), 
 
 
 def predict_photos(
-  config: ml_collections.ConfigDict, g_variables: dict[str, Any], photos: np.ndarray
+  config: ml_collections.ConfigDict, g_variables: dict[str, Any], photos: np.ndarray, predict=None
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(l, predicted ab) at model scale for uint8 RGB photos [N, S, S, 3], in eval batches."""
-  predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)))
+  """(l, predicted ab) at model scale for uint8 RGB photos [N, S, S, 3], in eval batches; predict:
+  the jitted generator (None: compiled here)."""
+  if predict is None:
+    predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)))
   ls, abs_ = [], []
   for start in range(0, len(photos), config.eval_batch_size):
     l, _ = color.rgb_uint8_to_model_lab(photos[start : start + config.eval_batch_size])
@@ -93,22 +96,49 @@ def choose(
 ) -> tuple[vividness.Calibration, list[dict[str, float]]]:
   """calibrate on predictions already made: (l, pred_ab) of predict_photos(photos)."""
   low, high = gain_ends(l, pred_ab, photos)
-  grid = np.linspace(0.0, 1.0, grid_points)
   table = []
-  for v in grid:
+  for v in np.linspace(0.0, 1.0, grid_points):
     scores = image_scores(l, pred_ab, photos, low + v * (high - low))
     table.append(
       {"vividness": round(float(v), 4), "chroma_gain": low + v * (high - low)}
       | {k: float(np.mean(s)) for k, s in scores.items()}
     )
-  tolerance = psnr_tolerance
+  return _with_default("chroma_gain", low, high, table, len(photos), psnr_tolerance), table
+
+
+def _with_default(method, low, high, table, count, tolerance) -> vividness.Calibration:
+  """The Calibration whose default is the largest v of `table` within `tolerance` dB of v=0's PSNR."""
   usable = [row for row in table if row["psnr"] >= table[0]["psnr"] - tolerance]
   default = max(row["vividness"] for row in usable)
   rule = (
-    f"the largest v whose mean PSNR on {len(photos)} validation photos is within {tolerance:g} dB "
-    "of v=0's"
+    f"the largest v whose mean PSNR on {count} validation photos is within {tolerance:g} dB of "
+    "v=0's"
   )
-  return vividness.Calibration("chroma_gain", low, high, default, rule), table
+  return vividness.Calibration(method, low, high, default, rule)
+
+
+def choose_interpolated(
+  config: ml_collections.ConfigDict,
+  final: dict[str, Any],
+  saved: dict[str, Any],
+  photos: np.ndarray,
+  *,
+  grid_points: int = 21,
+  psnr_tolerance: float = 0.15,
+) -> tuple[vividness.Calibration, list[dict[str, float]]]:
+  """The calibration of an interpolated run (v = the interpolation weight), each v's variables
+  colorizing the photos (models.vividness.interpolate of `saved`, read_interpolation's)."""
+  predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)))
+  final = jax.device_get(final)
+  table = []
+  for v in np.linspace(0.0, 1.0, grid_points):
+    variables = vividness.interpolate(final, saved, float(v))
+    l, pred_ab = predict_photos(config, variables, photos, predict)
+    scores = image_scores(l, pred_ab, photos, 1.0)
+    table.append(
+      {"vividness": round(float(v), 4)} | {k: float(np.mean(s)) for k, s in scores.items()}
+    )
+  return _with_default("interpolation", 0.0, 1.0, table, len(photos), psnr_tolerance), table
 
 
 def calibrate_run(
@@ -117,15 +147,26 @@ def calibrate_run(
   """Calibrates on the first config.vividness.num_images eval photos, writes WORKDIR/vividness.json
   (process 0) and logs the default."""
   photos = pipeline.load_eval_images(config, images, config.vividness.num_images)
-  calibration, table = calibrate(config, g_variables, photos)
+  if config.phases.interpolate:
+    calibration, table = choose_interpolated(
+      config,
+      g_variables,
+      vividness.read_interpolation(workdir),
+      photos,
+      grid_points=config.vividness.grid_points,
+      psnr_tolerance=config.vividness.psnr_tolerance,
+    )
+  else:
+    calibration, table = calibrate(config, g_variables, photos)
   if jax.process_index() == 0:
     vividness.write(workdir, calibration, table)
   row = next(r for r in table if r["vividness"] == calibration.default)
   logging.info(
-    "Vividness: default v=%.2f (chroma gain %.3f; v=0: %.3f, v=1: %.3f), %s: PSNR %.2f dB (v=0: "
+    "Vividness: default v=%.2f (%s %.3f; v=0: %.3f, v=1: %.3f), %s: PSNR %.2f dB (v=0: "
     "%.2f), colourfulness %.1f (v=0: %.1f; the photos: %.1f). Written to %s",
     calibration.default,
-    calibration.chroma_gain(calibration.default),
+    "chroma gain" if calibration.method == "chroma_gain" else "interpolation weight",
+    calibration.parameter(calibration.default),
     calibration.low,
     calibration.high,
     calibration.rule,

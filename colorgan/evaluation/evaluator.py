@@ -358,7 +358,7 @@ def evaluate_checkpoint(
   does, every photo of them. The result goes to WORKDIR/eval/step_<N>.json when it scores what the
   run's own evaluations score, else beside it to WORKDIR/eval/<data>/step_<N>.json
   (eval_data.name). `vividness` (None: the run's default, where it has a calibration) scales the
-  generator's colors (models.vividness); a result at a chroma gain other than 1 goes to a
+  generator's colors (models.vividness); a result at a vividness goes to a
   vividness_<v>/ folder inside that one, so it never replaces the run's own record. A workdir that
   cannot be written (a finished run on a read-only mount) is evaluated all the same: the result is
   returned, with a warning, unsaved.
@@ -385,20 +385,20 @@ def evaluate_checkpoint(
   mesh = parallel.create_mesh()
   inference = checkpointing.restore_for_inference(workdir, step, sharding=parallel.replicated(mesh))
   generator = models.create_generator(inference.config)
-  chroma_gain, v = vividness_lib.resolve(workdir, vividness)
+  setting = vividness_lib.resolve(workdir, vividness)
   if not inputs:
     images, data = sources.create_source(config).eval, eval_data.record(config)
   evaluator = Evaluator(
     config,
-    functools.partial(models.predict_ab, generator, chroma_gain=chroma_gain),
+    functools.partial(models.predict_ab, generator, chroma_gain=setting.chroma_gain),
     mesh,
     images,
     use_hints=generator.use_hints,
     data=data,
   )
   name = _data_folder(config, inference.config, data, evaluator)
-  if chroma_gain != 1.0:
-    name = os.path.join(name or "", f"vividness_{v:g}")
+  if setting.describe():  # not the run's own colors: never its record
+    name = os.path.join(name or "", f"vividness_{setting.v:g}")
   logging.info(
     "Evaluating step %d of %s on %d photos of %s",
     inference.step,
@@ -406,9 +406,13 @@ def evaluate_checkpoint(
     evaluator.num_images,
     "its own eval split" if name is None else name,
   )
-  result = evaluator(inference.g_variables, inference.step, progress=True)
-  if v is not None:
-    result.update(vividness=v, chroma_gain=chroma_gain)
+  variables = inference.g_variables
+  if setting.alpha is not None:
+    variables = jax.device_put(
+      vividness_lib.variables_at(workdir, variables, setting), parallel.replicated(mesh)
+    )
+  result = evaluator(variables, inference.step, progress=True)
+  result.update(setting.describe())
   if writable:
     writer = metric_writers.create_default_writer(workdir, just_logging=False)
     path = records.record(result, workdir, writer, name=name)

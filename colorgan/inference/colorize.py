@@ -35,6 +35,7 @@ from colorgan import models
 from colorgan import parallel
 from colorgan.inference import photo as photo_lib
 from colorgan.inference import user_hints
+from colorgan.models import vividness
 
 
 def progress_bar(total: int, unit: str, desc: str) -> tqdm.tqdm:
@@ -91,6 +92,7 @@ class Colorizer:
     self.squash = config.data.resize_mode == "resize"
     self.workers = workers or min(8, os.cpu_count() or 1)
     self.g_variables = g_variables
+    self.final_variables = g_variables  # the checkpoint's own (g_variables may be interpolated)
     self.takes_hints = hints_lib.enabled(config)  # the generator was trained with color hints
     # (variables, l) or, with hints, (variables, l, hints): every photo then gets a hint map, empty
     # where it has no hint, so that there is one program.
@@ -102,21 +104,38 @@ class Colorizer:
     self.chroma_gain = chroma_gain
 
   @classmethod
-  def from_checkpoint(cls, workdir: str, step: int | None = None, **kwargs) -> "Colorizer":
-    """The generator of a run's latest (or `step`) checkpoint. Raises FileNotFoundError and
-    errors.RestoreError as checkpointing.restore_for_inference does."""
+  def from_checkpoint(
+    cls, workdir: str, step: int | None = None, setting: vividness.Setting | None = None, **kwargs
+  ) -> "Colorizer":
+    """The generator of a run's latest (or `step`) checkpoint, at a vividness Setting (None: as
+    trained). Raises FileNotFoundError and errors.RestoreError as
+    checkpointing.restore_for_inference does."""
     mesh = parallel.create_mesh()
     inference = checkpointing.restore_for_inference(
       workdir, step, sharding=parallel.replicated(mesh)
     )
-    return cls(inference.config, inference.g_variables, step=inference.step, mesh=mesh, **kwargs)
+    variables = inference.g_variables
+    if setting is not None:
+      kwargs["chroma_gain"] = setting.chroma_gain
+      if setting.alpha is not None:
+        variables = jax.device_put(
+          vividness.variables_at(workdir, variables, setting), parallel.replicated(mesh)
+        )
+    colorizer = cls(inference.config, variables, step=inference.step, mesh=mesh, **kwargs)
+    colorizer.final_variables = inference.g_variables
+    return colorizer
 
   def predict_ab(
-    self, inputs: np.ndarray, hints: np.ndarray | None = None, chroma_gain: float | None = None
+    self,
+    inputs: np.ndarray,
+    hints: np.ndarray | None = None,
+    chroma_gain: float | None = None,
+    variables: dict | None = None,
   ) -> np.ndarray:
     """Model-scale L [n, S, S, 1] (and hint maps [n, S, S, 3], for a generator trained with hints;
     None: no hint) -> model-scale ab [n, S, S, 2], in fixed-size batches, times chroma_gain (None:
-    the Colorizer's; one float32 product, as models.predict_ab's)."""
+    the Colorizer's; one float32 product, as models.predict_ab's), with the generator's `variables`
+    (None: the Colorizer's)."""
     n = len(inputs)
     batch = {"l": np.zeros((self.batch_size,) + inputs.shape[1:], np.float32)}
     batch["l"][:n] = inputs
@@ -129,7 +148,7 @@ class Colorizer:
     with jax.set_mesh(self.mesh):
       batch = parallel.global_batch(self.mesh, batch)
       args = (batch["l"], batch["hints"]) if self.takes_hints else (batch["l"],)
-      ab = self._predict(self.g_variables, *args)
+      ab = self._predict(self.g_variables if variables is None else variables, *args)
     ab = np.asarray(jax.device_get(ab))[:n]
     gain = self.chroma_gain if chroma_gain is None else chroma_gain
     return ab if gain == 1.0 else ab * np.float32(gain)
@@ -139,16 +158,17 @@ class Colorizer:
     photo: photo_lib.Photo,
     hints: user_hints.UserHints | None = None,
     chroma_gain: float | None = None,
+    variables: dict | None = None,
   ) -> np.ndarray:
     """One decoded photo (and its hints, for a generator trained with them) -> its colorization,
-    uint8 RGB [H, W, 3] (the alpha is the caller's); chroma_gain as predict_ab."""
+    uint8 RGB [H, W, 3] (the alpha is the caller's); chroma_gain and variables as predict_ab."""
     hint_map = (
       None
       if hints is None
       else photo_lib.model_hints(hints, *photo.l.shape, self.size, self.squash)[None]
     )
     inputs = photo_lib.model_input(photo.l, self.size, self.squash)[None]
-    ab = self.predict_ab(inputs, hint_map, chroma_gain)[0]
+    ab = self.predict_ab(inputs, hint_map, chroma_gain, variables)[0]
     return photo_lib.compose(photo.l, photo_lib.upsample_ab(ab, *photo.l.shape, self.squash))
 
   def _prepare(

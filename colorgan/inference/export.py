@@ -34,6 +34,7 @@ from colorgan import configuration
 from colorgan import errors
 from colorgan import fileio
 from colorgan import models
+from colorgan.models import vividness as vividness_lib
 from colorgan.inference import photo
 
 FORMATS = ("savedmodel", "tflite", "onnx", "stablehlo")
@@ -334,7 +335,7 @@ def export(
   output: str,
   size: int | None = None,
   fixed: tuple[int, int] | None = None,
-  vividness: tuple[float, float] | None = None,
+  vividness: vividness_lib.Setting | None = None,
 ) -> dict:
   """Writes the colorize function in `fmt` to `output` and its JSON to `output + ".json"`.
 
@@ -345,8 +346,8 @@ def export(
     output: the file (or, for savedmodel, the folder) to write; replaced atomically.
     size: the generator's input size (default config.image_size).
     fixed: (height, width) of a fixed-size export; None: any height and width.
-    vividness: (v, chroma gain) baked into the export (models.vividness.resolve); None: the
-      generator's output as it is.
+    vividness: the Setting (models.vividness.resolve) whose chroma gain is baked into the export
+      (its weights are the caller's: g_variables); recorded in the JSON.
 
   Returns:
     The JSON written beside the export.
@@ -366,7 +367,7 @@ def export(
       f"depth of this run): use {use}"
     )
   check_output(fmt, output)
-  fn = colorize_function(config, g_variables, size, vividness[1] if vividness else 1.0)
+  fn = colorize_function(config, g_variables, size, vividness.chroma_gain if vividness else 1.0)
   _WRITERS[fmt](fn, input_shape(fixed), output)
   info = {
     "format": fmt,
@@ -375,7 +376,7 @@ def export(
     "config": config.to_dict(),
   }
   if vividness:
-    info["vividness"], info["chroma_gain"] = vividness
+    info.update(vividness.describe())
   if fmt == "onnx":
     info["opset"] = ONNX_OPSET
   if fmt == "savedmodel":

@@ -28,15 +28,27 @@ class Page:
     folder: str,
     hint_note: str | None = None,
     calibration: vividness.Calibration | None = None,
+    workdir: str | None = None,
   ):
     self.colorizer = colorizer
     self.folder = folder
     self.hint_note = hint_note  # hint_response.page_note: the run barely follows hints
     self.calibration = calibration  # the run's vividness knob (a slider), None: the run has none
+    self.workdir = workdir  # where an interpolated run's interpolation.npz is
+    self._interpolation = None
 
-  def _gain(self, v: float | None) -> float | None:
-    """The chroma gain of the slider's vividness v (None: the Colorizer's, the run's default)."""
-    return None if self.calibration is None or v is None else self.calibration.chroma_gain(v)
+  def _at(self, v: float | None) -> dict:
+    """colorize_photo's chroma_gain and variables at the slider's vividness v ({}: the Colorizer's,
+    the run's default)."""
+    if self.calibration is None or v is None:
+      return {}
+    chosen = vividness.setting(self.calibration, v)
+    if chosen.alpha is None:
+      return {"chroma_gain": chosen.chroma_gain}
+    if self._interpolation is None:  # read once, on the first move of the slider
+      self._interpolation = vividness.read_interpolation(self.workdir)
+    final = self.colorizer.final_variables
+    return {"variables": vividness.interpolate(final, self._interpolation, chosen.alpha)}
 
   def colorize_file(self, path: str | None, v: float | None = None):
     """An uploaded file (and the vividness slider's v; None: the run's default) -> (colorized
@@ -111,7 +123,7 @@ class Page:
   def _colorized(
     self, photo: photo_lib.Photo, points: user_hints.UserHints | None, v: float | None = None
   ) -> np.ndarray:
-    rgb = self.colorizer.colorize_photo(photo, points, self._gain(v))
+    rgb = self.colorizer.colorize_photo(photo, points, **self._at(v))
     if photo.alpha is not None:  # as colorize mode's PNG output
       rgb = np.dstack([rgb, photo.alpha])
     return rgb

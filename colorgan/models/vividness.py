@@ -1,24 +1,33 @@
 """One knob along the accuracy-colourfulness trade-off: vividness v in [0, 1] (README "Recipes").
 
 v = 0 is the run's most accurate output, v = 1 its most colourful one that is still meant to be used.
-What v moves depends on the model; today every generator is a plain ab regressor, for which v sets a
-chroma gain, ab -> gain(v) * ab, with gain(0) the least-squares gain on the run's validation split
-(the accurate end; about 1 for a model trained with L2) and gain(1) the gain at which the results are
-as colourful as the validation photos (never below gain(0)). Both ends and the run's default v are
-chosen on the validation split at the end of training (colorgan.evaluation.calibration) and stored in
-WORKDIR/vividness.json, which colorize, evaluate, export and the page read.
+What v moves depends on the run:
+  interpolation  a run with config.phases.interpolate: the generator's weights interpolated between
+                 the end of its reconstruction phase (v = 0) and its final GAN weights (v = 1), as
+                 ESRGAN's network interpolation, with BatchNorm statistics re-estimated on training
+                 batches (WORKDIR/interpolation.npz, colorgan.training.interpolation);
+  chroma_gain    any other generator (a plain ab regressor): ab -> gain(v) * ab, gain(0) the
+                 least-squares gain on the run's validation split (the accurate end; about 1 for a
+                 model trained with L2) and gain(1) the gain at which the results are as colourful as
+                 the validation photos (never below gain(0)).
+The ends and the run's default v are chosen on the validation split at the end of training
+(colorgan.evaluation.calibration) and stored in WORKDIR/vividness.json, which colorize, evaluate,
+export and the page read.
 """
 
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from colorgan import errors
 from colorgan import fileio
 
 FILE = "vividness.json"
-METHODS = ("chroma_gain",)
+INTERPOLATION_FILE = "interpolation.npz"
+METHODS = ("chroma_gain", "interpolation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,14 +35,34 @@ class Calibration:
   """A run's vividness: what v moves, its two ends, and the default v chosen on validation photos."""
 
   method: str  # METHODS
-  low: float  # the parameter at v = 0 (chroma_gain: the gain)
+  low: float  # the parameter at v = 0 (chroma_gain: the gain; interpolation: the weight, 0)
   high: float  # the parameter at v = 1
   default: float  # the run's default v
   rule: str = ""  # how default was chosen, in words (for the log and the file's reader)
 
-  def chroma_gain(self, v: float) -> float:
-    """The gain on ab at vividness v (linear between the two ends)."""
+  def parameter(self, v: float) -> float:
+    """What v sets (linear between the two ends)."""
     return self.low + v * (self.high - self.low)
+
+  def chroma_gain(self, v: float) -> float:
+    """The gain on ab at vividness v (1 for an interpolated run)."""
+    return self.parameter(v) if self.method == "chroma_gain" else 1.0
+
+
+class Setting(NamedTuple):
+  """The vividness in force for a command: v (None: no knob), ab's gain, the interpolation weight
+  (None: the checkpoint's own weights)."""
+
+  v: float | None
+  chroma_gain: float = 1.0
+  alpha: float | None = None
+
+  def describe(self) -> dict[str, float]:
+    """For JSON records: {} without a knob."""
+    if self.v is None:
+      return {}
+    extra = {"chroma_gain": self.chroma_gain} if self.alpha is None else {"alpha": self.alpha}
+    return {"vividness": self.v, **extra}
 
 
 MODES = ("colorize", "evaluate", "export")  # the --mode values that take --vividness
@@ -83,8 +112,8 @@ def read(workdir: str) -> Calibration | None:
   return calibration
 
 
-def resolve(workdir: str, v: float | None) -> tuple[float, float | None]:
-  """(chroma gain, v in force) for --vividness=v (None: the run's default, or no knob at all).
+def resolve(workdir: str, v: float | None) -> Setting:
+  """The Setting for --vividness=v (None: the run's default, or no knob at all).
 
   Raises:
     errors.UsageError: v out of range, or v given for a run without a calibration.
@@ -99,6 +128,64 @@ def resolve(workdir: str, v: float | None) -> tuple[float, float | None]:
         "there: train with --config.vividness.calibrate=True (it is chosen on the validation "
         "photos at the end of training), or leave --vividness out"
       )
-    return 1.0, None
-  v = calibration.default if v is None else v
-  return calibration.chroma_gain(v), v
+    return Setting(None)
+  return setting(calibration, calibration.default if v is None else v)
+
+
+def setting(calibration: Calibration, v: float) -> Setting:
+  """The Setting of a calibration at vividness v."""
+  if calibration.method == "interpolation":
+    return Setting(v, 1.0, calibration.parameter(v))
+  return Setting(v, calibration.chroma_gain(v))
+
+
+# ----------------------------------------------------------------------------- interpolation
+def read_interpolation(workdir: str) -> dict[str, Any]:
+  """WORKDIR/interpolation.npz as {"anchor": variables, "alphas": [K], "stats": [K batch_stats]}.
+
+  Raises:
+    errors.ConfigError: the file is missing or unreadable (names it).
+  """
+  path = os.path.join(workdir, INTERPOLATION_FILE)
+  try:
+    flat = fileio.read_npz(path)
+  except ValueError as e:
+    raise errors.ConfigError(
+      f"{e}: the run's vividness interpolates weights and needs it (written at the end of "
+      "training with config.phases.interpolate)"
+    ) from None
+  alphas = flat.pop("alphas")
+  tree = fileio.unflatten(flat)
+  stats = [tree["stats"][str(k)] for k in range(len(alphas))]
+  return {"anchor": tree["anchor"], "alphas": alphas, "stats": stats}
+
+
+def interpolate(final: dict[str, Any], saved: dict[str, Any], alpha: float) -> dict[str, Any]:
+  """The generator's variables at weight alpha: params (1 - alpha) * anchor + alpha * final, the
+  BatchNorm statistics interpolated between those re-estimated at the two nearest saved weights."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  params = jax.tree.map(
+    lambda a, f: (1.0 - alpha) * np.asarray(a) + alpha * np.asarray(f),
+    saved["anchor"]["params"],
+    final["params"],
+  )
+  alphas = saved["alphas"]
+  hi = int(np.clip(np.searchsorted(alphas, alpha), 1, len(alphas) - 1))
+  t = float((alpha - alphas[hi - 1]) / (alphas[hi] - alphas[hi - 1]))
+  stats = jax.tree.map(
+    lambda a, b: (1.0 - t) * np.asarray(a) + t * np.asarray(b),
+    saved["stats"][hi - 1],
+    saved["stats"][hi],
+  )
+  cast = lambda tree, like: jax.tree.map(
+    lambda x, y: np.asarray(x, np.asarray(y).dtype), tree, like
+  )  # noqa: E731
+  return {"params": cast(params, final["params"]), "batch_stats": cast(stats, final["batch_stats"])}
+
+
+def variables_at(workdir: str, final: dict[str, Any], chosen: Setting) -> dict[str, Any]:
+  """The generator's variables for a Setting: the checkpoint's own, or interpolated."""
+  if chosen.alpha is None:
+    return final
+  return interpolate(final, read_interpolation(workdir), chosen.alpha)

@@ -32,6 +32,8 @@ from colorgan.evaluation import hint_response
 from colorgan.evaluation import records
 from colorgan.training import divergence
 from colorgan.training import heartbeat as heartbeat_lib
+from colorgan.training import interpolation
+from colorgan.training import phases as phases_lib
 from colorgan.training import preemption
 from colorgan.training import reproducibility
 from colorgan.training import resume
@@ -188,12 +190,15 @@ def _train_loop(
   """Steps start + 1 .. total_steps: logs, samples, evaluations and checkpoints on schedule."""
   state, start_step = start.state, int(start.state.step)
   heartbeat.set_activity("compiling the train step")
-  step_fn = step_lib.make_train_step(config, generator, discriminator, mesh)
-  d_warmup_fn = (
-    step_lib.make_train_step(config, generator, discriminator, mesh, train_g=False)
-    if config.d_warmup_steps > start_step
-    else None
-  )
+  phases = phases_lib.from_config(config)
+  make = functools.partial(step_lib.make_train_step, config, generator, discriminator, mesh)
+  step_fns = {"gan": make()}  # the phase -> its step, compiled only for the phases still ahead
+  if phases.reconstruction_end > start_step:
+    step_fns["reconstruction"] = make(adversarial=False)
+  if phases.d_warmup_end > start_step:
+    step_fns["d_warmup"] = make(train_g=False)
+  if phases.d_warmup_end:
+    logging.info("Phases: %s", phases_lib.describe(phases, config.total_steps))
   hooks = _Hooks(config, workdir, generator, mesh, source, manager, writer, heartbeat)
   # The stream continues where the checkpoint left it: examples, not steps, in case the batch
   # size changed (allow_config_change).
@@ -215,8 +220,9 @@ def _train_loop(
   for step in range(start_step + 1, config.total_steps + 1):
     heartbeat.step = step
     batch = parallel.global_batch(mesh, next(train_iter))
-    train_fn = d_warmup_fn if step <= config.d_warmup_steps else step_fn
-    state, step_metrics = train_fn(state, batch)
+    state, step_metrics = step_fns[phases.kind(step)](state, batch)
+    if config.phases.interpolate and step == phases.reconstruction_end:
+      state = interpolation.keep_anchor(state, inference_variables(state))
     hooks.add(step, step_metrics, first=step == start_step + 1)
     stopping = stop.requested(step)
     last = stopping or step == config.total_steps
@@ -323,9 +329,21 @@ class _Hooks:
       self.save(step, state, examples, checkpoint_ranking(scalars, eval_result))
     if end and hints_lib.enabled(config):  # after the save: the last state is kept whatever happens
       self.measure_hint_response(step, state, eval_result)
+    if end and config.phases.interpolate:
+      self.write_interpolation(state)
     if end and config.vividness.calibrate:
       self.heartbeat.set_activity("choosing the vividness on the eval photos")
       calibration.calibrate_run(config, inference_variables(state), self.source.eval, self.workdir)
+
+  def write_interpolation(self, state: GanState) -> None:
+    """WORKDIR/interpolation.npz (training/interpolation.py), on batches of a fresh train stream."""
+    self.heartbeat.set_activity("re-estimating BatchNorm statistics for weight interpolation")
+    rows = parallel.process_batch_rows(self.mesh, self.config.batch_size)
+    stream = pipeline.create_train_dataset(self.config, self.source.train, rows=rows)
+    batches = [b["image"] for b in stream.take(interpolation.STATS_BATCHES).as_numpy_iterator()]
+    interpolation.write(
+      self.generator, state.g_anchor, inference_variables(state), batches, self.workdir
+    )
 
   def log(self, step: int) -> dict[str, float]:
     """Writes the log interval's averages and learning rates; returns them."""

@@ -12,6 +12,7 @@ import ml_collections
 import optax
 
 from colorgan.training import losses
+from colorgan.training import phases as phases_lib
 from colorgan.training import schedules
 
 
@@ -29,12 +30,16 @@ class LossSpec(NamedTuple):
   colorfulness_weight: float = 0.0
   colorfulness_margin: float = 0.0
   feature_matching_weight: float = 0.0  # 0: D's features are not matched
+  # config.phases with a GAN ramp: the adversarial terms' weight is times phases.gan_ramp(step).
+  ramp: phases_lib.Phases | None = None
 
 
-def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
-  """config.loss's names looked up in the registries of colorgan.training.losses."""
+def create_loss_spec(config: ml_collections.ConfigDict, *, adversarial: bool = True) -> LossSpec:
+  """config.loss's names looked up in the registries of colorgan.training.losses; adversarial=False:
+  the reconstruction side alone (the reconstruction phase of config.phases)."""
   cfg = config.loss
-  adversarial = cfg.gan != "none"
+  adversarial = adversarial and cfg.gan != "none"
+  phases = phases_lib.from_config(config)
   return LossSpec(
     gan=losses.GAN_LOSSES[cfg.gan] if adversarial else None,
     gan_weight=cfg.gan_weight,
@@ -49,6 +54,7 @@ def create_loss_spec(config: ml_collections.ConfigDict) -> LossSpec:
     colorfulness_weight=cfg.colorfulness_weight,
     colorfulness_margin=cfg.colorfulness_margin,
     feature_matching_weight=cfg.feature_matching_weight if adversarial else 0.0,
+    ramp=phases if adversarial and phases.ramp_steps else None,
   )
 
 
@@ -59,7 +65,7 @@ class OptimSpec(NamedTuple):
   d_schedule: schedules.Schedule
   d_steps: int  # D updates per G update, on the same batch and generated ab
   g_ema_decay: float  # > 0: state.g_ema follows G's variables
-  g_first_update_step: int  # the train step of G's first update (after config.d_warmup_steps)
+  g_first_update_step: int  # the train step of G's first update (after a D warm-up)
 
 
 def create_schedules(config: ml_collections.ConfigDict):
@@ -77,12 +83,13 @@ def create_schedules(config: ml_collections.ConfigDict):
 def create_optim_spec(config: ml_collections.ConfigDict) -> OptimSpec:
   """The schedules, D steps and EMA of a config, for train_step."""
   g_schedule, d_schedule = create_schedules(config)
+  phases = phases_lib.from_config(config)
   return OptimSpec(
     g_schedule=g_schedule,
     d_schedule=d_schedule,
     d_steps=config.optim.d_steps,
     g_ema_decay=config.g_ema_decay,
-    g_first_update_step=config.d_warmup_steps,
+    g_first_update_step=0 if phases.reconstruction_end else phases.d_warmup_end,
   )
 
 

@@ -28,3 +28,6 @@ class GanState(flax.struct.PyTreeNode):
   g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   g_ema: Any = flax.struct.field(default_factory=dict)
+  # config.phases.interpolate: G's variables at the end of the reconstruction phase (the EMA's where
+  # one is kept), for weight interpolation (training/interpolation.py); {} otherwise.
+  g_anchor: Any = flax.struct.field(default_factory=dict)

@@ -83,6 +83,11 @@ def create_train_state(
     g_ema=(
       {"params": g_vars["params"], "batch_stats": g_batch_stats} if config.g_ema_decay > 0 else {}
     ),
+    g_anchor=(
+      {"params": g_vars["params"], "batch_stats": g_batch_stats}
+      if config.phases.interpolate
+      else {}
+    ),
   )
 
 
@@ -133,9 +138,10 @@ def _d_update(
   return carry
 
 
-def _g_objective(fake_ab, *, l, real_ab, d_params, discriminate, loss: specs.LossSpec):
+def _g_objective(fake_ab, *, l, real_ab, d_params, discriminate, step, loss: specs.LossSpec):
   """G's loss on its output fake_ab, and its terms: the reconstruction, then the colourfulness term,
-  the adversarial term and D's feature matching where the config has them."""
+  the adversarial term and D's feature matching where the config has them (ramped up in the first
+  GAN steps of config.phases)."""
   recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
   aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
   total = aux["g_recon_weighted"]
@@ -153,9 +159,14 @@ def _g_objective(fake_ab, *, l, real_ab, d_params, discriminate, loss: specs.Los
     fake_logits, fake_features = fake_logits
     real_features = discriminate(d_params, real_ab, features=True)[1]
     aux["g_feature_matching"] = losses.feature_matching(real_features, fake_features)
-    total = total + loss.feature_matching_weight * aux["g_feature_matching"]
+  ramp = 1.0 if loss.ramp is None else loss.ramp.gan_ramp(step)
+  if matching:
+    total = total + ramp * loss.feature_matching_weight * aux["g_feature_matching"]
   adv = loss.gan.generator(fake_logits=fake_logits)
-  aux.update(g_adv=adv, g_adv_weighted=loss.gan_weight * adv)
+  aux.update(
+    g_adv=adv,
+    g_adv_weighted=(loss.gan_weight * adv if loss.ramp is None else ramp * loss.gan_weight * adv),
+  )
   return aux["g_adv_weighted"] + total, aux
 
 
@@ -179,7 +190,13 @@ def _g_update(
   """
 
   g_loss_fn = functools.partial(
-    _g_objective, l=l, real_ab=real_ab, d_params=d_params, discriminate=discriminate, loss=loss
+    _g_objective,
+    l=l,
+    real_ab=real_ab,
+    d_params=d_params,
+    discriminate=discriminate,
+    step=state.step,
+    loss=loss,
   )
   (g_loss, g_aux), d_fake_ab = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_ab)
   (g_grads,) = pull_back_to_g(d_fake_ab)
@@ -353,17 +370,19 @@ def make_train_step(
   mesh: jax.sharding.Mesh,
   *,
   train_g: bool = True,
+  adversarial: bool = True,
 ):
   """train_step jitted for the mesh: state replicated (and donated), batch split on the data axis.
 
-  train_g=False gives the D warm-up step (config.d_warmup_steps): D learns, G stays frozen.
+  train_g=False gives the D warm-up step (config.phases, config.d_warmup_steps): D learns, G stays
+  frozen; adversarial=False the reconstruction phase's: G alone, no D step.
   """
   return jax.jit(
     functools.partial(
       train_step,
       generator=generator,
       discriminator=discriminator,
-      loss=specs.create_loss_spec(config),
+      loss=specs.create_loss_spec(config, adversarial=adversarial),
       optim=specs.create_optim_spec(config),
       hints=hints_lib.create_spec(config),
       train_g=train_g,
