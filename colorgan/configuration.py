@@ -349,7 +349,9 @@ def _validate_recipes(config: ml_collections.ConfigDict) -> None:
       "discriminator: config.loss.gan is 'none' (set a GAN objective or "
       "d_warmup_steps=0)"
     )
-  _check_phases(config)
+  from colorgan.training import phases  # pylint: disable=g-import-not-at-top  (jax: when checked)
+
+  phases.check(config)
   if config.loss.feature_matching_weight and config.loss.gan == "none":
     raise errors.ConfigError(
       "config.loss.feature_matching_weight > 0 matches the discriminator's features, but "
@@ -383,31 +385,6 @@ def _validate_recipes(config: ml_collections.ConfigDict) -> None:
         "it at the workdir of a finished run (e.g. of "
         "configs/pretrain_l1.py)"
       )
-
-
-def _check_phases(config: ml_collections.ConfigDict) -> None:
-  """config.phases.*: fractions of the run that leave room for the GAN, each with its parts."""
-  for key in ("phases.reconstruction", "phases.d_warmup", "phases.gan_ramp"):
-    _between(config, key, 0, 1)
-  cfg = config.phases
-  if cfg.reconstruction + cfg.d_warmup >= 1:
-    raise errors.ConfigError(
-      f"config.phases.reconstruction={cfg.reconstruction} + phases.d_warmup={cfg.d_warmup} leave "
-      "no step for the GAN: keep their sum under 1"
-    )
-  if cfg.d_warmup and config.d_warmup_steps:
-    raise errors.ConfigError(
-      "config.phases.d_warmup and config.d_warmup_steps both set a D warm-up: clear one"
-    )
-  if cfg.interpolate and not (cfg.reconstruction and config.loss.gan != "none"):
-    raise errors.ConfigError(
-      "config.phases.interpolate interpolates between the reconstruction phase's generator and "
-      "the GAN's: it needs config.phases.reconstruction > 0 and a config.loss.gan"
-    )
-  if (cfg.d_warmup or cfg.gan_ramp) and config.loss.gan == "none":
-    raise errors.ConfigError(
-      "config.phases.d_warmup / gan_ramp need a discriminator: config.loss.gan is 'none'"
-    )
 
 
 def _validate_hints(config: ml_collections.ConfigDict) -> None:

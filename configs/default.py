@@ -93,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.5
   config.model.d_base_features = 64  # pix2pix ndf
   config.model.d_layers = 3  # PatchGAN n_layers: 70x70 receptive field
+  config.model.d_spectral_norm = False  # D's convs spectrally normalized, no BatchNorm (SN-GAN)
   # U-Net and PatchGAN convolutions as matrix products (models/layers.py): same parameters and
   # outputs as flax's nn.Conv/nn.ConvTranspose (False: those, the reference), several times faster
   # on XLA:CPU. "auto": True on CPU, False on GPU and TPU (their own convolutions need no im2col

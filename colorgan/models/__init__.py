@@ -75,6 +75,7 @@ def _patchgan(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
     dtype=dtype,
     fast_layers=fast_layers,
     use_hints=hints.enabled(config),
+    spectral_norm=config.model.d_spectral_norm,
   )
 
 

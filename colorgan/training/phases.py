@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from colorgan import errors
+
 
 class Phases(NamedTuple):
   reconstruction_end: int
@@ -58,3 +60,30 @@ def describe(phases: Phases, total_steps: int) -> str:
   if phases.ramp_steps:
     gan += f" (its weight ramped up over {phases.ramp_steps} steps)"
   return "; ".join(parts + [gan])
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises errors.ConfigError for config.phases.* (configuration.validate calls it): fractions of
+  the run that leave room for the GAN, each with what it needs."""
+  cfg = config.phases
+  for key in ("reconstruction", "d_warmup", "gan_ramp"):
+    if not isinstance(cfg[key], (int, float)) or not 0 <= cfg[key] < 1:
+      raise errors.ConfigError(f"config.phases.{key}={cfg[key]!r} must be in [0, 1)")
+  if cfg.reconstruction + cfg.d_warmup >= 1:
+    raise errors.ConfigError(
+      f"config.phases.reconstruction={cfg.reconstruction} + phases.d_warmup={cfg.d_warmup} leave "
+      "no step for the GAN: keep their sum under 1"
+    )
+  if cfg.d_warmup and config.d_warmup_steps:
+    raise errors.ConfigError(
+      "config.phases.d_warmup and config.d_warmup_steps both set a D warm-up: clear one"
+    )
+  if cfg.interpolate and not (cfg.reconstruction and config.loss.gan != "none"):
+    raise errors.ConfigError(
+      "config.phases.interpolate interpolates between the reconstruction phase's generator and "
+      "the GAN's: it needs config.phases.reconstruction > 0 and a config.loss.gan"
+    )
+  if (cfg.d_warmup or cfg.gan_ramp) and config.loss.gan == "none":
+    raise errors.ConfigError(
+      "config.phases.d_warmup / gan_ramp need a discriminator: config.loss.gan is 'none'"
+    )

@@ -31,3 +31,6 @@ class GanState(flax.struct.PyTreeNode):
   # config.phases.interpolate: G's variables at the end of the reconstruction phase (the EMA's where
   # one is kept), for weight interpolation (training/interpolation.py); {} otherwise.
   g_anchor: Any = flax.struct.field(default_factory=dict)
+  # config.model.d_spectral_norm: D's power-iteration vectors (flax.linen.SpectralNorm's u, sigma);
+  # {} otherwise.
+  d_stats: Any = flax.struct.field(default_factory=dict)

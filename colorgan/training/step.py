@@ -83,6 +83,7 @@ def create_train_state(
     g_ema=(
       {"params": g_vars["params"], "batch_stats": g_batch_stats} if config.g_ema_decay > 0 else {}
     ),
+    d_stats=d_vars.get("batch_stats", {}) if config.model.d_spectral_norm else {},
     g_anchor=(
       {"params": g_vars["params"], "batch_stats": g_batch_stats}
       if config.phases.interpolate
@@ -102,7 +103,8 @@ def _d_update(
   optim: specs.OptimSpec,
 ):
   """D's optim.d_steps updates on (real, generated), fake and real passing separately (BatchNorm
-  sees each batch on its own), as in pix2pix. Returns (d_params, d_opt_state, metrics)."""
+  sees each batch on its own), as in pix2pix. Returns (d_params, d_opt_state, d_stats, metrics):
+  d_stats, a spectrally normalized D's vectors, one power iteration further (on the real pass)."""
   fake_ab = jax.lax.stop_gradient(fake_ab)
 
   def d_loss_fn(d_params, rng):
@@ -135,7 +137,11 @@ def _d_update(
     carry = jax.lax.fori_loop(
       1, optim.d_steps, lambda i, carry: one_update(*carry[:2], jax.random.fold_in(rng, i)), carry
     )
-  return carry
+  d_params, d_opt_state, metrics = carry
+  d_stats = state.d_stats
+  if d_stats:
+    d_stats = discriminate(d_params, real_ab, updated_stats=True)[1]
+  return d_params, d_opt_state, d_stats, metrics
 
 
 def _g_objective(fake_ab, *, l, real_ab, d_params, discriminate, step, loss: specs.LossSpec):
@@ -252,19 +258,22 @@ def _forward_passes(
     )
     return fake_ab, updates["batch_stats"]
 
-  def discriminate(d_params, ab, features=False):
+  def discriminate(d_params, ab, features=False, updated_stats=False):
     # D only ever runs in training mode, on the statistics of the batch it sees (as pix2pix): its
-    # BatchNorm running averages would never be read, so they are not kept.
+    # BatchNorm running averages would never be read, so they are not kept. A spectrally normalized
+    # D's power-iteration vectors are (state.d_stats): updated_stats also returns their update.
     l, *hint_maps = g_inputs
-    return discriminator.apply(
-      {"params": d_params},
+    stats = {"batch_stats": state.d_stats} if state.d_stats else {}
+    out, updates = discriminator.apply(
+      {"params": d_params, **stats},
       l,
       ab,
       *hint_maps,
       train=True,
       return_features=features,
       mutable=["batch_stats"],
-    )[0]
+    )
+    return (out, updates["batch_stats"]) if updated_stats else out
 
   return generate, discriminate
 
@@ -311,9 +320,9 @@ def train_step(
     state, generator, discriminator, g_inputs, dropout_rng=dropout_rng
   )
   fake_ab, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
-  d_params, d_opt_state = state.d_params, state.d_opt_state
+  d_params, d_opt_state, d_stats = state.d_params, state.d_opt_state, state.d_stats
   if loss.gan is not None:
-    d_params, d_opt_state, d_metrics = _d_update(
+    d_params, d_opt_state, d_stats, d_metrics = _d_update(
       state, discriminate, fake_ab, real_ab, penalty_rng, loss=loss, optim=optim
     )
     metrics.update(d_metrics)
@@ -344,6 +353,7 @@ def train_step(
     g_ema=g_ema,
     d_params=d_params,
     d_opt_state=d_opt_state,
+    d_stats=d_stats,
   )
   metrics["ab_l1_lab"] = jnp.mean(jnp.abs(color.unscale_ab(fake_ab) - color.unscale_ab(real_ab)))
   return _guard_nonfinite(state, new_state, metrics, skip_nonfinite=skip_nonfinite)
