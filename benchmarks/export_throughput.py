@@ -32,6 +32,7 @@ from PIL import Image  # noqa: E402
 from colorgan import checkpointing  # noqa: E402
 from colorgan.inference import colorize  # noqa: E402
 from colorgan.inference import export  # noqa: E402
+from colorgan.inference import runtimes  # noqa: E402
 from colorgan.inference import photo as photo_lib  # noqa: E402
 from colorgan.data import sources  # noqa: E402
 from colorgan import models  # noqa: E402
@@ -95,7 +96,7 @@ def main() -> None:
       path = os.path.join(folder, f"colorize.{fmt}")
       export.export(config, variables, step=0, fmt=fmt, output=path)
       export_seconds[fmt] = round(time.perf_counter() - start, 1)
-      runners[fmt] = export.runner(fmt, path)
+      runners[fmt] = runtimes.runner(fmt, path)
     results = {}
     print(
       f"generator {config.model.generator} at {config.image_size} px, {jax.device_count()} "

@@ -5,19 +5,23 @@ generator, evaluation.calibration for the predictions, the vividness ends and th
 (evaluation.metrics.image_metrics, the metrics evaluation reports).
 """
 
+import functools
 import json
 import math
 import os
 
+import jax
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
 from colorgan import checkpointing
+from colorgan import models
 from colorgan.data import pipeline
 from colorgan.data import sources
 from colorgan.evaluation import calibration
 from colorgan.evaluation import plot
+from colorgan.models import vividness
 
 METRICS = ("psnr", "ssim", "colorfulness", "auc", "ab_l1")
 ACCURACY_SLACK_DB = 0.15  # the issue's "PSNR >= the L1 recipe's - 0.15 dB"
@@ -64,17 +68,34 @@ def score_run(workdir: str, grid: list[float]) -> dict:
   source = sources.create_source(config)
   photos = pipeline.load_eval_images(config, source.eval, 10_000)
   l, pred_ab = calibration.predict_photos(config, inference.g_variables, photos)
-  cal, _ = calibration.choose(l, pred_ab, photos)
-  scores = lambda gain: calibration.image_scores(l, pred_ab, photos, gain)  # noqa: E731
+  if config.get("phases", {}).get("interpolate", False):  # v: the interpolation weight
+    final = jax.device_get(inference.g_variables)
+    saved = vividness.read_interpolation(workdir)
+    cal, _ = calibration.choose_interpolated(config, final, saved, photos)
+    predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)))
+
+    def predictions(v):
+      variables = vividness.interpolate(final, saved, v)
+      return calibration.predict_photos(config, variables, photos, predict)[1], 1.0
+
+  else:  # v: a chroma gain on the predictions
+    cal, _ = calibration.choose(l, pred_ab, photos)
+    predictions = lambda v: (pred_ab, cal.chroma_gain(v))  # noqa: E731
+
+  def scores(v):
+    ab, gain = predictions(v)
+    return calibration.image_scores(l, ab, photos, gain)
+
+  default_ab, default_gain = predictions(cal.default)
   return {
     "calibration": cal,
-    "raw": scores(1.0),
-    "default": scores(cal.chroma_gain(cal.default)),
-    "gray": scores(0.0),
-    "grid": [scores(cal.chroma_gain(v)) for v in grid],
+    "raw": calibration.image_scores(l, pred_ab, photos, 1.0),
+    "default": scores(cal.default),
+    "gray": calibration.image_scores(l, pred_ab, photos, 0.0),
+    "grid": [scores(v) for v in grid],
     "photos": photos,
     "l": l,
-    "pred_ab": pred_ab,
+    "pred_ab": default_ab * default_gain,  # at the default vividness
   }
 
 
@@ -206,9 +227,7 @@ def photo_grid(runs: dict[str, dict[str, dict]], seed: str) -> Image.Image:
   )
   columns.append(("gray", to_uint8(np.zeros_like(first["pred_ab"][:GRID_PHOTOS]))))
   for name, seeds in runs.items():
-    run = seeds[seed]
-    gain = run["calibration"].chroma_gain(run["calibration"].default)
-    columns.append((name, to_uint8(run["pred_ab"][:GRID_PHOTOS] * gain)))
+    columns.append((name, to_uint8(seeds[seed]["pred_ab"][:GRID_PHOTOS])))
   columns.append(("photo", photos))
   size = photos.shape[1]
   scale = 2

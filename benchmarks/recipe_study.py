@@ -69,6 +69,28 @@ RECIPES = {
     "--config.loss.colorfulness=match",
     "--config.loss.colorfulness_weight=30",
   ),
+  # L2 pretraining, then a short GAN in the same run (config.phases), weights interpolated between
+  # the two (the vividness): hinge loss, a small receptive field D (d_layers 2: 34 px) with spectral
+  # norm, R1 with StyleGAN2-ADA's gamma = 0.0002 * 64**2 / 16, TTUR (D 4e-4, G 1e-4), feature
+  # matching 10. 632 steps: 32 of them D warm-up, so G gets 600 updates, as every recipe.
+  "l2_gan_interp": (
+    "--config.total_steps=632",
+    "--config.checkpoint_every_steps=632",
+    "--config.sample_every_steps=632",
+    "--config.loss.reconstruction=l2",
+    "--config.loss.gan=hinge",
+    "--config.loss.penalty=r1",
+    "--config.loss.penalty_weight=0.0512",
+    "--config.model.d_layers=2",
+    "--config.model.d_spectral_norm=True",
+    "--config.loss.feature_matching_weight=10",
+    "--config.optim.g_learning_rate=1e-4",
+    "--config.optim.d_learning_rate=4e-4",
+    "--config.phases.reconstruction=0.6",
+    "--config.phases.d_warmup=0.05",
+    "--config.phases.gan_ramp=0.1",
+    "--config.phases.interpolate=True",
+  ),
 }
 
 FLAGS = flags.FLAGS
@@ -87,7 +109,13 @@ def run_dir(recipe: str, seed: str) -> str:
 
 
 def trained(workdir: str) -> bool:
-  return os.path.isdir(os.path.join(workdir, "checkpoints", str(STEPS)))
+  """A run is done when its config's last checkpoint is there."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    total = json.load(f)["total_steps"]
+  return os.path.isdir(os.path.join(workdir, "checkpoints", str(total)))
 
 
 def train(recipe: str, seed: str) -> None:

@@ -143,9 +143,13 @@ _MINIMUMS = (
   ("loss.colorfulness_weight", 0),
   ("loss.colorfulness_margin", 0),
   ("loss.feature_matching_weight", 0),
+  ("loss.classification_weight", 0),
+  ("loss.rebalance", 0),
+  ("loss.class_prior_batches", 1),
   ("vividness.grid_points", 2),
   ("vividness.psnr_tolerance", 0),
   ("vividness.num_images", 1),
+  ("vividness.min_temperature", 0.01),
   ("optim.g_learning_rate", 0),
   ("optim.d_learning_rate", 0),
   ("data.load_size", 1),
@@ -206,6 +210,9 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
       f"config.model.fast_layers={fast!r} is not known: choose auto (matrix "
       "products on CPU, flax's convolutions on GPU/TPU), True or False"
     )
+  _choice(config, "model.ab_head", ("regression", "classification"))
+  if config.model.ab_head == "classification" and config.model.generator != "unet":
+    raise errors.ConfigError("config.model.ab_head='classification' is for the unet generator")
   _choice(config, "data.source", DATA_SOURCES)
   _choice(config, "data.resize_mode", RESIZE_MODES)
   _check_data_source(config)

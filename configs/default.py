@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.vividness.grid_points = 21
   config.vividness.psnr_tolerance = 0.15
   config.vividness.num_images = 256
+  config.vividness.min_temperature = 0.2  # a classification head's T at v=1 (v=0: T=1, the mean)
 
   # Devices along each axis of the ("data", "model") mesh; -1: all devices the other axis leaves.
   # Batches are split over "data" (batch_size must divide by its size) and the state is replicated;
@@ -90,6 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.discriminator = "patchgan"  # colorgan.models.DISCRIMINATORS
   config.model.num_downs = 0  # U-Net depth; 0: log2(image_size) (unet_256 -> 8)
   config.model.g_base_features = 64  # pix2pix ngf
+  # regression (pix2pix: tanh(ab)) | classification (Zhang et al. 2016: logits over 261 ab bins,
+  # decoded as the annealed mean; the unet only). With it, loss.classification_weight weighs the
+  # rebalanced cross-entropy and loss.reconstruction (use l2) the T=1 decode.
+  config.model.ab_head = "regression"
   config.model.dropout_rate = 0.5
   config.model.d_base_features = 64  # pix2pix ndf
   config.model.d_layers = 3  # PatchGAN n_layers: 70x70 receptive field
@@ -136,6 +141,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # > 0: pix2pixHD's discriminator feature matching, this weight (pix2pixHD: 10) times the mean L1
   # between D's intermediate features on the photo and on the result. Needs an adversarial loss.
   config.loss.feature_matching_weight = 0.0
+  # config.model.ab_head="classification": the rebalanced cross-entropy's weight, and lambda of the
+  # rebalancing (Zhang et al.: 0.5; 1 weighs every bin alike, 0 by the inverse prior alone), its
+  # prior measured on class_prior_batches training batches at the start of the run.
+  config.loss.classification_weight = 1.0
+  config.loss.rebalance = 0.5
+  config.loss.class_prior_batches = 32
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_learning_rate = 2e-4

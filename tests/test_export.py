@@ -17,6 +17,7 @@ from colorgan import checkpointing
 from colorgan import errors
 from colorgan.inference import colorize
 from colorgan.inference import export
+from colorgan.inference import runtimes
 from colorgan.inference import photo
 from colorgan.data import sources
 from colorgan import models
@@ -83,7 +84,7 @@ def test_export_matches_colorize_mode(fmt, vivid, photos, references, tmp_path, 
   config, variables = vivid
   output = str(tmp_path / f"colorize.{fmt}")
   info = export.export(config, variables, step=1, fmt=fmt, output=output)
-  run = export.runner(fmt, output)  # the format's own runtime
+  run = runtimes.runner(fmt, output)  # the format's own runtime
   outputs = [run(rgb) for rgb in photos]
   assert all(o.shape == p.shape and o.dtype == np.uint8 for o, p in zip(outputs, photos))
   worst, within = _agreement(outputs, references)
@@ -134,7 +135,7 @@ def test_fixed_export_size(vivid, photos, references, tmp_path):
     config, variables, step=1, fmt="tflite", output=str(tmp_path / "m.tflite"), fixed=fixed
   )
   assert info["contract"]["input"]["shape"] == [37, 23, 3] and not info["contract"]["dynamic_shape"]
-  run = export.runner("tflite", str(tmp_path / "m.tflite"))
+  run = runtimes.runner("tflite", str(tmp_path / "m.tflite"))
   odd = [(p, r) for p, r in zip(photos, references) if p.shape[:2] == (37, 23)]
   worst, within = _agreement([run(p) for p, _ in odd], [r for _, r in odd])
   assert within >= 0.999, (worst, within)
@@ -152,7 +153,7 @@ def test_resnet_unet_exports_too(tmp_path):
   colorizer = colorize.Colorizer(config, variables, step=0, batch_size=1)
   reference = colorizer.colorize_photo(photo.Photo(photo.lightness(rgb), None))
   export.export(config, variables, step=0, fmt="onnx", output=str(tmp_path / "m.onnx"))
-  worst, within = _agreement([export.runner("onnx", str(tmp_path / "m.onnx"))(rgb)], [reference])
+  worst, within = _agreement([runtimes.runner("onnx", str(tmp_path / "m.onnx"))(rgb)], [reference])
   assert within >= 0.999, (worst, within)
 
 
@@ -223,7 +224,7 @@ def test_cli_exports_the_checkpoint(workdir, tmp_path):
   colorizer = colorize.Colorizer.from_checkpoint(workdir, batch_size=1)
   rgb = np.asarray(Image.open(sources.bundled_photo_paths()[1]).convert("RGB").resize((45, 31)))
   reference = colorizer.colorize_photo(photo.Photo(photo.lightness(rgb), None))
-  worst, within = _agreement([export.runner("onnx", str(output))(rgb)], [reference])
+  worst, within = _agreement([runtimes.runner("onnx", str(output))(rgb)], [reference])
   assert within >= 0.999, (worst, within)
 
 

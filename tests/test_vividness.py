@@ -21,6 +21,7 @@ from colorgan.evaluation import evaluator
 from colorgan.evaluation import metrics
 from colorgan.inference import colorize
 from colorgan.inference import export
+from colorgan.inference import runtimes
 from colorgan.inference import photo
 from colorgan.models import vividness
 from colorgan.training import losses
@@ -266,7 +267,7 @@ def test_export_at_a_vividness_matches_colorize_at_it(calibrated_run, tmp_path):
     inference.config, variables, step=1, fmt="onnx", output=output, vividness=setting
   )
   assert info["vividness"] == 0.8 and info["chroma_gain"] == gain
-  got = export.runner("onnx", output)(rgb)
+  got = runtimes.runner("onnx", output)(rgb)
   difference = np.abs(got.astype(int) - want.astype(int)).max(axis=-1)
   assert np.mean(difference <= 1) >= 0.999 and difference.max() <= 8
 

@@ -141,13 +141,52 @@ def choose_interpolated(
   return _with_default("interpolation", 0.0, 1.0, table, len(photos), psnr_tolerance), table
 
 
+def choose_temperature(
+  config: ml_collections.ConfigDict,
+  g_variables: dict[str, Any],
+  photos: np.ndarray,
+  *,
+  min_temperature: float = 0.2,
+  grid_points: int = 21,
+  psnr_tolerance: float = 0.15,
+) -> tuple[vividness.Calibration, list[dict[str, float]]]:
+  """The calibration of a classification head: v moves the annealed mean's temperature from 1 to
+  min_temperature (one program: the temperature is traced)."""
+  generator = models.create_generator(config)
+  predict = jax.jit(
+    lambda variables, l, t: models.predict_ab(generator, variables, l, None, temperature=t)
+  )
+  table = []
+  for v in np.linspace(0.0, 1.0, grid_points):
+    t = 1.0 - v * (1.0 - min_temperature)
+    l, pred_ab = predict_photos(
+      config, g_variables, photos, lambda variables, l, hints, t=t: predict(variables, l, t)
+    )
+    scores = image_scores(l, pred_ab, photos, 1.0)
+    table.append(
+      {"vividness": round(float(v), 4), "temperature": float(t)}
+      | {k: float(np.mean(s)) for k, s in scores.items()}
+    )
+  cal = _with_default("temperature", 1.0, min_temperature, table, len(photos), psnr_tolerance)
+  return cal, table
+
+
 def calibrate_run(
   config: ml_collections.ConfigDict, g_variables: dict[str, Any], images: pipeline.Images, workdir
 ) -> vividness.Calibration:
   """Calibrates on the first config.vividness.num_images eval photos, writes WORKDIR/vividness.json
   (process 0) and logs the default."""
   photos = pipeline.load_eval_images(config, images, config.vividness.num_images)
-  if config.phases.interpolate:
+  if models.is_classification(config):
+    calibration, table = choose_temperature(
+      config,
+      g_variables,
+      photos,
+      min_temperature=config.vividness.min_temperature,
+      grid_points=config.vividness.grid_points,
+      psnr_tolerance=config.vividness.psnr_tolerance,
+    )
+  elif config.phases.interpolate:
     calibration, table = choose_interpolated(
       config,
       g_variables,
@@ -165,7 +204,9 @@ def calibrate_run(
     "Vividness: default v=%.2f (%s %.3f; v=0: %.3f, v=1: %.3f), %s: PSNR %.2f dB (v=0: "
     "%.2f), colourfulness %.1f (v=0: %.1f; the photos: %.1f). Written to %s",
     calibration.default,
-    "chroma gain" if calibration.method == "chroma_gain" else "interpolation weight",
+    {"chroma_gain": "chroma gain", "interpolation": "interpolation weight"}.get(
+      calibration.method, "temperature"
+    ),
     calibration.parameter(calibration.default),
     calibration.low,
     calibration.high,

@@ -390,7 +390,9 @@ def evaluate_checkpoint(
     images, data = sources.create_source(config).eval, eval_data.record(config)
   evaluator = Evaluator(
     config,
-    functools.partial(models.predict_ab, generator, chroma_gain=setting.chroma_gain),
+    functools.partial(
+      models.predict_ab, generator, chroma_gain=setting.chroma_gain, temperature=setting.temperature
+    ),
     mesh,
     images,
     use_hints=generator.use_hints,

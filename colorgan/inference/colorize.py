@@ -64,6 +64,7 @@ class Colorizer:
     mesh: jax.sharding.Mesh | None = None,
     workers: int | None = None,
     chroma_gain: float = 1.0,
+    temperature: float = 1.0,
   ):
     """Args:
       config: the config the generator was trained with (model.*, image_size, data.resize_mode).
@@ -74,6 +75,7 @@ class Colorizer:
       mesh: where the generator runs (default parallel.create_mesh()).
       workers: decode/encode threads (default: the CPU count, at most 8).
       chroma_gain: the generator's ab times this (--vividness: models.vividness.resolve).
+      temperature: a classification head's annealed mean (models.predict_ab).
 
     Raises:
       errors.PlanError: a size the generator cannot take.
@@ -97,11 +99,13 @@ class Colorizer:
     # (variables, l) or, with hints, (variables, l, hints): every photo then gets a hint map, empty
     # where it has no hint, so that there is one program.
     batch = parallel.batch_sharding(self.mesh)
-    shardings = (parallel.replicated(self.mesh), batch) + ((batch,) if self.takes_hints else ())
-    self._predict = jax.jit(
-      functools.partial(models.predict_ab, models.create_generator(config)), in_shardings=shardings
+    self._shardings = (parallel.replicated(self.mesh), batch) + (
+      (batch,) if self.takes_hints else ()
     )
+    self._generator = models.create_generator(config)
+    self._predicts = {}  # temperature -> the jitted generator (one per temperature asked for)
     self.chroma_gain = chroma_gain
+    self.temperature = temperature
 
   @classmethod
   def from_checkpoint(
@@ -116,7 +120,7 @@ class Colorizer:
     )
     variables = inference.g_variables
     if setting is not None:
-      kwargs["chroma_gain"] = setting.chroma_gain
+      kwargs.update(chroma_gain=setting.chroma_gain, temperature=setting.temperature)
       if setting.alpha is not None:
         variables = jax.device_put(
           vividness.variables_at(workdir, variables, setting), parallel.replicated(mesh)
@@ -125,17 +129,26 @@ class Colorizer:
     colorizer.final_variables = inference.g_variables
     return colorizer
 
+  def _predict(self, temperature: float):
+    if temperature not in self._predicts:
+      self._predicts[temperature] = jax.jit(
+        functools.partial(models.predict_ab, self._generator, temperature=temperature),
+        in_shardings=self._shardings,
+      )
+    return self._predicts[temperature]
+
   def predict_ab(
     self,
     inputs: np.ndarray,
     hints: np.ndarray | None = None,
     chroma_gain: float | None = None,
     variables: dict | None = None,
+    temperature: float | None = None,
   ) -> np.ndarray:
     """Model-scale L [n, S, S, 1] (and hint maps [n, S, S, 3], for a generator trained with hints;
     None: no hint) -> model-scale ab [n, S, S, 2], in fixed-size batches, times chroma_gain (None:
     the Colorizer's; one float32 product, as models.predict_ab's), with the generator's `variables`
-    (None: the Colorizer's)."""
+    and a classification head's `temperature` (None: the Colorizer's)."""
     n = len(inputs)
     batch = {"l": np.zeros((self.batch_size,) + inputs.shape[1:], np.float32)}
     batch["l"][:n] = inputs
@@ -148,7 +161,8 @@ class Colorizer:
     with jax.set_mesh(self.mesh):
       batch = parallel.global_batch(self.mesh, batch)
       args = (batch["l"], batch["hints"]) if self.takes_hints else (batch["l"],)
-      ab = self._predict(self.g_variables if variables is None else variables, *args)
+      predict = self._predict(self.temperature if temperature is None else temperature)
+      ab = predict(self.g_variables if variables is None else variables, *args)
     ab = np.asarray(jax.device_get(ab))[:n]
     gain = self.chroma_gain if chroma_gain is None else chroma_gain
     return ab if gain == 1.0 else ab * np.float32(gain)
@@ -159,16 +173,18 @@ class Colorizer:
     hints: user_hints.UserHints | None = None,
     chroma_gain: float | None = None,
     variables: dict | None = None,
+    temperature: float | None = None,
   ) -> np.ndarray:
     """One decoded photo (and its hints, for a generator trained with them) -> its colorization,
-    uint8 RGB [H, W, 3] (the alpha is the caller's); chroma_gain and variables as predict_ab."""
+    uint8 RGB [H, W, 3] (the alpha is the caller's); chroma_gain, variables and temperature as
+    predict_ab."""
     hint_map = (
       None
       if hints is None
       else photo_lib.model_hints(hints, *photo.l.shape, self.size, self.squash)[None]
     )
     inputs = photo_lib.model_input(photo.l, self.size, self.squash)[None]
-    ab = self.predict_ab(inputs, hint_map, chroma_gain, variables)[0]
+    ab = self.predict_ab(inputs, hint_map, chroma_gain, variables, temperature)[0]
     return photo_lib.compose(photo.l, photo_lib.upsample_ab(ab, *photo.l.shape, self.squash))
 
   def _prepare(

@@ -21,13 +21,11 @@ import json
 import logging
 import os
 import shutil
-import warnings
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from colorgan import color
 from colorgan import configuration
@@ -134,13 +132,16 @@ def colorize_function(
   g_variables: dict,
   size: int | None = None,
   chroma_gain: float = 1.0,
+  temperature: float = 1.0,
 ) -> Callable:
   """uint8 [H, W, 3] -> uint8 [H, W, 3] with the weights (and the vividness's chroma gain) as
   constants (what is exported)."""
   size = size or config.image_size
   generator = inference_generator(config)
   g_variables = jax.device_get(g_variables)
-  apply = functools.partial(models.predict_ab, generator, g_variables, chroma_gain=chroma_gain)
+  apply = functools.partial(
+    models.predict_ab, generator, g_variables, chroma_gain=chroma_gain, temperature=temperature
+  )
   squash = config.data.resize_mode == "resize"
   return lambda rgb: colorize_image(apply, rgb, size=size, squash=squash)
 
@@ -253,13 +254,20 @@ def _export_tflite(fn: Callable, shape: str, path: str) -> None:
 def _export_onnx(fn: Callable, shape: str, path: str) -> None:
   try:
     from colorgan.inference import onnx_export  # pylint: disable=g-import-not-at-top
+    from colorgan.inference import onnx_ops  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise errors.ExportError(
       f"--format=onnx needs the onnx package ({e.name} is missing): {EXTRA}"
     ) from e
-  model = onnx_export.to_onnx(
-    fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME, opset=ONNX_OPSET
-  )
+  try:
+    model = onnx_export.to_onnx(
+      fn, shape, jnp.uint8, input_name=INPUT_NAME, output_name=OUTPUT_NAME, opset=ONNX_OPSET
+    )
+  except onnx_ops.UnsupportedError as e:
+    raise errors.ExportError(
+      f"--format=onnx cannot write this generator yet: {e} has no ONNX translation "
+      "(colorgan/inference/onnx_ops.py); use --format=savedmodel or stablehlo"
+    ) from None
   with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
     f.write(model.SerializeToString())
 
@@ -367,7 +375,8 @@ def export(
       f"depth of this run): use {use}"
     )
   check_output(fmt, output)
-  fn = colorize_function(config, g_variables, size, vividness.chroma_gain if vividness else 1.0)
+  vivid = vividness or vividness_lib.Setting(None)
+  fn = colorize_function(config, g_variables, size, vivid.chroma_gain, vivid.temperature)
   _WRITERS[fmt](fn, input_shape(fixed), output)
   info = {
     "format": fmt,
@@ -385,65 +394,3 @@ def export(
     info["platforms"] = ["cpu", "cuda", "tpu"]
   fileio.write_text(output + ".json", json.dumps(info, indent=2) + "\n")
   return info
-
-
-# ----------------------------------------------------------------------------- running an export
-def _tflite_interpreter(path: str):
-  """LiteRT's interpreter (`pip install ai-edge-litert`, a test extra), TFLite's maintained runtime;
-  without it, TensorFlow's tf.lite.Interpreter, the same engine, which warns that it is deprecated."""
-  try:
-    from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    with warnings.catch_warnings():  # "use ai_edge_litert instead": not installed here
-      warnings.simplefilter("ignore", UserWarning)
-      return tf.lite.Interpreter(model_path=path)
-  return litert.Interpreter(model_path=path)
-
-
-def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
-  """An export loaded in its own runtime: uint8 [H, W, 3] -> uint8 [H, W, 3] (numpy).
-
-  savedmodel: TensorFlow; tflite: LiteRT (ai-edge-litert, a test extra; TensorFlow's TFLite
-  interpreter without it); onnx: onnxruntime (a test extra, or `pip install onnxruntime`);
-  stablehlo: jax.export.deserialize.
-  """
-  if fmt == "savedmodel":
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    return lambda rgb: signature(**{INPUT_NAME: tf.constant(rgb)})[OUTPUT_NAME].numpy()
-  if fmt == "tflite":
-    interpreter = _tflite_interpreter(path)
-    [source], [target] = interpreter.get_input_details(), interpreter.get_output_details()
-
-    def run_tflite(rgb):
-      if tuple(source["shape"]) != rgb.shape:
-        interpreter.resize_tensor_input(source["index"], rgb.shape)
-        interpreter.allocate_tensors()
-        source["shape"] = np.array(rgb.shape)
-      interpreter.set_tensor(source["index"], rgb)
-      interpreter.invoke()
-      return interpreter.get_tensor(target["index"])
-
-    interpreter.allocate_tensors()
-    return run_tflite
-  if fmt == "onnx":
-    try:
-      import onnxruntime  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise errors.ExportError(
-        "running an ONNX export needs onnxruntime: pip install onnxruntime"
-      ) from e
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return lambda rgb: session.run([OUTPUT_NAME], {INPUT_NAME: rgb})[0]
-  if fmt == "stablehlo":
-    from jax import export as jax_export  # pylint: disable=g-import-not-at-top
-
-    with open(path, "rb") as f:
-      exported = jax_export.deserialize(bytearray(f.read()))
-    return lambda rgb: np.asarray(exported.call(rgb))
-  raise errors.ExportError(f"--format={fmt} is not known: use one of {', '.join(FORMATS)}")

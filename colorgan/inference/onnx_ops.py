@@ -110,6 +110,12 @@ def _convert_element_type(g: Graph, eqn, names: list[str]):
   return g.op("Cast", names, to=onnx_type(eqn.params["new_dtype"]))
 
 
+def _stop_gradient(g: Graph, eqn, names: list[str]):
+  """No gradients in an inference graph: the value itself (softmax's max shift uses it)."""
+  del eqn
+  return g.op("Identity", names)
+
+
 def _ne(g: Graph, eqn, names: list[str]):
   del eqn
   return g.op("Not", [g.op("Equal", names)])
@@ -359,6 +365,7 @@ def conv_general_dilated(g: Graph, eqn, x: str, kernel: np.ndarray | None) -> st
 _TRANSLATORS = {
   "dim_as_value": _dim_as_value,
   "convert_element_type": _convert_element_type,
+  "stop_gradient": _stop_gradient,
   "ne": _ne,
   "and": _and,
   "or": _or,

@@ -44,7 +44,7 @@ class Page:
       return {}
     chosen = vividness.setting(self.calibration, v)
     if chosen.alpha is None:
-      return {"chroma_gain": chosen.chroma_gain}
+      return {"chroma_gain": chosen.chroma_gain, "temperature": chosen.temperature}
     if self._interpolation is None:  # read once, on the first move of the slider
       self._interpolation = vividness.read_interpolation(self.workdir)
     final = self.colorizer.final_variables

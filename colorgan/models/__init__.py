@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from colorgan import hints
+from colorgan.models import ab_bins
 from colorgan.models.patchgan import PatchGAN
 from colorgan.models.resnet_unet import ResNetUNet
 from colorgan.models.unet import UNetGenerator
@@ -37,9 +38,12 @@ def use_fast_layers(config: ml_collections.ConfigDict, backend: str | None = Non
 
 
 def _unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
+  classifier = is_classification(config)
   return UNetGenerator(
     num_downs=config.model.num_downs or unet_num_downs(config.image_size),
     base_features=config.model.g_base_features,
+    out_channels=ab_bins.num_bins() if classifier else 2,
+    logits=classifier,
     dropout_rate=config.model.dropout_rate,
     dtype=dtype,
     fast_layers=fast_layers,
@@ -56,6 +60,12 @@ def _resnet_unet(config: ml_collections.ConfigDict, dtype, fast_layers: bool):
     dtype=dtype,
     use_hints=hints.enabled(config),
   )
+
+
+def is_classification(config: ml_collections.ConfigDict) -> bool:
+  """Whether the generator predicts ab bins (config.model.ab_head; a saved config without the key
+  predates the head: a regressor)."""
+  return config.model.get("ab_head", "regression") == "classification"
 
 
 # name -> (config, dtype, fast_layers) -> module; fast_layers is use_fast_layers(config) resolved.
@@ -106,6 +116,7 @@ def predict_ab(
   hints: jax.Array | None = None,
   *,
   chroma_gain: float = 1.0,
+  temperature=1.0,
 ) -> jax.Array:
   """The generator in inference mode (BatchNorm running statistics, no dropout): every caller that
   colorizes (samples, evaluation, colorize, export) goes through here.
@@ -117,11 +128,15 @@ def predict_ab(
     hints: [B, H, W, 3] hint map for a generator trained with hints; None: no hint given.
     chroma_gain: ab times this (the vividness knob of a plain regressor, models.vividness); 1.0
       leaves the generator's output as it is.
+    temperature: a classification head's annealed mean, softmax(logits / T) over the bins (1: the
+      mean; may be traced); a regressor ignores it.
 
   Returns:
     ab: [B, H, W, 2] at model scale (color.unscale_ab gives Lab units).
   """
   ab = generator.apply(variables, l, hints, train=False)
+  if getattr(generator, "logits", False):
+    ab = ab_bins.decode(ab, temperature)
   return ab if chroma_gain == 1.0 else ab * chroma_gain
 
 

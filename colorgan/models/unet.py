@@ -18,7 +18,8 @@ class UNetGenerator(nn.Module):
   Attributes:
     num_downs: number of stride-2 down blocks; log2(image_size) brings the bottleneck to 1x1.
     base_features: filters of the outermost block (pix2pix's ngf); capped at 8x deeper in.
-    out_channels: 2 (a, b).
+    out_channels: 2 (a, b), or the number of ab bins of a classification head (models.ab_bins).
+    logits: the output is out_channels raw logits (a classification head), not tanh(ab).
     dropout_rate: dropout in the `num_downs - 5` ngf*8 decoder blocks next to the innermost one
       (three for unet_256), as pix2pix's use_dropout.
     dtype: activation dtype (float32 or bfloat16); parameters stay float32.
@@ -31,6 +32,7 @@ class UNetGenerator(nn.Module):
   num_downs: int
   base_features: int = 64
   out_channels: int = 2
+  logits: bool = False
   dropout_rate: float = 0.5
   dtype: jnp.dtype = jnp.float32
   fast_layers: bool = False
@@ -68,7 +70,7 @@ class UNetGenerator(nn.Module):
         x = layers.up_conv(
           self.out_channels, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="up0"
         )(x)
-        return jnp.tanh(x.astype(jnp.float32))
+        return x.astype(jnp.float32) if self.logits else jnp.tanh(x.astype(jnp.float32))
       x = layers.up_conv(
         features[level - 1],
         use_bias=False,

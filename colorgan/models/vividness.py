@@ -2,6 +2,8 @@
 
 v = 0 is the run's most accurate output, v = 1 its most colourful one that is still meant to be used.
 What v moves depends on the run:
+  temperature    a classification head (config.model.ab_head): the annealed mean's temperature, from
+                 T = 1 (the mean, v = 0) to config.vividness.min_temperature (v = 1);
   interpolation  a run with config.phases.interpolate: the generator's weights interpolated between
                  the end of its reconstruction phase (v = 0) and its final GAN weights (v = 1), as
                  ESRGAN's network interpolation, with BatchNorm statistics re-estimated on training
@@ -27,7 +29,7 @@ from colorgan import fileio
 
 FILE = "vividness.json"
 INTERPOLATION_FILE = "interpolation.npz"
-METHODS = ("chroma_gain", "interpolation")
+METHODS = ("chroma_gain", "interpolation", "temperature")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Calibration:
   """A run's vividness: what v moves, its two ends, and the default v chosen on validation photos."""
 
   method: str  # METHODS
-  low: float  # the parameter at v = 0 (chroma_gain: the gain; interpolation: the weight, 0)
+  low: float  # the parameter at v = 0 (chroma_gain: the gain; interpolation: the weight, 0;
+  #             temperature: T = 1)
   high: float  # the parameter at v = 1
   default: float  # the run's default v
   rule: str = ""  # how default was chosen, in words (for the log and the file's reader)
@@ -56,13 +59,17 @@ class Setting(NamedTuple):
   v: float | None
   chroma_gain: float = 1.0
   alpha: float | None = None
+  temperature: float = 1.0  # a classification head's annealed mean
 
   def describe(self) -> dict[str, float]:
     """For JSON records: {} without a knob."""
     if self.v is None:
       return {}
-    extra = {"chroma_gain": self.chroma_gain} if self.alpha is None else {"alpha": self.alpha}
-    return {"vividness": self.v, **extra}
+    if self.alpha is not None:
+      return {"vividness": self.v, "alpha": self.alpha}
+    if self.temperature != 1.0:
+      return {"vividness": self.v, "temperature": self.temperature}
+    return {"vividness": self.v, "chroma_gain": self.chroma_gain}
 
 
 MODES = ("colorize", "evaluate", "export")  # the --mode values that take --vividness
@@ -136,6 +143,8 @@ def setting(calibration: Calibration, v: float) -> Setting:
   """The Setting of a calibration at vividness v."""
   if calibration.method == "interpolation":
     return Setting(v, 1.0, calibration.parameter(v))
+  if calibration.method == "temperature":
+    return Setting(v, temperature=calibration.parameter(v))
   return Setting(v, calibration.chroma_gain(v))
 
 

@@ -30,6 +30,7 @@ from colorgan.evaluation import calibration
 from colorgan.evaluation import evaluator
 from colorgan.evaluation import hint_response
 from colorgan.evaluation import records
+from colorgan.training import class_prior
 from colorgan.training import divergence
 from colorgan.training import heartbeat as heartbeat_lib
 from colorgan.training import interpolation
@@ -200,9 +201,12 @@ def _train_loop(
   if phases.d_warmup_end:
     logging.info("Phases: %s", phases_lib.describe(phases, config.total_steps))
   hooks = _Hooks(config, workdir, generator, mesh, source, manager, writer, heartbeat)
+  rows = parallel.process_batch_rows(mesh, config.batch_size)
+  if config.model.ab_head == "classification" and start_step == 0:
+    weights = class_prior.estimate(config, source.train, rows)
+    state = state.replace(ab_class_weights=parallel.replicate(mesh, weights))
   # The stream continues where the checkpoint left it: examples, not steps, in case the batch
   # size changed (allow_config_change).
-  rows = parallel.process_batch_rows(mesh, config.batch_size)
   train_iter = iter(
     pipeline.create_train_dataset(
       config, source.train, rows=rows, start_step=start.data_start

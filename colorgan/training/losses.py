@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from colorgan import color
+from colorgan.models import ab_bins
+
 
 # ----------------------------------------------------------------------------- adversarial objectives
 class GanLoss(NamedTuple):
@@ -212,3 +215,12 @@ def feature_matching(real_features, fake_features):
     for real, fake in zip(real_features, fake_features, strict=True)
   ]
   return sum(terms) / len(terms)
+
+
+# ----------------------------------------------------------------------------- classification head
+def classification(logits, real_ab, class_weights):
+  """Zhang et al.'s rebalanced cross-entropy: logits [B, H, W, Q] against the soft encoding of the
+  true ab (model scale), each pixel weighted by its nearest bin's rebalancing weight [Q]."""
+  targets, nearest = ab_bins.soft_encode(jax.lax.stop_gradient(color.unscale_ab(real_ab)))
+  cross_entropy = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+  return jnp.mean(class_weights[nearest] * cross_entropy)

@@ -56,6 +56,7 @@ FREE_KEYS = frozenset(
     "vividness.grid_points",
     "vividness.psnr_tolerance",
     "vividness.num_images",
+    "vividness.min_temperature",
     # Only read when a run starts from scratch: a resumed run never looks at them again.
     "init_generator_from",
     "model.init_from",

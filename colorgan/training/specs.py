@@ -32,6 +32,7 @@ class LossSpec(NamedTuple):
   feature_matching_weight: float = 0.0  # 0: D's features are not matched
   # config.phases with a GAN ramp: the adversarial terms' weight is times phases.gan_ramp(step).
   ramp: phases_lib.Phases | None = None
+  classification_weight: float | None = None  # a classification head's cross-entropy; None: none
 
 
 def create_loss_spec(config: ml_collections.ConfigDict, *, adversarial: bool = True) -> LossSpec:
@@ -55,6 +56,9 @@ def create_loss_spec(config: ml_collections.ConfigDict, *, adversarial: bool = T
     colorfulness_margin=cfg.colorfulness_margin,
     feature_matching_weight=cfg.feature_matching_weight if adversarial else 0.0,
     ramp=phases if adversarial and phases.ramp_steps else None,
+    classification_weight=(
+      cfg.classification_weight if config.model.ab_head == "classification" else None
+    ),
   )
 
 

@@ -34,3 +34,6 @@ class GanState(flax.struct.PyTreeNode):
   # config.model.d_spectral_norm: D's power-iteration vectors (flax.linen.SpectralNorm's u, sigma);
   # {} otherwise.
   d_stats: Any = flax.struct.field(default_factory=dict)
+  # config.model.ab_head="classification": each ab bin's rebalancing weight [Q], from the training
+  # photos' prior at the start of the run (training/class_prior.py); {} otherwise.
+  ab_class_weights: Any = flax.struct.field(default_factory=dict)

@@ -20,6 +20,7 @@ import optax
 from colorgan import color
 from colorgan import hints as hints_lib
 from colorgan import parallel
+from colorgan.models import ab_bins
 from colorgan.training import divergence
 from colorgan.training import losses
 from colorgan.training import specs
@@ -39,6 +40,7 @@ METRIC_NAMES = (
   "g_recon_weighted",
   "g_colorfulness",  # config.loss.colorfulness's term, before its weight
   "g_feature_matching",  # config.loss.feature_matching_weight's term, before its weight
+  "g_classification",  # a classification head's rebalanced cross-entropy, before its weight
   "ab_l1_lab",
   "nonfinite",  # the fraction of steps with a non-finite loss or gradient (skipped or fatal)
 )
@@ -84,6 +86,11 @@ def create_train_state(
       {"params": g_vars["params"], "batch_stats": g_batch_stats} if config.g_ema_decay > 0 else {}
     ),
     d_stats=d_vars.get("batch_stats", {}) if config.model.d_spectral_norm else {},
+    ab_class_weights=(
+      jnp.ones((ab_bins.num_bins(),), jnp.float32)  # the loop sets the prior's (class_prior.py)
+      if config.model.ab_head == "classification"
+      else {}
+    ),
     g_anchor=(
       {"params": g_vars["params"], "batch_stats": g_batch_stats}
       if config.phases.interpolate
@@ -144,13 +151,17 @@ def _d_update(
   return d_params, d_opt_state, d_stats, metrics
 
 
-def _g_objective(fake_ab, *, l, real_ab, d_params, discriminate, step, loss: specs.LossSpec):
+def _g_objective(g_out, *, l, real_ab, d_params, discriminate, step, class_weights, loss):
   """G's loss on its output fake_ab, and its terms: the reconstruction, then the colourfulness term,
   the adversarial term and D's feature matching where the config has them (ramped up in the first
-  GAN steps of config.phases)."""
+  GAN steps of config.phases). g_out: G's output, ab or a classification head's logits."""
+  fake_ab = g_out if loss.classification_weight is None else ab_bins.decode(g_out)
   recon = loss.reconstruction(fake_ab, real_ab, huber_delta=loss.huber_delta)
   aux = dict(g_recon=recon, g_recon_weighted=loss.reconstruction_weight * recon)
   total = aux["g_recon_weighted"]
+  if loss.classification_weight is not None:
+    aux["g_classification"] = losses.classification(g_out, real_ab, class_weights)
+    total = total + loss.classification_weight * aux["g_classification"]
   if loss.colorfulness is not None:
     true_rgb = color.model_lab_to_rgb(l, real_ab)
     aux["g_colorfulness"] = loss.colorfulness(
@@ -181,7 +192,7 @@ def _g_update(
   discriminate,
   d_params,
   l,
-  fake_ab,
+  g_out,
   real_ab,
   pull_back_to_g,
   g_batch_stats,
@@ -202,10 +213,11 @@ def _g_update(
     d_params=d_params,
     discriminate=discriminate,
     step=state.step,
+    class_weights=state.ab_class_weights,
     loss=loss,
   )
-  (g_loss, g_aux), d_fake_ab = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_ab)
-  (g_grads,) = pull_back_to_g(d_fake_ab)
+  (g_loss, g_aux), d_g_out = jax.value_and_grad(g_loss_fn, has_aux=True)(g_out)
+  (g_grads,) = pull_back_to_g(d_g_out)
   g_opt_state = specs.with_learning_rate(state.g_opt_state, optim.g_schedule, state.step)
   g_updates, g_opt_state = state.g_tx.update(g_grads, g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
@@ -319,7 +331,8 @@ def train_step(
   generate, discriminate = _forward_passes(
     state, generator, discriminator, g_inputs, dropout_rng=dropout_rng
   )
-  fake_ab, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
+  g_out, pull_back_to_g, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
+  fake_ab = g_out if loss.classification_weight is None else ab_bins.decode(g_out)
   d_params, d_opt_state, d_stats = state.d_params, state.d_opt_state, state.d_stats
   if loss.gan is not None:
     d_params, d_opt_state, d_stats, d_metrics = _d_update(
@@ -333,7 +346,7 @@ def train_step(
       discriminate,
       d_params,
       l,
-      fake_ab,
+      g_out,
       real_ab,
       pull_back_to_g,
       g_batch_stats,
