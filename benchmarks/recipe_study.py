@@ -69,6 +69,13 @@ RECIPES = {
     "--config.loss.colorfulness=match",
     "--config.loss.colorfulness_weight=30",
   ),
+  # Zhang et al.'s classification head (261 ab bins, rebalanced cross-entropy) with an L2 term on its
+  # T = 1 decode (lambda 100, as the L2 recipe), no GAN; vividness is the annealed mean's T.
+  "classification": (
+    "--config.loss.gan=none",
+    "--config.model.ab_head=classification",
+    "--config.loss.reconstruction=l2",
+  ),
   # L2 pretraining, then a short GAN in the same run (config.phases), weights interpolated between
   # the two (the vividness): hinge loss, a small receptive field D (d_layers 2: 34 px) with spectral
   # norm, R1 with StyleGAN2-ADA's gamma = 0.0002 * 64**2 / 16, TTUR (D 4e-4, G 1e-4), feature

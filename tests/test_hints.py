@@ -90,11 +90,13 @@ def test_without_hints_the_networks_are_todays_and_hints_widen_only_the_inputs()
 # step updates these. Re-pinned when train_step was split into its D update, G update and guard
 # (training/step.py): the split computes stop_gradient(fake_ab) once and orders two equations
 # differently; 3 steps of 5 recipes gave bit-identical states and metrics before and after.
-# Re-pinned again when the recipe study's terms came (colourfulness, feature matching): the step
-# returns their two metrics (zeros when off); the same 3 steps of 5 recipes were again bit-identical.
+# Re-pinned again when the recipe study's terms came (colourfulness, feature matching, the
+# classification head's cross-entropy): the step returns their metrics (zeros when off), and G's
+# output passes through the objective under another name; the same 3 steps of 5 recipes were again
+# bit-identical.
 STEP_PROGRAM_SHA256 = {
-  "unet": "29d95f7ecb7dd737698d72a1bee94364e32bac298b667d60bc209d6fefcf0dc3",
-  "resnet_unet": "672273511c19783c731aaa04aed28cac922f4b74b76c43f12ecacd7c53171e29",
+  "unet": "9467b76501dfb1d6cf6380b991bb5900fc32323fcb018091621e8c09f1bdb796",
+  "resnet_unet": "093c7b561cc99f6482e393a64ec0577c3a4e827c585a15489d86e6cfe475152e",
 }
 
 
