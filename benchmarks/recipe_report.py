@@ -161,6 +161,51 @@ def summarize(runs: dict[str, dict[str, dict]], grid: list[float]) -> dict:
   return table
 
 
+def markdown(table: dict) -> str:
+  """The study table for README "Recipes": mean ± 95% t half-width over seeds, at each recipe's
+  default vividness (as trained in brackets), and the two front figures."""
+
+  def pm(pair, digits=2):
+    mean, half = pair
+    return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
+
+  def maybe(x, digits):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+  photos = table["photos_colorfulness"]
+  lines = [
+    "| recipe | seeds | default v | PSNR | SSIM | colourfulness (share of photos') | CF gap | "
+    "per-image \\|ΔCF\\| | AuC | ab L1 | ΔPSNR vs L2 [95% CI] | as trained: PSNR / CF | "
+    "CF at PSNR ≥ L1 − 0.15 | PSNR at CF ≥ 0.74 photos | both goals |",
+    "|---" * 15 + "|",
+  ]
+  gray = table["gray"]
+  lines.append(
+    f"| gray baseline | | | {gray['psnr']:.2f} | {gray['ssim']:.4f} | {gray['colorfulness']:.1f} "
+    f"(0.00) | | | {gray['auc']:.4f} | {gray['ab_l1']:.2f} | | | | | |"
+  )
+  for name, row in table["recipes"].items():
+    d, raw = row["default"], row["raw"]
+    delta = row.get("delta_psnr_vs_l2")
+    delta_text = "—" if not delta else f"{delta[0]:+.2f} [{delta[1][0]:+.2f}, {delta[1][1]:+.2f}]"
+    lines.append(
+      f"| {name} | {len(row['seeds'])} | {pm(row['default_vividness'])} | {pm(d['psnr'])} | "
+      f"{pm(d['ssim'], 4)} | {pm(d['colorfulness'], 1)} ({d['colorfulness'][0] / photos:.2f}) | "
+      f"{pm(d['colorfulness_gap'], 1)} | {pm(d['abs_colorfulness_gap_per_image'], 1)} | "
+      f"{pm(d['auc'], 4)} | {pm(d['ab_l1'])} | {delta_text} | "
+      f"{raw['psnr'][0]:.2f} / {raw['colorfulness'][0]:.1f} | "
+      f"{maybe(row.get('colorfulness_at_l1_psnr'), 1)} | {maybe(row['psnr_at_074_colorfulness'], 2)} | "
+      f"{'yes' if row['meets_goal'] else 'no'} |"
+    )
+  lines.append(
+    f"\nThe photos' colourfulness: {photos:.1f}; L1 recipe's PSNR (as trained): "
+    f"{table['l1_psnr']:.2f} dB"
+    if table.get("l1_psnr")
+    else ""
+  )
+  return "\n".join(lines)
+
+
 def front_plot(table: dict) -> Image.Image:
   """PSNR against colourfulness, one curve per recipe over its vividness (dot: default v), the gray
   baseline (x) and the photos' colourfulness (dashed)."""
@@ -259,6 +304,10 @@ def report(flags_values, recipes: dict, run_dir) -> dict:
   table = summarize(runs, grid)
   with open(os.path.join(flags_values.out, "study.json"), "w") as f:
     json.dump(table, f, indent=1)
+  text = markdown(table)
+  with open(os.path.join(flags_values.out, "study.md"), "w") as f:
+    f.write(text + "\n")
+  print(text, flush=True)
   front_plot(table).save(os.path.join(flags_values.out, "front.png"))
   common = [s for s in flags_values.seeds if all(s in seeds for seeds in runs.values())]
   if common:

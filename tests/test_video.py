@@ -351,3 +351,29 @@ def test_hints_mode_and_keyframe_hints(colorizer, hints_colorizer, tmp_path):
   keyframes.write_text(json.dumps({"frames": {"7": {"points": []}}}))
   with pytest.raises(errors.HintError, match='"7" is not a frame number'):
     video.colorize_video(hints_colorizer, src, str(tmp_path / "y.mp4"), hints=str(keyframes))
+
+
+def test_the_page_colorizes_a_short_clip_and_refuses_a_long_one(colorizer, tmp_path):
+  gr = pytest.importorskip("gradio")
+  from colorgan.inference import page as page_lib  # pylint: disable=g-import-not-at-top
+
+  page = page_lib.Page(colorizer, str(tmp_path))
+  clip = str(tmp_path / "clip.mp4")
+  write_clip(clip, moving(6))
+  out = page.colorize_clip(clip)
+  assert out.startswith(str(tmp_path)) and out.endswith(".mp4") and not os.path.exists(clip)
+  frames, times, facts = decode(out)
+  want = str(tmp_path / "want.mp4")
+  write_clip(clip, moving(6))  # the page deleted its upload; the command colorizes the same clip
+  video.colorize_video(colorizer, clip, want, progress=False)
+  assert frames and all(np.array_equal(a, b) for a, b in zip(frames, decode(want)[0]))
+  assert facts["audio"] and [float(t) for t in times] == [float(t) for t in decode(want)[1]]
+  long_clip = str(tmp_path / "long.mp4")
+  write_clip(long_clip, moving(2), rate=fractions.Fraction(1, 20), audio=None)  # 40 s
+  with pytest.raises(gr.Error, match="up to 30 s"):
+    page.colorize_clip(long_clip)
+  text = str(tmp_path / "notes.mp4")
+  with open(text, "w") as f:
+    f.write("not a video")
+  with pytest.raises(gr.Error, match="not a video"):
+    page.colorize_clip(text)

@@ -277,10 +277,8 @@ def test_the_calibration_file_reads_back_and_a_broken_one_is_named(tmp_path):
   cal = vividness.Calibration("chroma_gain", 1.05, 1.6, 0.35, "rule")
   vividness.write(str(tmp_path), cal, [{"vividness": 0.0}])
   assert vividness.read(str(tmp_path)) == cal
-  assert vividness.resolve(str(tmp_path), None) == (
-    0.35,
-    pytest.approx(cal.chroma_gain(0.35)),
-    None,
+  assert vividness.resolve(str(tmp_path), None) == vividness.Setting(
+    0.35, pytest.approx(cal.chroma_gain(0.35))
   )
   (tmp_path / vividness.FILE).write_text('{"method": "chroma_gain"')
   with pytest.raises(errors.ConfigError, match=vividness.FILE):

@@ -5,6 +5,7 @@ Gradio is imported only when the page is built (the serve extra). colorgan.serve
 
 import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from colorgan.models import vividness
 
 API_NAME = "colorize"
 HINTS_API_NAME = "colorize_with_hints"
+VIDEO_API_NAME = "colorize_video"
+MAX_CLIP_SECONDS = 30.0  # the page's clips; longer videos: --mode=colorize (resumable, any length)
 HINT_COLOR, HINT_SIZE = "#d03030", 24  # the page's first hint: a red square of 24 photo pixels
 
 
@@ -88,6 +91,40 @@ class Page:
     points.append({"x": int(x), "y": int(y), "rgb": user_hints.parse_color(rgb), "size": int(size)})
     text = json.dumps({"points": points})
     return (*self.recolorize(photo, text, v), text)
+
+  def colorize_clip(self, path: str | None) -> str | None:
+    """The `colorize_video` endpoint: a clip of at most MAX_CLIP_SECONDS -> the path of its
+    colorization (same container, frame times and audio; temporal="ema"; the run's vividness).
+
+    Raises:
+      gradio.Error: not a video, too long, or damaged (its one-line reason).
+    """
+    import gradio as gr  # pylint: disable=g-import-not-at-top
+    from colorgan.inference import video  # pylint: disable=g-import-not-at-top
+    from colorgan.inference import video_io  # pylint: disable=g-import-not-at-top
+
+    if not path:
+      return None
+    name = os.path.basename(path)
+    try:
+      info = video_io.probe(path)
+      if info is None:
+        raise gr.Error(f"{name} is not a video PyAV can read", print_exception=False)
+      seconds = info.duration or (info.frames / float(info.rate) if info.frames else 0.0)
+      if seconds > MAX_CLIP_SECONDS:
+        raise gr.Error(
+          f"{name} is {seconds:.0f} s long: the page takes clips up to {MAX_CLIP_SECONDS:.0f} s "
+          "(colorize longer videos with --mode=colorize, which also resumes)",
+          print_exception=False,
+        )
+      out_dir = tempfile.mkdtemp(prefix="clip-", dir=self.folder)
+      dst = video.output_path(os.path.join(out_dir, os.path.basename(path)), path)
+      try:
+        return video.colorize_video(self.colorizer, path, dst, progress=False).path
+      except errors.ColorganError as e:
+        raise gr.Error(f"{name}: {e}", print_exception=False) from e
+    finally:
+      self._forget(path)
 
   def _load(self, path: str) -> photo_lib.Photo:
     import gradio as gr  # pylint: disable=g-import-not-at-top
@@ -214,11 +251,23 @@ def build(page: Page, examples: list[str]):
       api_visibility="private",
       concurrency_limit=1,
     )
+    _clip_section(gr, page)
     if takes_hints:
       _hint_events(
         gr, page, photo_state, hints_text, hint_color, hint_size, gray, result, apply, clear, vivid
       )
   return demo
+
+
+def _clip_section(gr, page: Page) -> None:
+  """A short clip in, its colorization out (the `colorize_video` endpoint)."""
+  with gr.Accordion(f"Video: a clip of up to {MAX_CLIP_SECONDS:.0f} s", open=False):
+    with gr.Row(equal_height=True):
+      clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
+      colorized = gr.Video(label="Colorized clip", interactive=False, elem_id="colorized_clip")
+  clip.upload(
+    page.colorize_clip, inputs=clip, outputs=colorized, api_name=VIDEO_API_NAME, concurrency_limit=1
+  )
 
 
 def _vividness_slider(gr, page: Page):
