@@ -55,6 +55,14 @@ RECIPES = {
     "--config.optim.b1=0.9",
     "--config.optim.g_schedule=linear_decay",
   ),
+  # l2_tuned at a higher learning rate (5e-4, decaying linearly over the second half).
+  "l2_tuned_lr": (
+    "--config.loss.gan=none",
+    "--config.loss.reconstruction=l2",
+    "--config.optim.b1=0.9",
+    "--config.optim.g_schedule=linear_decay",
+    "--config.optim.g_learning_rate=5e-4",
+  ),
   # L2 + the two-sided colourfulness match (loss.colorfulness), at the weight chosen on val/ among
   # 10 and 30 (the pilots l2_cf10, l2_cf30).
   "l2_cf10": (
@@ -75,6 +83,21 @@ RECIPES = {
     "--config.loss.gan=none",
     "--config.model.ab_head=classification",
     "--config.loss.reconstruction=l2",
+  ),
+  # L2 with an EMA of G's weights (0.995, warmed up): what the samples, evaluation and colorize use.
+  "l2_ema": (
+    "--config.loss.gan=none",
+    "--config.loss.reconstruction=l2",
+    "--config.g_ema_decay=0.995",
+  ),
+  # l2_tuned + a light colourfulness match (weight 3).
+  "l2_tuned_cf3": (
+    "--config.loss.gan=none",
+    "--config.loss.reconstruction=l2",
+    "--config.optim.b1=0.9",
+    "--config.optim.g_schedule=linear_decay",
+    "--config.loss.colorfulness=match",
+    "--config.loss.colorfulness_weight=3",
   ),
   # L2 pretraining, then a short GAN in the same run (config.phases), weights interpolated between
   # the two (the vividness): hinge loss, a small receptive field D (d_layers 2: 34 px) with spectral

@@ -189,22 +189,24 @@ def test_the_default_is_the_most_vivid_within_the_psnr_tolerance():
 
 # ----------------------------------------------------------------------------- a calibrated run
 @pytest.fixture(scope="module")
-def calibrated_run(tmp_path_factory):
-  """A 1-step tiny run trained with config.vividness.calibrate=True, and its log lines."""
-  from colorgan.training import loop  # pylint: disable=g-import-not-at-top
+def calibrated_run(tmp_path_factory, tiny_run):
+  """conftest's 1-step tiny run, copied, calibrated as the end of training calibrates a run with
+  config.vividness.calibrate=True (the loop's call is tested in test_phases and
+  test_classification), and the log lines."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from colorgan import checkpointing  # pylint: disable=g-import-not-at-top
+  from colorgan.data import sources  # pylint: disable=g-import-not-at-top
 
   workdir = str(tmp_path_factory.mktemp("vivid") / "run")
+  shutil.copytree(tiny_run, workdir)
+  config = tiny_config(total_steps=1, eval_every_steps=0, num_samples=1)
+  variables = checkpointing.restore_for_inference(workdir).g_variables
   handler, logger = _Collect(), logging.getLogger("absl")
   level = logger.level
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   try:
-    loop.train_and_evaluate(
-      tiny_config(
-        total_steps=1, eval_every_steps=0, num_samples=1, **{"vividness.calibrate": True}
-      ),
-      workdir,
-    )
+    calibration.calibrate_run(config, variables, sources.create_source(config).eval, workdir)
   finally:
     logger.removeHandler(handler)
     logger.setLevel(level)
@@ -220,7 +222,7 @@ class _Collect(logging.Handler):
     self.lines.append(record.getMessage())
 
 
-def test_training_saves_the_default_vividness_and_says_it(calibrated_run):
+def test_the_calibration_saves_the_default_vividness_and_says_it(calibrated_run):
   workdir, lines = calibrated_run
   cal = vividness.read(workdir)
   saved = json.load(open(os.path.join(workdir, vividness.FILE)))

@@ -44,12 +44,13 @@ def decode(logits: jax.Array, temperature=1.0) -> jax.Array:
 
 def soft_encode(ab_lab: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(soft targets [..., Q], nearest bin [...]) of ab [..., 2] in Lab units: the NEAREST closest
-  bins, with Gaussian weights of their distances."""
+  bins, with Gaussian weights of their distances (a bin tied with the NEAREST-th also counts)."""
   d2 = jnp.sum((ab_lab[..., None, :] - jnp.asarray(centers())) ** 2, axis=-1)  # [..., Q]
   neg_d2, idx = jax.lax.top_k(-d2, NEAREST)
-  w = jnp.exp((neg_d2 - neg_d2[..., :1]) / (2 * SIGMA**2))  # relative to the nearest: no underflow
-  w = w / jnp.sum(w, axis=-1, keepdims=True)
-  return jnp.sum(jax.nn.one_hot(idx, len(centers())) * w[..., None], axis=-2), idx[..., 0]
+  # Masked in place, not one-hot per neighbour: [..., Q] arrays only (the batch's logits' size).
+  kept = d2 <= -neg_d2[..., -1:]
+  w = jnp.where(kept, jnp.exp((-d2 - neg_d2[..., :1]) / (2 * SIGMA**2)), 0.0)
+  return w / jnp.sum(w, axis=-1, keepdims=True), idx[..., 0]
 
 
 def nearest(ab_lab: np.ndarray) -> np.ndarray:
