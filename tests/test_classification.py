@@ -50,7 +50,7 @@ def test_decode_at_t1_is_the_mean_of_the_bin_centers_under_the_softmax():
 
 
 def test_soft_encoding_spreads_each_color_over_its_five_nearest_bins():
-  ab = np.array([[3.3, -7.1], [-41.2, 22.6]], np.float32)  # no ties among the five nearest
+  ab = np.array([[3.3, -7.1], [-37.7, 24.9]], np.float32)  # no ties around the fifth nearest
   targets, nearest = (np.asarray(x) for x in ab_bins.soft_encode(jnp.asarray(ab)))
   centers = ab_bins.centers()
   for row, target, near in zip(ab, targets, nearest):

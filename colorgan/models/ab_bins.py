@@ -44,13 +44,18 @@ def decode(logits: jax.Array, temperature=1.0) -> jax.Array:
 
 def soft_encode(ab_lab: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(soft targets [..., Q], nearest bin [...]) of ab [..., 2] in Lab units: the NEAREST closest
-  bins, with Gaussian weights of their distances (a bin tied with the NEAREST-th also counts)."""
-  d2 = jnp.sum((ab_lab[..., None, :] - jnp.asarray(centers())) ** 2, axis=-1)  # [..., Q]
-  neg_d2, idx = jax.lax.top_k(-d2, NEAREST)
-  # Masked in place, not one-hot per neighbour: [..., Q] arrays only (the batch's logits' size).
-  kept = d2 <= -neg_d2[..., -1:]
-  w = jnp.where(kept, jnp.exp((-d2 - neg_d2[..., :1]) / (2 * SIGMA**2)), 0.0)
-  return w / jnp.sum(w, axis=-1, keepdims=True), idx[..., 0]
+  bins, with Gaussian weights of their distances (bins tied in distance count together)."""
+  c = jnp.asarray(centers())
+  # |ab - c|^2 as |ab|^2 - 2 ab.c + |c|^2: one [..., Q] product, no [..., Q, 2] difference.
+  d2 = jnp.sum(ab_lab**2, -1, keepdims=True) - 2.0 * ab_lab @ c.T + jnp.sum(c**2, -1)
+  # The NEAREST-th smallest distance by repeated minima ([..., Q] passes; XLA:CPU's top_k sorts).
+  rest, nearest = d2, jnp.argmin(d2, axis=-1)
+  for _ in range(NEAREST - 1):
+    rest = jnp.where(rest <= jnp.min(rest, axis=-1, keepdims=True), jnp.inf, rest)
+  kept = d2 <= jnp.min(rest, axis=-1, keepdims=True)
+  closest = jnp.min(d2, axis=-1, keepdims=True)
+  w = jnp.where(kept, jnp.exp(-(d2 - closest) / (2 * SIGMA**2)), 0.0)
+  return w / jnp.sum(w, axis=-1, keepdims=True), nearest
 
 
 def nearest(ab_lab: np.ndarray) -> np.ndarray:

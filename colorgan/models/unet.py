@@ -19,7 +19,8 @@ class UNetGenerator(nn.Module):
     num_downs: number of stride-2 down blocks; log2(image_size) brings the bottleneck to 1x1.
     base_features: filters of the outermost block (pix2pix's ngf); capped at 8x deeper in.
     out_channels: 2 (a, b), or the number of ab bins of a classification head (models.ab_bins).
-    logits: the output is out_channels raw logits (a classification head), not tanh(ab).
+    logits: the output is out_channels raw logits (a classification head), not tanh(ab): the last
+      up conv gives base_features channels and a 1x1 conv the logits.
     dropout_rate: dropout in the `num_downs - 5` ngf*8 decoder blocks next to the innermost one
       (three for unet_256), as pix2pix's use_dropout.
     dtype: activation dtype (float32 or bfloat16); parameters stay float32.
@@ -67,10 +68,16 @@ class UNetGenerator(nn.Module):
         x = jnp.concatenate([skips[level], x], axis=-1)
       x = nn.relu(x)
       if level == 0:
+        if self.logits:  # a 1x1 conv to the bins: a 4x4 one would cost 16x as much, at every pixel
+          x = layers.up_conv(
+            self.base_features, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="up0"
+          )(x)
+          x = nn.Dense(self.out_channels, dtype=self.dtype, name="logits")(nn.relu(x))
+          return x.astype(jnp.float32)
         x = layers.up_conv(
           self.out_channels, use_bias=True, dtype=self.dtype, fast=self.fast_layers, name="up0"
         )(x)
-        return x.astype(jnp.float32) if self.logits else jnp.tanh(x.astype(jnp.float32))
+        return jnp.tanh(x.astype(jnp.float32))
       x = layers.up_conv(
         features[level - 1],
         use_bias=False,
