@@ -68,7 +68,17 @@ def score_run(workdir: str, grid: list[float]) -> dict:
   source = sources.create_source(config)
   photos = pipeline.load_eval_images(config, source.eval, 10_000)
   l, pred_ab = calibration.predict_photos(config, inference.g_variables, photos)
-  if config.get("phases", {}).get("interpolate", False):  # v: the interpolation weight
+  if models.is_classification(config):  # v: the annealed mean's temperature
+    cal, _ = calibration.choose_temperature(config, inference.g_variables, photos)
+    generator = models.create_generator(config)
+    predict_t = jax.jit(lambda v, l, t: models.predict_ab(generator, v, l, None, temperature=t))
+
+    def predictions(v):
+      t = cal.parameter(v)
+      predict = lambda variables, l, hints: predict_t(variables, l, t)  # noqa: E731
+      return calibration.predict_photos(config, inference.g_variables, photos, predict)[1], 1.0
+
+  elif config.get("phases", {}).get("interpolate", False):  # v: the interpolation weight
     final = jax.device_get(inference.g_variables)
     saved = vividness.read_interpolation(workdir)
     cal, _ = calibration.choose_interpolated(config, final, saved, photos)

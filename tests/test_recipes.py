@@ -392,3 +392,19 @@ def test_pretrain_configs_match_their_gan_configs(arg):
 def test_recipe_config_mistakes(overrides, message):
   with pytest.raises(errors.ConfigError, match=re.escape(message)):
     configuration.validate(tiny_config(**overrides))
+
+
+@pytest.mark.parametrize("arg", [None, "study"])
+def test_the_recommended_config_is_a_working_config(arg, tmp_path):
+  from configs import recommended  # pylint: disable=g-import-not-at-top
+
+  config = recommended.get_config(arg)
+  configuration.validate(config)
+  assert config.loss.gan == "none" and config.vividness.calibrate
+  config.data.source, config.data.path = "folder", str(tmp_path)  # as a user points it elsewhere
+  configuration.validate(config)
+  config.data.path = ""
+  with pytest.raises(errors.ConfigError, match="needs config.data.path"):
+    configuration.validate(config)
+  with pytest.raises(ValueError, match=":study"):
+    recommended.get_config("large")
