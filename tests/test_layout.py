@@ -183,3 +183,13 @@ def test_modules_and_functions_fit_a_reader():
           long_functions.append(f"{module}.{node.name} ({length} lines)")
   assert not long_modules, f"over {MAX_MODULE_LINES} lines: {long_modules}"
   assert not long_functions, f"over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def test_the_page_server_imports_no_tensorflow():
+  """colorgan.serve starts in about a second: nothing it imports loads TensorFlow (the hint
+  response is only read there; measuring it is training's)."""
+  program = "import sys, colorgan.serve; sys.exit('tensorflow' in sys.modules)"
+  result = subprocess.run(
+    [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-2000:] or "colorgan.serve imported tensorflow"

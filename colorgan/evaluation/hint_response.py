@@ -10,18 +10,22 @@ A model whose gain is under WEAK_DB mostly ignores hints (clicks on the page cha
 training log and the page (colorgan.serve) say so.
 """
 
+from __future__ import annotations  # the measuring types are imported only to measure
+
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from absl import logging
 import ml_collections
 
 from colorgan import fileio
-from colorgan.data import pipeline
-from colorgan.evaluation import evaluator
 from colorgan.evaluation import records
+
+if TYPE_CHECKING:  # measuring imports them (TensorFlow); the page only reads the file
+  from colorgan.data import pipeline
+  from colorgan.evaluation import evaluator
 
 COUNT = 10  # ground-truth points per photo, as README's "10 points vs none"
 WEAK_DB = 1.0  # under this PSNR gain the hints barely move the colors
@@ -85,6 +89,8 @@ def measure(
   config = config.copy_and_resolve_references()
   config.eval.hint_counts = (0, COUNT)
   config.eval.inception_weights = config.eval.lpips_weights = ""
+  from colorgan.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+
   scorer = evaluator.Evaluator(config, predict, mesh, images, use_hints=True)
   by_hints = scorer.by_hints(g_variables)
   return Response(int(step), scorer.num_images, by_hints["0"]["psnr"], by_hints[str(COUNT)]["psnr"])
