@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -61,6 +62,21 @@ def bootstrap_interval(differences, *, samples: int = 10_000, seed: int = 0) -> 
 
 
 def score_run(workdir: str, grid: list[float]) -> dict:
+  """score_run_now's result, kept in WORKDIR/study_scores.pkl for the same grid and checkpoint."""
+  path = os.path.join(workdir, "study_scores.pkl")
+  key = (tuple(grid), sorted(os.listdir(os.path.join(workdir, "checkpoints"))))
+  if os.path.isfile(path):
+    with open(path, "rb") as f:
+      cached = pickle.load(f)
+    if cached["key"] == key:
+      return cached["scores"]
+  scores = score_run_now(workdir, grid)
+  with open(path, "wb") as f:
+    pickle.dump({"key": key, "scores": scores}, f)
+  return scores
+
+
+def score_run_now(workdir: str, grid: list[float]) -> dict:
   """Per-image metrics of one run at gain 1 (as trained), at each vividness of `grid` and at the
   run's default vividness; the calibration; the photos and their predictions (for the grid image)."""
   inference = checkpointing.restore_for_inference(workdir)
@@ -298,6 +314,16 @@ def photo_grid(runs: dict[str, dict[str, dict]], seed: str) -> Image.Image:
   return image
 
 
+def _finished(workdir: str) -> bool:
+  """Whether the run's last checkpoint (its config's total_steps) is there."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    total = json.load(f)["total_steps"]
+  return os.path.isdir(os.path.join(workdir, "checkpoints", str(total)))
+
+
 def report(flags_values, recipes: dict, run_dir) -> dict:
   """Scores every trained run of flags_values.recipes x seeds; writes OUT/study.json, front.png
   and grid.png; returns the summary (the table without per-image data)."""
@@ -306,7 +332,7 @@ def report(flags_values, recipes: dict, run_dir) -> dict:
   for recipe in flags_values.recipes:
     for seed in flags_values.seeds:
       workdir = run_dir(recipe, seed)
-      if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+      if not _finished(workdir):
         print(f"  {recipe} seed {seed}: not trained, left out", flush=True)
         continue
       runs.setdefault(recipe, {})[seed] = score_run(workdir, grid)
