@@ -8,7 +8,8 @@ the photos' colourfulness (25.45 dB; L1 25.39, L2 25.27) and the most colour wit
 PSNR, though within the seeds' spread of L1. It does not reach the study's goal (L1's PSNR - 0.15 dB
 and 0.74 of the photos' colourfulness at once): none of the recipes did. The gain's two ends (the
 least-squares gain, the gain that matches the photos' colourfulness) and the default v are chosen at
-the end of training; --vividness (colorize, evaluate, export) and the page's slider move along it. configs/default.py stays the pix2pix paper's GAN.
+the end of training; --vividness (colorize, evaluate, export) and the page's slider move along it.
+configs/default.py stays the pix2pix paper's GAN.
 
   python -m colorgan.main --config=configs/recommended.py --workdir=workdirs/rec \
       --config.data.source=folder --config.data.path=/path/to/photos
