@@ -44,6 +44,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("batch_size", 8, "Colorizer batch size (hints mode uses 1).")
 flags.DEFINE_list("memory_frames", [], "Frame counts of long pans whose peak RSS is measured.")
+flags.DEFINE_string(
+  "strip", None, "A PNG of the object clip's frames: the gray input, each --temporal, the truth."
+)
 flags.DEFINE_integer("memory_run", 0, "Internal: colorize a pan of this many frames, print RSS.")
 
 RATE = fractions.Fraction(30000, 1001)
@@ -143,6 +146,23 @@ def _memory_run(n: int) -> None:
   )
 
 
+def save_strip(path: str, rows: list[tuple[str, list[np.ndarray]]], count: int = 5) -> None:
+  """Frames 0 .. n-1 at `count` even steps (columns) of each labelled frame list (rows), as a PNG."""
+  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
+
+  n = len(rows[0][1])
+  picks = np.linspace(0, n - 1, count).round().astype(int)
+  h, w = rows[0][1][0].shape[:2]
+  label = 70
+  strip = Image.new("RGB", (label + count * (w + 2), len(rows) * (h + 2)), "white")
+  draw = ImageDraw.Draw(strip)
+  for r, (name, frames) in enumerate(rows):
+    draw.text((4, r * (h + 2) + h // 2), name, fill="black")
+    for c, t in enumerate(picks):
+      strip.paste(Image.fromarray(frames[t]), (label + c * (w + 2), r * (h + 2)))
+  strip.save(path)
+
+
 def main(argv):
   del argv
   if FLAGS.memory_run:
@@ -150,12 +170,18 @@ def main(argv):
   colorizer = colorize.Colorizer.from_checkpoint(FLAGS.workdir, batch_size=FLAGS.batch_size)
   single = colorize.Colorizer.from_checkpoint(FLAGS.workdir, batch_size=1)
   h, w, n = FLAGS.height, FLAGS.height * 4 // 3, FLAGS.frames
-  rows = []
+  rows, strip_rows = [], []
   with tempfile.TemporaryDirectory() as tmp:
     for name, make in (("pan", pan), ("zoom", zoom), ("object", moving_object)):
       truth, flows = make(n, h, w)
       src = os.path.join(tmp, f"{name}.mp4")
       write(src, truth)
+      if name == "object":
+        gray = [
+          photo_lib.compose(photo_lib.lightness(f), np.zeros(f.shape[:2] + (2,), np.float32))
+          for f in _decode(src)
+        ]
+        strip_rows.append(("input (L)", gray))
       for mode in FLAGS.temporal:
         if mode == "hints" and not colorizer.takes_hints:
           continue
@@ -164,6 +190,8 @@ def main(argv):
           single if mode == "hints" else colorizer, src, dst, temporal=mode, progress=False
         )
         exact = video_metrics.evaluate(_decode(dst), _decode(src), truth, flows)
+        if name == "object":
+          strip_rows.append((mode, list(_decode(dst))))
         dis = video_metrics.evaluate(_decode(dst), _decode(src))
         row = {
           "clip": name,
@@ -185,6 +213,10 @@ def main(argv):
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+      if name == "object":
+        strip_rows.append(("truth", list(truth)))
+  if FLAGS.strip:
+    save_strip(FLAGS.strip, strip_rows)
   summary = {}
   for mode in FLAGS.temporal:
     mine = [r for r in rows if r["temporal"] == mode]
