@@ -314,17 +314,7 @@ def photo_grid(runs: dict[str, dict[str, dict]], seed: str) -> Image.Image:
   return image
 
 
-def _finished(workdir: str) -> bool:
-  """Whether the run's last checkpoint (its config's total_steps) is there."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    return False
-  with open(path) as f:
-    total = json.load(f)["total_steps"]
-  return os.path.isdir(os.path.join(workdir, "checkpoints", str(total)))
-
-
-def report(flags_values, recipes: dict, run_dir) -> dict:
+def report(flags_values, run_dir, trained) -> dict:
   """Scores every trained run of flags_values.recipes x seeds; writes OUT/study.json, front.png
   and grid.png; returns the summary (the table without per-image data)."""
   grid = [float(v) for v in flags_values.vividness]
@@ -332,7 +322,7 @@ def report(flags_values, recipes: dict, run_dir) -> dict:
   for recipe in flags_values.recipes:
     for seed in flags_values.seeds:
       workdir = run_dir(recipe, seed)
-      if not _finished(workdir):
+      if not trained(workdir):
         print(f"  {recipe} seed {seed}: not trained, left out", flush=True)
         continue
       runs.setdefault(recipe, {})[seed] = score_run(workdir, grid)
@@ -348,5 +338,4 @@ def report(flags_values, recipes: dict, run_dir) -> dict:
   common = [s for s in flags_values.seeds if all(s in seeds for seeds in runs.values())]
   if common:
     photo_grid(runs, common[0]).save(os.path.join(flags_values.out, "grid.png"))
-  del recipes
   return {"benchmark": "recipe_study", "out": flags_values.out, **table}

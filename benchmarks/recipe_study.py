@@ -186,7 +186,7 @@ def main(argv):
   if FLAGS.stage in ("all", "report"):
     import recipe_report  # pylint: disable=g-import-not-at-top  (JAX only for scoring)
 
-    summary = recipe_report.report(FLAGS, RECIPES, run_dir)
+    summary = recipe_report.report(FLAGS, run_dir, trained)
     print(json.dumps(summary))
 
 

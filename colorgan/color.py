@@ -188,6 +188,22 @@ def lab_to_srgb_uint8(l, a, b, xp: ModuleType = jnp):
   return xp.round(srgb * 255.0).astype(xp.uint8)
 
 
+def colorfulness(rgb, xp: ModuleType = jnp, *, ddof: int = 0, eps: float = 0.0):
+  """Hasler & Suesstrunk's colourfulness of each image, in the units of rgb (e.g. [0, 255]).
+
+  rgb: [..., H, W, 3] float -> [...]. rg = |R - G|, yb = |(R + G) / 2 - B|,
+  CF = sqrt(std_rg^2 + std_yb^2) + 0.3 * sqrt(mean_rg^2 + mean_yb^2), population standard deviations
+  as in the paper's reference implementation (ddof=1: unbiased, as torch.std). eps > 0 inside the
+  square roots keeps gradients finite on a gray image (the colourfulness losses).
+  """
+  r, g, b = _channels(rgb, xp)
+  rg, yb = xp.abs(r - g), xp.abs(0.5 * (r + g) - b)
+  axes = (-2, -1)
+  std = xp.sqrt(xp.var(rg, axis=axes, ddof=ddof) + xp.var(yb, axis=axes, ddof=ddof) + eps)
+  mean = xp.sqrt(xp.mean(rg, axis=axes) ** 2 + xp.mean(yb, axis=axes) ** 2 + eps)
+  return std + 0.3 * mean
+
+
 def scale_l(l):
   """L in [0, 100] -> model input in [-1, 1]."""
   return l / L_SCALE - L_SHIFT

@@ -399,7 +399,7 @@ def evaluate_checkpoint(
     data=data,
   )
   name = _data_folder(config, inference.config, data, evaluator)
-  if setting.describe():  # not the run's own colors: never its record
+  if setting.v is not None:  # not the run's own colors: never its record
     name = os.path.join(name or "", f"vividness_{setting.v:g}")
   logging.info(
     "Evaluating step %d of %s on %d photos of %s",

@@ -31,16 +31,9 @@ FEATURE_METRIC_NAMES = ("fid", "kid", "lpips")
 
 
 def colorfulness(rgb_uint8) -> jnp.ndarray:
-  """Hasler & Suesstrunk colorfulness of each image. rgb_uint8: [B, H, W, 3] -> [B]."""
-  rgb = jnp.asarray(rgb_uint8, jnp.float32)
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  rg = jnp.abs(r - g)
-  yb = jnp.abs(0.5 * (r + g) - b)
-  axes = (-2, -1)
-  # Population standard deviations, as in the paper's reference implementation.
-  std = jnp.sqrt(jnp.var(rg, axis=axes) + jnp.var(yb, axis=axes))
-  mean = jnp.sqrt(jnp.mean(rg, axis=axes) ** 2 + jnp.mean(yb, axis=axes) ** 2)
-  return std + 0.3 * mean
+  """Hasler & Suesstrunk colorfulness of each image on [0, 255] (color.colorfulness).
+  rgb_uint8: [B, H, W, 3] -> [B]."""
+  return color.colorfulness(jnp.asarray(rgb_uint8, jnp.float32))
 
 
 def ab_auc(pred_ab, true_ab, max_threshold: int = AUC_MAX_THRESHOLD) -> jnp.ndarray:

@@ -169,28 +169,27 @@ def read_interpolation(workdir: str) -> dict[str, Any]:
   return {"anchor": tree["anchor"], "alphas": alphas, "stats": stats}
 
 
+def mix(a: Any, b: Any, t: float) -> Any:
+  """(1 - t) * a + t * b, leaf by leaf, as numpy arrays of b's dtypes."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  return jax.tree.map(
+    lambda x, y: np.asarray((1.0 - t) * np.asarray(x) + t * np.asarray(y), np.asarray(y).dtype),
+    a,
+    b,
+  )
+
+
 def interpolate(final: dict[str, Any], saved: dict[str, Any], alpha: float) -> dict[str, Any]:
   """The generator's variables at weight alpha: params (1 - alpha) * anchor + alpha * final, the
   BatchNorm statistics interpolated between those re-estimated at the two nearest saved weights."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  params = jax.tree.map(
-    lambda a, f: (1.0 - alpha) * np.asarray(a) + alpha * np.asarray(f),
-    saved["anchor"]["params"],
-    final["params"],
-  )
   alphas = saved["alphas"]
   hi = int(np.clip(np.searchsorted(alphas, alpha), 1, len(alphas) - 1))
   t = float((alpha - alphas[hi - 1]) / (alphas[hi] - alphas[hi - 1]))
-  stats = jax.tree.map(
-    lambda a, b: (1.0 - t) * np.asarray(a) + t * np.asarray(b),
-    saved["stats"][hi - 1],
-    saved["stats"][hi],
-  )
-  cast = lambda tree, like: jax.tree.map(
-    lambda x, y: np.asarray(x, np.asarray(y).dtype), tree, like
-  )  # noqa: E731
-  return {"params": cast(params, final["params"]), "batch_stats": cast(stats, final["batch_stats"])}
+  return {
+    "params": mix(saved["anchor"]["params"], final["params"], alpha),
+    "batch_stats": mix(saved["stats"][hi - 1], saved["stats"][hi], t),  # saved as the run's dtypes
+  }
 
 
 def variables_at(workdir: str, final: dict[str, Any], chosen: Setting) -> dict[str, Any]:

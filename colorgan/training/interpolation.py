@@ -45,13 +45,15 @@ def _batch_statistics(generator, variables: dict, l: jax.Array, rng: jax.Array) 
   )
 
 
+_batch_statistics_jit = jax.jit(_batch_statistics, static_argnums=0)
+
+
 def reestimate(generator, variables: dict, batches: list[np.ndarray], seed: int = 0) -> dict:
   """The mean over `batches` (uint8 RGB [B, S, S, 3]) of each batch's BatchNorm statistics."""
-  stats = jax.jit(_batch_statistics, static_argnums=0)
   total = None
   for i, images in enumerate(batches):
     l, _ = color.rgb_uint8_to_model_lab(images)
-    batch = stats(generator, variables, l, jax.random.key(seed + i))
+    batch = _batch_statistics_jit(generator, variables, l, jax.random.key(seed + i))
     total = batch if total is None else jax.tree.map(jnp.add, total, batch)
   return jax.tree.map(lambda x: np.asarray(x / len(batches)), total)
 
@@ -64,9 +66,7 @@ def write(generator, anchor: dict, final: dict, batches: list[np.ndarray], workd
     if alpha in (0.0, 1.0):
       stats = (anchor if alpha == 0.0 else final)["batch_stats"]
     else:
-      params = jax.tree.map(
-        lambda a, f, alpha=alpha: (1.0 - alpha) * a + alpha * f, anchor["params"], final["params"]
-      )
+      params = vividness.mix(anchor["params"], final["params"], float(alpha))
       stats = reestimate(
         generator, {"params": params, "batch_stats": final["batch_stats"]}, batches
       )

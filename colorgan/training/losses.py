@@ -10,6 +10,7 @@ them up by the names in `config.loss` and never special-cases one, so a new loss
 Logits are raw discriminator outputs [B, H', W', 1]; each patch counts as one sample, as in pix2pix.
 """
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -163,31 +164,24 @@ def resolve_penalty(gan: str, penalty: str) -> str:
 
 
 # ----------------------------------------------------------------------------- colourfulness
-# Hasler & Suesstrunk's colourfulness on RGB in [0, 1] (evaluation.metrics reports it x255), made
-# differentiable: the square roots get an epsilon, so a gray image (every std 0) has finite gradients.
-def colorfulness(rgb, *, ddof: int = 0, eps: float = 1e-12):
-  """Colourfulness of each image. rgb: [B, H, W, 3] float in [0, 1] -> [B].
-
-  ddof=1 takes unbiased standard deviations (torch.std, as DDColor's loss); 0 as the metric.
-  """
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  rg, yb = jnp.abs(r - g), jnp.abs(0.5 * (r + g) - b)
-  axes = (-2, -1)
-  std = jnp.sqrt(jnp.var(rg, axis=axes, ddof=ddof) + jnp.var(yb, axis=axes, ddof=ddof) + eps)
-  mean = jnp.sqrt(jnp.mean(rg, axis=axes) ** 2 + jnp.mean(yb, axis=axes) ** 2 + eps)
-  return std + 0.3 * mean
+# Hasler & Suesstrunk's colourfulness (color.colorfulness) on RGB in [0, 1] (evaluation.metrics
+# reports it x255), with an epsilon in its square roots: a gray image (every std 0) has finite
+# gradients.
+COLORFULNESS_EPS = 1e-12
 
 
 def colorfulness_match(pred_rgb, true_rgb, *, margin: float):
   """Two-sided: mean over images of max(0, |CF(pred) - CF(true)| - margin), CF on [0, 1] RGB."""
-  gap = jnp.abs(colorfulness(pred_rgb) - colorfulness(jax.lax.stop_gradient(true_rgb)))
+  cf = functools.partial(color.colorfulness, eps=COLORFULNESS_EPS)
+  gap = jnp.abs(cf(pred_rgb) - cf(jax.lax.stop_gradient(true_rgb)))
   return jnp.mean(jax.nn.relu(gap - margin))
 
 
 def colorfulness_hinge(pred_rgb, true_rgb, *, margin: float):
   """One-sided: mean of max(0, CF(true) - CF(pred) - margin): only a duller result than the photo
   is penalized."""
-  gap = colorfulness(jax.lax.stop_gradient(true_rgb)) - colorfulness(pred_rgb)
+  cf = functools.partial(color.colorfulness, eps=COLORFULNESS_EPS)
+  gap = cf(jax.lax.stop_gradient(true_rgb)) - cf(pred_rgb)
   return jnp.mean(jax.nn.relu(gap - margin))
 
 
@@ -195,7 +189,7 @@ def colorfulness_ddcolor(pred_rgb, true_rgb, *, margin: float):
   """DDColor's ColorfulnessLoss before its weight: sum over images of (1 - CF(pred)), unbiased
   standard deviations; it pushes every image toward more colour whatever the photo's (the control)."""
   del true_rgb, margin
-  return jnp.sum(1.0 - colorfulness(pred_rgb, ddof=1))
+  return jnp.sum(1.0 - color.colorfulness(pred_rgb, ddof=1, eps=COLORFULNESS_EPS))
 
 
 # config.loss.colorfulness -> f(pred_rgb, true_rgb, *, margin) -> scalar; "none": no such term.
