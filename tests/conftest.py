@@ -3,6 +3,7 @@
 import fcntl
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -18,6 +19,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # before numpy loads OpenBLAS
   )
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 # XLA's optimizations cost far more compile time than they save on tiny shapes.
@@ -86,6 +88,33 @@ def pytest_collection_modifyitems(config, items):
   if config.pluginmanager.hasplugin("xdist") and "PYTEST_XDIST_WORKER" in os.environ:
     rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order kept
+
+
+def run_module(module: str, *args, devices: int | None = None, timeout: int = 300):
+  """`python -m MODULE ARGS` from the repository, on CPU, compiling quickly (os.environ carries the
+  shared compilation cache); devices sets JAX_NUM_CPU_DEVICES (None: as this process has it)."""
+  env = dict(
+    os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true", TF_CPP_MIN_LOG_LEVEL="2"
+  )
+  if devices is not None:
+    env["JAX_NUM_CPU_DEVICES"] = str(devices)
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
+
+
+def leaves(tree) -> list:
+  """Every leaf of a pytree as a host numpy array, random keys as their key data (to compare)."""
+  as_data = lambda x: (  # noqa: E731
+    jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+  )
+  return [np.asarray(as_data(x)) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
 def tiny_config(**overrides):

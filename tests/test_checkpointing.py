@@ -31,19 +31,12 @@ from colorgan.training import loop
 from colorgan.training import preemption
 from colorgan.training import resume
 from colorgan.training import step as step_lib
+from tests.conftest import leaves as _leaves
+from tests.conftest import run_module
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 3  # steps before the interruption; the runs go to 2N
-
-
-def _leaves(tree):
-  keys_as_data = lambda x: (
-    jax.random.key_data(x)  # noqa: E731
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-    else x
-  )
-  return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
 def _config(**overrides):
@@ -375,16 +368,7 @@ def test_a_change_the_state_cannot_follow_exits_in_one_line(runs, tmp_path):
 
 
 def _main(*args):
-  # os.environ carries conftest's JAX_COMPILATION_CACHE_DIR: the runs here share the compilations.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-  return subprocess.run(
-    [sys.executable, "-m", "colorgan.main", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  return run_module("colorgan.main", *args)
 
 
 def test_nonfinite_loss_stops_without_saving_and_skip_keeps_the_state(runs, tmp_path):

@@ -2,8 +2,6 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from PIL import ImageOps
 from colorgan import errors
 from colorgan.inference import colorize
 from colorgan.inference import photo
-from tests.conftest import REPO
+from tests.conftest import run_module
 
 GOOD = (
   "big.jpg",
@@ -30,16 +28,7 @@ BAD = {"broken.jpg": "corrupt or unreadable", "notes.txt": "not an image", "bomb
 
 
 def _cli(*args):
-  # Compiling dominates tiny runs: as conftest does in-process.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run(
-    [sys.executable, "-m", "colorgan.main", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  return run_module("colorgan.main", *args)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -24,6 +22,7 @@ from colorgan.evaluation import eval_data
 from colorgan.evaluation import evaluator
 from colorgan.evaluation import records
 from colorgan.training import loop
+from tests.conftest import run_module
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -35,21 +34,7 @@ KEYS = {"psnr", "ssim", "colorfulness", "delta_colorfulness", "auc", "ab_l1"}
 
 
 def _cli(*args, devices=1):
-  # Compiling dominates tiny runs: as conftest does in-process.
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    JAX_NUM_CPU_DEVICES=str(devices),
-    JAX_DISABLE_MOST_OPTIMIZATIONS="true",
-  )
-  return subprocess.run(
-    [sys.executable, "-m", "colorgan.main", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  return run_module("colorgan.main", *args, devices=devices)
 
 
 @pytest.fixture(scope="module")

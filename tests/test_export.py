@@ -21,6 +21,7 @@ from colorgan.inference import runtimes
 from colorgan.inference import photo
 from colorgan.data import sources
 from colorgan import models
+from tests.conftest import run_module
 from tests.conftest import REPO
 from tests.conftest import tiny_config
 
@@ -200,15 +201,7 @@ def test_a_missing_onnx_package_is_one_line(vivid, tmp_path, monkeypatch):
 
 
 def _cli(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run(
-    [sys.executable, "-m", "colorgan.main", "--mode=export", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  return run_module("colorgan.main", "--mode=export", *args)
 
 
 def test_cli_exports_the_checkpoint(workdir, tmp_path):

@@ -24,6 +24,7 @@ from colorgan.evaluation import inception
 from colorgan import parallel
 from colorgan.data import sources
 from tests import torch_reference
+from tests.conftest import run_module
 from tests.conftest import REPO
 
 
@@ -32,23 +33,7 @@ SIZES = ((512, 512), (451, 300), (190, 240), (120, 96), (640, 427))
 
 
 def _cli(module: str, *args, devices: int = 1) -> subprocess.CompletedProcess:
-  # Compiling dominates a few photos: as conftest does in-process.
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    JAX_NUM_CPU_DEVICES=str(devices),
-    TF_CPP_MIN_LOG_LEVEL="2",
-    JAX_DISABLE_MOST_OPTIMIZATIONS="true",
-  )
-  return subprocess.run(
-    [sys.executable, "-m", module, *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-    check=False,
-  )
+  return run_module(module, *args, devices=devices, timeout=600)
 
 
 def _write_photos(folder, indices) -> list[str]:

@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -35,7 +33,8 @@ from colorgan import models
 from colorgan import parallel
 from colorgan.evaluation import plot
 from colorgan.training import step as step_lib
-from tests.conftest import REPO
+from tests.conftest import leaves as _leaves
+from tests.conftest import run_module
 from tests.conftest import tiny_config
 
 
@@ -51,15 +50,6 @@ def _shapes(size):
     jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32),
     jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32),
   )
-
-
-def _leaves(tree):
-  keys_as_data = lambda x: (
-    jax.random.key_data(x)  # noqa: E731
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-    else x
-  )
-  return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
 # ----------------------------------------------------------------------------- without hints
@@ -514,15 +504,7 @@ def test_a_resumed_hints_run_is_bit_identical(tmp_path):
 
 # ----------------------------------------------------------------------------- a trained run
 def _cli(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  return subprocess.run(
-    [sys.executable, "-m", "colorgan.main", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  return run_module("colorgan.main", *args)
 
 
 def _ab_at(rgb, points):

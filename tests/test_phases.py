@@ -20,6 +20,7 @@ from colorgan.training import loop
 from colorgan.training import phases as phases_lib
 from colorgan.training import preemption
 from colorgan.training import step as step_lib
+from tests.conftest import leaves as _leaves
 from tests.conftest import tiny_config
 
 TOTAL = 8
@@ -36,13 +37,6 @@ PHASES = {  # of 8 steps: G alone 1-2, D alone 3-4, GAN 5-8 with its weight ramp
   "num_samples": 1,
   "vividness.calibrate": True,
 }
-
-
-def _leaves(tree):
-  keys_as_data = lambda x: (  # noqa: E731
-    jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-  )
-  return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
 def _same(a, b) -> bool:

@@ -15,6 +15,7 @@ from colorgan import models
 from colorgan import parallel
 from colorgan.training import loop
 from colorgan.training import step as step_lib
+from tests.conftest import leaves as _leaves
 from tests.conftest import tiny_config
 
 
@@ -30,15 +31,6 @@ def setup():
     ds = pipeline.create_train_dataset(config, source.train, rows=(0, 4))
     batch = parallel.global_batch(mesh, next(iter(ds.as_numpy_iterator())))
   return config, mesh, step_fn, init, batch
-
-
-def _leaves(tree):
-  keys_as_data = lambda x: (
-    jax.random.key_data(x)  # noqa: E731
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-    else x
-  )
-  return [np.asarray(keys_as_data(x)) for x in jax.tree.leaves(tree)]
 
 
 def test_one_step_updates_both_networks_and_reports_finite_losses(setup):
