@@ -33,6 +33,7 @@ from colorgan import video_metrics  # noqa: E402
 from colorgan.inference import colorize  # noqa: E402
 from colorgan.inference import photo as photo_lib  # noqa: E402
 from colorgan.inference import video  # noqa: E402
+from colorgan.inference import video_io  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A trained run (its latest checkpoint colorizes).")
@@ -42,7 +43,7 @@ flags.DEFINE_integer("height", 120, "Frame height (width: 4/3 of it).")
 flags.DEFINE_list(
   "temporal", ["none", "ema", "hints"], "Modes to compare (hints: runs with hints)."
 )
-flags.DEFINE_integer("batch_size", 8, "Colorizer batch size (hints mode uses 1).")
+flags.DEFINE_integer("batch_size", 8, "Colorizer batch size.")
 flags.DEFINE_list("memory_frames", [], "Frame counts of long pans whose peak RSS is measured.")
 flags.DEFINE_string(
   "strip", None, "A PNG of the object clip's frames: the gray input, each --temporal, the truth."
@@ -50,6 +51,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("memory_run", 0, "Internal: colorize a pan of this many frames, print RSS.")
 
 RATE = fractions.Fraction(30000, 1001)
+TIME_BASE = fractions.Fraction(1, 30000)
 
 
 def _photo(index: int) -> np.ndarray:
@@ -111,7 +113,7 @@ def write(path: str, frames) -> None:
   with av.open(path, "w") as out:
     stream = out.add_stream("libx264", rate=RATE, options={"crf": "12"})
     stream.height, stream.width = frames[0].shape[:2]
-    stream.codec_context.time_base = fractions.Fraction(1, 30000)
+    stream.codec_context.time_base = TIME_BASE
     for i, rgb in enumerate(frames):
       l = photo_lib.lightness(rgb)
       gray = photo_lib.compose(l, np.zeros(l.shape + (2,), np.float32))
@@ -163,19 +165,64 @@ def save_strip(path: str, rows: list[tuple[str, list[np.ndarray]]], count: int =
   strip.save(path)
 
 
+def encode_colors(path: str, frames) -> None:
+  """Color frames through colorize's own default (lossy) encoder, as a video segment."""
+  h, w = frames[0].shape[:2]
+  info = video_io.VideoInfo(path, "mp4", w, h, RATE, TIME_BASE, len(frames), 0.0, 0, 0, 0)
+  writer = video_io.SegmentWriter(path, info)
+  for i, rgb in enumerate(frames):
+    writer.write(rgb, i * 1001)
+  writer.close()
+
+
+def codec_floor(name: str, src: str, truth, flows, tmp: str) -> dict:
+  """E_warp_excess of the true colors themselves, and of them through colorize's default encoder:
+  what a perfectly consistent colorization scores as frames, and as a file."""
+  path = os.path.join(tmp, f"{name}_truth.nut")
+  encode_colors(path, truth)
+  score = lambda frames: video_metrics.evaluate(frames, _decode(src), truth, flows)["E_warp_excess"]  # noqa: E731
+  with av.open(path) as container:  # a segment (nut): not a container colorize reads
+    coded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+  return {"clip": name, "truth_excess": score(list(truth)), "truth_file_excess": score(coded)}
+
+
+_KEYS = ("E_warp", "E_warp_gray", "E_warp_excess", "cdc", "colorfulness", "psnr", "ssim")
+
+
+def score_mode(colorizer, name, src, truth, flows, mode, tmp) -> tuple[dict, list]:
+  """A clip colorized in one mode: its metrics on the frames as colorized (a lossless file), those
+  of the file colorize writes by default (lossy H.264), and the lossless frames (for the strip)."""
+  row = {"clip": name, "temporal": mode}
+  for lossless in (True, False):
+    dst = os.path.join(tmp, f"{name}_{mode}_{int(lossless)}.mp4")
+    result = video.colorize_video(
+      colorizer, src, dst, temporal=mode, lossless=lossless, progress=False
+    )
+    exact = video_metrics.evaluate(_decode(dst), _decode(src), truth, flows)
+    if lossless:
+      frames = list(_decode(dst))
+      row.update({k: exact[k] for k in _KEYS})
+      row["E_warp_dis"] = video_metrics.evaluate(frames, _decode(src))["E_warp"]
+    else:
+      row.update(file_E_warp_excess=exact["E_warp_excess"], file_cdc=exact["cdc"])
+      row.update(file_psnr=exact["psnr"], frames_per_s=result.frames / result.seconds)
+  return row, frames
+
+
 def main(argv):
   del argv
   if FLAGS.memory_run:
     return _memory_run(FLAGS.memory_run)
   colorizer = colorize.Colorizer.from_checkpoint(FLAGS.workdir, batch_size=FLAGS.batch_size)
-  single = colorize.Colorizer.from_checkpoint(FLAGS.workdir, batch_size=1)
   h, w, n = FLAGS.height, FLAGS.height * 4 // 3, FLAGS.frames
-  rows, strip_rows = [], []
+  rows, strip_rows, floors = [], [], []
   with tempfile.TemporaryDirectory() as tmp:
     for name, make in (("pan", pan), ("zoom", zoom), ("object", moving_object)):
       truth, flows = make(n, h, w)
       src = os.path.join(tmp, f"{name}.mp4")
       write(src, truth)
+      floors.append(codec_floor(name, src, truth, flows, tmp))
+      print(json.dumps(floors[-1]), flush=True)
       if name == "object":
         gray = [
           photo_lib.compose(photo_lib.lightness(f), np.zeros(f.shape[:2] + (2,), np.float32))
@@ -185,39 +232,18 @@ def main(argv):
       for mode in FLAGS.temporal:
         if mode == "hints" and not colorizer.takes_hints:
           continue
-        dst = os.path.join(tmp, f"{name}_{mode}.mp4")
-        result = video.colorize_video(
-          single if mode == "hints" else colorizer, src, dst, temporal=mode, progress=False
-        )
-        exact = video_metrics.evaluate(_decode(dst), _decode(src), truth, flows)
-        if name == "object":
-          strip_rows.append((mode, list(_decode(dst))))
-        dis = video_metrics.evaluate(_decode(dst), _decode(src))
-        row = {
-          "clip": name,
-          "temporal": mode,
-          **{
-            k: exact[k]
-            for k in (
-              "E_warp",
-              "E_warp_gray",
-              "E_warp_excess",
-              "cdc",
-              "colorfulness",
-              "psnr",
-              "ssim",
-            )
-          },
-          "E_warp_dis": dis["E_warp"],
-          "frames_per_s": result.frames / result.seconds,
-        }
+        row, frames = score_mode(colorizer, name, src, truth, flows, mode, tmp)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if name == "object":
+          strip_rows.append((mode, frames))
       if name == "object":
         strip_rows.append(("truth", list(truth)))
   if FLAGS.strip:
     save_strip(FLAGS.strip, strip_rows)
-  summary = {}
+  summary = {
+    "codec_floor": {k: float(np.mean([f[k] for f in floors])) for k in floors[0] if k != "clip"}
+  }
   for mode in FLAGS.temporal:
     mine = [r for r in rows if r["temporal"] == mode]
     if mine:

@@ -97,6 +97,12 @@ flags.DEFINE_bool(
   "colorize, videos: continue an interrupted video from its "
   "partial output (same settings); the result equals one uninterrupted run.",
 )
+flags.DEFINE_bool(
+  "video_lossless",
+  False,
+  "colorize, videos: encode losslessly (H.264 in RGB at qp 0; VP9 lossless in "
+  "webm): every frame exactly as colorized, in files many times larger.",
+)
 flags.DEFINE_integer(
   "colorize_size",
   None,
@@ -199,17 +205,16 @@ def colorize_mode(config, workdir: str) -> int:
     )
   from colorgan.inference import colorize  # pylint: disable=g-import-not-at-top
   from colorgan.inference import photo  # pylint: disable=g-import-not-at-top
+  from colorgan.inference import user_hints  # pylint: disable=g-import-not-at-top
   from colorgan.inference import video  # pylint: disable=g-import-not-at-top
   from colorgan.models import vividness  # pylint: disable=g-import-not-at-top
 
   setting = vividness.resolve(workdir, FLAGS.vividness)
 
   work, videos = video.split_plan(photo.plan(FLAGS.input, FLAGS.output_dir, FLAGS.output_format))
-  hint_files = user_hint_files(work) if work.jobs else {}
-  # --temporal=hints sends one frame at a time: a batch of 1 computes no padding.
-  batch_size = 1 if videos and FLAGS.temporal == "hints" else config.eval_batch_size
+  hint_files = user_hints.plan_hint_files(FLAGS.hints, work) if work.jobs else {}
   colorizer = colorize.Colorizer.from_checkpoint(
-    workdir, FLAGS.step, setting, size=FLAGS.colorize_size, batch_size=batch_size
+    workdir, FLAGS.step, setting, size=FLAGS.colorize_size, batch_size=config.eval_batch_size
   )
   if hint_files and not colorizer.takes_hints:
     raise errors.UsageError(
@@ -226,27 +231,11 @@ def colorize_mode(config, workdir: str) -> int:
         temporal=FLAGS.temporal,
         hints=None if work.jobs else FLAGS.hints,
         resume=FLAGS.resume,
+        lossless=FLAGS.video_lossless,
       )
     except KeyboardInterrupt:  # the video said where its frames are kept and how to resume
       return 130
   return 1 if failures else 0
-
-
-def user_hint_files(work) -> dict[str, str]:
-  """--hints matched to the plan's photos and read against each photo's size: {photo: hint file}.
-  Every problem is an errors.HintError here, before any photo is colorized."""
-  if FLAGS.hints is None:
-    return {}
-  from colorgan.inference import user_hints  # pylint: disable=g-import-not-at-top
-
-  hint_files = user_hints.match_hint_files(
-    FLAGS.hints,
-    [job.source for job in work.jobs],
-    [job.output for job in work.jobs],
-    work.output_dir,
-  )
-  user_hints.check_hint_files(hint_files)
-  return hint_files
 
 
 @contextlib.contextmanager

@@ -55,8 +55,10 @@ def gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def dis_flows(preset: str = "medium") -> FlowFunction:
-  """Both flows of a pair of gray frames by DIS."""
-  flow = video_flow.Flow(preset)
+  """Both flows of a pair of gray frames by DIS, refined down to full size (finest scale 0: on the
+  benchmark's pan and zoom, E_warp within 4% of its value with the exact motion, against 26% at the
+  preset's half size)."""
+  flow = video_flow.Flow(preset, finest_scale=0)
   return lambda a, b, _: (flow(a, b), flow(b, a))
 
 
@@ -136,7 +138,7 @@ def evaluate(
     original: the input video (its gray gives the flow and E_warp_gray); None: the colorized
       video's own gray stands in.
     reference: the true colors, for PSNR/SSIM; None: those are null.
-    flows: the flow pair of two gray frames (default: DIS, medium preset).
+    flows: the flow pair of two gray frames (default: dis_flows(), DIS at full size).
 
   Raises:
     errors.VideoError: the videos differ in frame count or size.

@@ -196,6 +196,45 @@ def test_output_keeps_frames_timing_size_rotation_audio_and_lightness(colorizer,
   assert np.abs(l_in - l_out).mean() < 1.5  # lossy video coding only: each frame keeps its L
 
 
+@pytest.mark.parametrize("name", ["h264_aac_ntsc", "vp9_opus_odd"])
+def test_lossless_output_holds_exactly_the_photo_paths_frames(colorizer, tmp_path, name):
+  """lossless=True (--video_lossless): each decoded frame is the photo path's colorization of the
+  input frame (no chroma subsampling, no quantization), with the timing and audio kept."""
+  filename, kwargs, frames = CLIPS[name]
+  src, dst = str(tmp_path / filename), str(tmp_path / "out" / filename)
+  write_clip(src, frames, **kwargs)
+  video.colorize_video(colorizer, src, dst, temporal="none", lossless=True, progress=False)
+  want_frames, want_times, want = decode(src)
+  got_frames, got_times, got = decode(dst)
+  assert got_times == want_times and got == want
+  for frame, got_frame in zip(want_frames, got_frames):
+    photo = colorizer.colorize_photo(photo_lib.Photo(photo_lib.lightness(frame), None))
+    assert np.abs(got_frame.astype(int) - photo).max() <= 1  # batch of 4 vs 1: float rounding
+
+
+def _audio(path: str) -> tuple[str, float, np.ndarray]:
+  """(codec, first timestamp in s, samples [channels, n] float) of a video's first audio stream."""
+  with av.open(path) as container:
+    stream = container.streams.audio[0]
+    frames = list(container.decode(stream))
+    samples = np.concatenate([f.to_ndarray().reshape(stream.channels, -1) for f in frames], axis=1)
+    return stream.codec_context.name, float(frames[0].pts * frames[0].time_base), samples
+
+
+def test_audio_the_container_cannot_take_is_encoded_again_in_sync(colorizer, tmp_path):
+  """AAC in a file named .webm (a Matroska file): webm takes Opus or Vorbis only, so the audio is
+  encoded again (Opus) with its timing: same start, same length, same waveform."""
+  src, dst = str(tmp_path / "clip.webm"), str(tmp_path / "out" / "clip.webm")
+  write_clip(src, moving(6), codec="libvpx-vp9", audio="aac", container="matroska")
+  video.colorize_video(colorizer, src, dst, temporal="none", progress=False)
+  codec_in, start_in, want = _audio(src)
+  codec_out, start_out, got = _audio(dst)
+  assert (codec_in, codec_out) == ("aac", "opus") and start_out == start_in
+  assert abs(got.shape[1] - want.shape[1]) < 960  # one Opus frame
+  n = min(got.shape[1], want.shape[1])
+  assert np.corrcoef(got[0, :n], want[0, :n])[0, 1] > 0.99  # in sync: a shift decorrelates
+
+
 def test_a_video_is_found_by_its_content_not_its_extension(tmp_path):
   write_clip(str(tmp_path / "clip.dat"), moving(2), audio=None, container="mp4")
   photo_lib.save(str(tmp_path / "photo.mp4"), texture(8, 8), None, "png")
@@ -338,6 +377,18 @@ def test_hints_mode_and_keyframe_hints(colorizer, hints_colorizer, tmp_path):
     progress=False,
   )
   assert result.frames == 5
+  info = video.video_io.probe(src)
+  frames = list(video.video_io.read_frames(info))
+  shown, state = {}, {}
+  for mode in ("ema", "hints"):
+    one = video._Video(hints_colorizer, info, mode, {}, {})
+    batches = video._batches(iter(frames), hints_colorizer.batch_size)
+    shown[mode] = [rgb for batch in batches for rgb in one.colorize(batch)]
+    state[mode] = one.filter.state.ab
+    one.pool.shutdown()
+  assert np.array_equal(state["hints"], state["ema"])  # hinted answers never feed the state
+  assert np.array_equal(shown["hints"][0], shown["ema"][0])  # nothing carried into frame 0
+  assert any(not np.array_equal(h, e) for h, e in zip(shown["hints"][1:], shown["ema"][1:]))
   hints = video_temporal.hint_map(
     video_temporal.Carried(
       np.full((40, 56, 2), 30, np.float32), np.full((40, 56), video_temporal.STRENGTH, np.float32)

@@ -333,3 +333,47 @@ def draw_hints(gray: np.ndarray, text: str | None) -> np.ndarray:
     draw.rectangle(box, fill=tuple(point["rgb"]), outline="white", width=1)
     draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline="black", width=1)
   return np.asarray(image)
+
+
+def plan_hint_files(hints: str | None, work) -> dict[str, str]:
+  """--hints matched to a photo.Plan's photos and read against each photo's size: {photo: hint
+  file}. Every problem is an errors.HintError here, before any photo is colorized."""
+  if hints is None:
+    return {}
+  hint_files = match_hint_files(
+    hints, [job.source for job in work.jobs], [job.output for job in work.jobs], work.output_dir
+  )
+  check_hint_files(hint_files)
+  return hint_files
+
+
+def read_keyframe_hints(
+  path: str, height: int, width: int, frames: int = 0
+) -> dict[int, UserHints]:
+  """A video's hint file: {"frames": {"0": {"points": [...]}, "120": {...}}}, points as for photos
+  (parse_points), in the pixels of the frame as a player shows it (height x width).
+
+  Raises:
+    errors.HintError: one line naming the file, the frame and the problem.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (OSError, UnicodeDecodeError) as e:
+    raise errors.HintError(
+      f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
+    ) from None
+  except json.JSONDecodeError as e:
+    raise errors.HintError(f"--hints={path} is not JSON ({e.msg} at line {e.lineno})") from None
+  if not isinstance(data, dict) or not isinstance(data.get("frames"), dict) or not data["frames"]:
+    raise errors.HintError(
+      f'--hints={path} is not a video hint file: write {{"frames": {{"0": '
+      '{"points": [{"x": 120, "y": 64, "rgb": [200, 30, 40]}]}}}'
+    )
+  keyframes = {}
+  for key, entry in data["frames"].items():
+    if not (isinstance(key, str) and key.isdigit()) or (frames and int(key) >= frames):
+      last = f" (0 to {frames - 1})" if frames else ""
+      raise errors.HintError(f'--hints={path}: "{key}" is not a frame number of the video{last}')
+    keyframes[int(key)] = parse_points(entry, height, width, what=f"--hints={path}: frame {key}")
+  return keyframes

@@ -5,13 +5,14 @@ its size, its ab is upsampled and joined with the frame's own full-resolution L)
 temporal filter (video_temporal: none, ema or hints) works between the prediction and the composition.
 Frames are turned as a player shows them (the container's rotation) for the generator, and back.
 
-Output: `dst` in the input's container (H.264, or VP9 in webm), with the input's frame count, exact
-frame rate, every frame's timestamp (variable frame rate too), size and rotation, and its audio
-streams copied packet for packet. Safety: the work goes into a hidden folder beside `dst`,
-`.<name>.partial/`, one segment of `segment_frames` frames at a time (each with the filter's state at
-its end); only when every frame is done are the segments remuxed into `dst` (atomically) and the folder
-removed. An interrupted run leaves the folder, never a file that looks finished; `resume=True`
-continues after its last complete segment and gives the same file as one uninterrupted run.
+Output: `dst` in the input's container (H.264, or VP9 in webm; lossless on request), with the input's
+frame count, exact frame rate, every frame's timestamp (variable frame rate too), size and rotation,
+and its audio streams (copied packet for packet where the container takes them). Safety: the work
+goes into a hidden folder beside `dst`, `.<name>.partial/`, one segment of `segment_frames` frames at
+a time (each with the filter's state at its end); only when every frame is done are the segments
+remuxed into `dst` (atomically) and the folder removed. An interrupted run leaves the folder, never a
+file that looks finished; `resume=True` continues after its last complete segment and gives the same
+file as one uninterrupted run.
 """
 
 import concurrent.futures
@@ -39,9 +40,11 @@ TEMPORAL_MODES = video_temporal.MODES
 SEGMENT_FRAMES = (
   256  # rounded up to a multiple of the batch size; a resumed run redoes < one segment
 )
-_FORMAT_VERSION = 1  # of the partial folder; a change makes --resume start over
+_FORMAT_VERSION = 2  # of the partial folder; a change makes --resume start over
 
 is_video = video_io.is_video
+_NONE = concurrent.futures.Future()
+_NONE.set_result(None)
 is_colorgan_video = video_io.is_colorgan_video
 
 
@@ -65,40 +68,6 @@ class Result:
   seconds: float
 
 
-def read_keyframe_hints(
-  path: str, height: int, width: int, frames: int = 0
-) -> dict[int, user_hints.UserHints]:
-  """A video's hint file: {"frames": {"0": {"points": [...]}, "120": {...}}}, points as for photos
-  (user_hints.parse_points), in the pixels of the frame as a player shows it (height x width).
-
-  Raises:
-    errors.HintError: one line naming the file, the frame and the problem.
-  """
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, UnicodeDecodeError) as e:
-    raise errors.HintError(
-      f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
-    ) from None
-  except json.JSONDecodeError as e:
-    raise errors.HintError(f"--hints={path} is not JSON ({e.msg} at line {e.lineno})") from None
-  if not isinstance(data, dict) or not isinstance(data.get("frames"), dict) or not data["frames"]:
-    raise errors.HintError(
-      f'--hints={path} is not a video hint file: write {{"frames": {{"0": '
-      '{"points": [{"x": 120, "y": 64, "rgb": [200, 30, 40]}]}}}'
-    )
-  keyframes = {}
-  for key, entry in data["frames"].items():
-    if not (isinstance(key, str) and key.isdigit()) or (frames and int(key) >= frames):
-      last = f" (0 to {frames - 1})" if frames else ""
-      raise errors.HintError(f'--hints={path}: "{key}" is not a frame number of the video{last}')
-    keyframes[int(key)] = user_hints.parse_points(
-      entry, height, width, what=f"--hints={path}: frame {key}"
-    )
-  return keyframes
-
-
 # ----------------------------------------------------------------------------- the partial folder
 def _partial_dir(dst: str) -> str:
   folder, name = os.path.split(os.path.abspath(dst))
@@ -113,7 +82,9 @@ def _state_path(partial: str, k: int) -> str:
   return os.path.join(partial, f"segment_{k:06d}.npz")
 
 
-def _settings(colorizer, src: str, temporal: str, hints: str | None, segment: int) -> dict:
+def _settings(
+  colorizer, src: str, temporal: str, hints: str | None, segment: int, lossless
+) -> dict:
   """Everything an output depends on: a resumed run must match it to reuse the segments."""
   stat = os.stat(src)
   hint_stat = os.stat(hints) if hints else None
@@ -129,6 +100,7 @@ def _settings(colorizer, src: str, temporal: str, hints: str | None, segment: in
     "squash": bool(colorizer.squash),
     "segment_frames": segment,
     "work_side": video_temporal.WORK_SIDE,
+    "lossless": bool(lossless),
   }
 
 
@@ -185,20 +157,34 @@ class _Video:
     self.keyframes = keyframes
     self.pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, colorizer.workers)))
 
-  def _hint_map(self, index: int, carried) -> np.ndarray | None:
-    """The generator's hint map of a frame: propagated colors (hints mode) under the user's own."""
+  def _user_hints(self, frames: list[video_io.Frame]) -> np.ndarray | None:
+    """The batch's hint maps [B, S, S, 3] from the keyframe file (zeros elsewhere); None for a
+    generator trained without hints."""
     if not self.colorizer.takes_hints:
       return None
     size = self.colorizer.size
-    grid = np.zeros((size, size, 3), np.float32)
-    if carried is not None and self.filter.mode == "hints":
-      grid = video_temporal.hint_map(carried, self.content, size)
-    if index in self.keyframes:
-      user = photo_lib.model_hints(
-        self.keyframes[index], self.height, self.width, size, self.colorizer.squash
-      )
-      grid = np.where(user[..., 2:] > 0, user, grid)
-    return grid
+    grids = np.zeros((len(frames), size, size, 3), np.float32)
+    for i, frame in enumerate(frames):
+      if frame.index in self.keyframes:
+        grids[i] = photo_lib.model_hints(
+          self.keyframes[frame.index], self.height, self.width, size, self.colorizer.squash
+        )
+    return grids
+
+  def _motions(self, ls: list[np.ndarray]) -> list[concurrent.futures.Future]:
+    """Futures of each frame's video_temporal.Motion from the frame before it (None where the
+    filter will not use it): only the frames' L is needed, so they run while the generator does."""
+    prev = [self.filter.state.l if self.filter.state else None] + ls[:-1]
+    return [
+      self.pool.submit(self._motion, a, b) if self.filter.mode != "none" else _NONE
+      for a, b in zip(prev, ls)
+    ]
+
+  @staticmethod
+  def _motion(prev_l: np.ndarray | None, l: np.ndarray):
+    if prev_l is None or prev_l.shape != l.shape:
+      return None  # the filter has nothing to carry: it does not look at the motion
+    return video_temporal.estimate_motion(prev_l, l)
 
   def _prepare(self, frame: video_io.Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(full-resolution L as shown, its work-size L, the generator's input)."""
@@ -211,27 +197,32 @@ class _Video:
     return np.ascontiguousarray(np.rot90(photo_lib.compose(l, ab), -self.turns))
 
   def colorize(self, frames: list[video_io.Frame]) -> list[np.ndarray]:
-    """A batch of consecutive frames -> their colorized RGB (stored orientation), in order."""
+    """A batch of consecutive frames -> their colorized RGB (stored orientation), in order.
+
+    The generator colorizes the batch (with the keyframe hints, if any) and the filter carries the
+    colors along the flow into its state (none: the prediction itself). In hints mode the generator
+    colorizes the batch again with the state's confidently carried colors as hint points, and that is
+    shown; the state never takes a hinted output, so colors cannot feed on themselves (a generator
+    trained on true-color hints answers a hint with more color than it had).
+    """
     prepared = list(self.pool.map(self._prepare, frames))
-    sequential = self.filter.mode == "hints" or (
-      self.colorizer.takes_hints and any(f.index in self.keyframes for f in frames)
-    )
-    squash, size = self.colorizer.squash, self.colorizer.size
-    outputs = []
-    if sequential:  # a frame's hints come from the previous output: one frame at a time
-      for frame, (_, l_work, inputs) in zip(frames, prepared):
-        carried = self.filter.carry(l_work)
-        hints = self._hint_map(frame.index, carried)
-        ab = self.colorizer.predict_ab(inputs[None], None if hints is None else hints[None])[0]
-        ab_work = photo_lib.upsample_ab(ab, *self.work, squash)
-        outputs.append(self.filter.blend(l_work, ab_work, carried))
-    else:
-      hints = None
-      if self.colorizer.takes_hints:
-        hints = np.zeros((len(frames), size, size, 3), np.float32)
-      abs_ = self.colorizer.predict_ab(np.stack([p[2] for p in prepared]), hints)
-      for (_, l_work, _), ab in zip(prepared, abs_):
-        outputs.append(self.filter.step(l_work, photo_lib.upsample_ab(ab, *self.work, squash)))
+    motions = self._motions([p[1] for p in prepared])  # in the pool, beside the generator
+    inputs, user = np.stack([p[2] for p in prepared]), self._user_hints(frames)
+    outputs, carried = [], []
+    for (_, l_work, _), ab, motion in zip(
+      prepared, self.colorizer.predict_ab(inputs, user), motions
+    ):
+      carried.append(self.filter.carry(l_work, motion.result()))
+      ab_work = photo_lib.upsample_ab(ab, *self.work, self.colorizer.squash)
+      outputs.append(self.filter.blend(l_work, ab_work, carried[-1]))
+    if self.filter.mode == "hints":
+      for i, (ab, c) in enumerate(zip(outputs, carried)):
+        if c is not None:
+          state = video_temporal.Carried(ab, c.confidence)
+          grid = video_temporal.hint_map(state, self.content, self.colorizer.size)
+          user[i] = np.where(user[i, ..., 2:] > 0, user[i], grid)  # the user's hints win
+      abs_ = self.colorizer.predict_ab(inputs, user)
+      outputs = [photo_lib.upsample_ab(ab, *self.work, self.colorizer.squash) for ab in abs_]
     return list(self.pool.map(self._finish, [p[0] for p in prepared], outputs))
 
 
@@ -268,7 +259,7 @@ def _encode(
     for frame, rgb in zip(batch, video.colorize(batch)):
       if writer is None:
         tmp = _segment_path(partial, k) + ".tmp"
-        writer = video_io.SegmentWriter(tmp, video.info)
+        writer = video_io.SegmentWriter(tmp, video.info, video.lossless)
       writer.write(rgb, frame.pts)
       count, last_pts = frame.index + 1, frame.pts
     bar.update(len(batch))
@@ -313,20 +304,21 @@ def colorize_video(
   temporal: str = "ema",
   hints: str | None = None,
   resume: bool = False,
+  lossless: bool = False,
   progress: bool = True,
   segment_frames: int = SEGMENT_FRAMES,
 ) -> Result:
   """Colorizes the video `src` into `dst` (see the module docstring).
 
   Args:
-    colorizer: a colorgan.inference.colorize.Colorizer (its size, batch size and hint support). For
-      temporal="hints", a batch size of 1 avoids computing padding: frames go one at a time.
+    colorizer: a colorgan.inference.colorize.Colorizer (its size, batch size and hint support).
     src: the input video (any container video_io reads; gray or color: only its lightness is used).
     dst: the output file (output_path gives the plan's name with the container's extension).
     temporal: "none" (frame by frame), "ema" (colors carried along the flow) or "hints" (carried
       colors given to a generator trained with hints).
-    hints: a keyframe hint file (read_keyframe_hints), for a generator trained with hints.
+    hints: a keyframe hint file (user_hints.read_keyframe_hints), for a generator trained with hints.
     resume: continue an interrupted run of the same settings from its partial folder.
+    lossless: encode every frame exactly (video_io.SegmentWriter), in a much larger file.
     progress: show a progress bar (frames/s, time left) on stderr.
     segment_frames: frames per segment (the unit of --resume).
 
@@ -337,13 +329,15 @@ def colorize_video(
   """
   info = _probe_for(colorizer, src, temporal, hints)
   shown = (info.width, info.height) if info.rotation % 180 else (info.height, info.width)
-  keyframes = read_keyframe_hints(hints, *shown, info.frames) if hints else {}
+  keyframes = user_hints.read_keyframe_hints(hints, *shown, info.frames) if hints else {}
   segment = -(-segment_frames // colorizer.batch_size) * colorizer.batch_size
   partial = _partial_dir(dst)
-  done, state = _open_partial(partial, _settings(colorizer, src, temporal, hints, segment), resume)
+  settings = _settings(colorizer, src, temporal, hints, segment, lossless)
+  done, state = _open_partial(partial, settings, resume)
   if info.dropped_streams:
     logging.warning("%s: %d subtitle/data stream(s) are not copied", src, info.dropped_streams)
   video = _Video(colorizer, info, temporal, keyframes, state)
+  video.lossless = lossless
   video.filter.cuts = int(state.get("cuts", 0))
   started = time.monotonic()
   total = info.frames or round(info.duration * info.rate) or None
@@ -407,7 +401,13 @@ def split_plan(work: photo_lib.Plan) -> tuple[photo_lib.Plan, list[photo_lib.Job
 
 
 def run(
-  colorizer, jobs: list[photo_lib.Job], *, temporal: str, hints: str | None, resume: bool
+  colorizer,
+  jobs: list[photo_lib.Job],
+  *,
+  temporal: str,
+  hints: str | None,
+  resume: bool,
+  lossless: bool = False,
 ) -> int:
   """Colorizes each video job; a video that cannot be read is one line and the others go on.
 
@@ -423,7 +423,13 @@ def run(
   for job in jobs:
     try:
       result = colorize_video(
-        colorizer, job.source, job.output, temporal=temporal, hints=hints, resume=resume
+        colorizer,
+        job.source,
+        job.output,
+        temporal=temporal,
+        hints=hints,
+        resume=resume,
+        lossless=lossless,
       )
     except errors.VideoError as e:
       tqdm.tqdm.write(f"colorgan: error: {e}", file=sys.stderr)

@@ -22,8 +22,12 @@ MIN_SIDE = 16
 class Flow:
   """A DIS optical flow estimator (one per thread: OpenCV's object keeps state between calls)."""
 
-  def __init__(self, preset: str = "medium"):
+  def __init__(self, preset: str = "medium", finest_scale: int | None = None):
+    """preset: a key of PRESETS; finest_scale: the pyramid level DIS stops at (the presets' 1 or 2
+    is half or a quarter of the size; 0, full size, follows small and thin motion more closely)."""
     self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
+    if finest_scale is not None:
+      self._dis.setFinestScale(finest_scale)
 
   def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Gray frames a, b ([H, W] uint8, or CIE L in [0, 100]) -> flow [H, W, 2] (x, y) from a to b."""
@@ -63,6 +67,11 @@ def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return warped.reshape(image.shape), inside
 
 
+def _squared_norm(flow: np.ndarray) -> np.ndarray:
+  """|flow|^2 per pixel: x^2 + y^2 (np.sum over a last axis of 2 is ~5x slower)."""
+  return np.square(flow[..., 0]) + np.square(flow[..., 1])
+
+
 def occluded(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
   """Lai et al. 2018's occlusion mask on a's grid ([H, W] bool), from the flows both ways.
 
@@ -71,14 +80,14 @@ def occluded(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
   (an addition) where the flow leaves the frame.
   """
   back, inside = warp(flow_ba, flow_ab)
-  mag_ab = np.sum(flow_ab**2, axis=-1)
-  mag_back = np.sum(back**2, axis=-1)
-  round_trip = np.sum((flow_ab + back) ** 2, axis=-1) > 0.01 * (mag_ab + mag_back) + 0.5
+  mag_ab = _squared_norm(flow_ab)
+  round_trip = _squared_norm(flow_ab + back) > 0.01 * (mag_ab + _squared_norm(back)) + 0.5
   du = np.zeros_like(flow_ab)
   dv = np.zeros_like(flow_ab)
   du[:, :-1] = flow_ab[:, :-1] - flow_ab[:, 1:]  # as in Lai et al.'s compute_flow_gradients
   dv[:-1, :] = flow_ab[:-1, :] - flow_ab[1:, :]
-  boundary = np.sum(du**2 + dv**2, axis=-1) > 0.01 * mag_ab + 0.002
+  gradient = np.square(du) + np.square(dv)
+  boundary = gradient[..., 0] + gradient[..., 1] > 0.01 * mag_ab + 0.002
   return round_trip | boundary | ~inside
 
 

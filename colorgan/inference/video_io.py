@@ -38,6 +38,14 @@ OUTPUT_MARKER = "colorgan"
 # colorizing; no B-frames, so that segments concatenate with monotonic timestamps.
 _X264_OPTIONS = {"crf": "16", "preset": "medium", "bf": "0"}
 _VP9_OPTIONS = {"crf": "24", "b": "0", "cpu-used": "4", "row-mt": "1", "deadline": "good"}
+# container -> the audio codec (and options) for an input audio stream the container cannot take
+_AUDIO_FALLBACK = {
+  "mp4": ("alac", {}),
+  "mov": ("alac", {}),
+  "matroska": ("flac", {}),
+  "avi": ("pcm_s16le", {}),
+  "webm": ("libopus", {"b": "256000"}),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +185,13 @@ def check_complete(info: VideoInfo, frames: int, last_pts: int | None) -> None:
       )
 
 
-def _encoder(info: VideoInfo) -> tuple[str, str, dict[str, str]]:
-  """(codec, pixel format, options) for the output container."""
+def _encoder(info: VideoInfo, lossless: bool = False) -> tuple[str, str, dict[str, str]]:
+  """(codec, pixel format, options) for the output container. Lossless keeps RGB (no 4:2:0 chroma,
+  no quantization): what a player shows is exactly what was colorized."""
+  if lossless:
+    if info.container == "webm":
+      return "libvpx-vp9", "gbrp", {"lossless": "1", "cpu-used": "4", "row-mt": "1"}
+    return "libx264rgb", "rgb24", {"qp": "0", "preset": "medium", "bf": "0"}
   if info.container == "webm":
     return "libvpx-vp9", "yuv420p", dict(_VP9_OPTIONS)
   # 4:2:0 needs even sides in x264; odd-sized frames keep their size in 4:4:4 instead.
@@ -189,8 +202,8 @@ def _encoder(info: VideoInfo) -> tuple[str, str, dict[str, str]]:
 class SegmentWriter:
   """Encodes frames into one segment file (the output's container and codec, video only)."""
 
-  def __init__(self, path: str, info: VideoInfo):
-    codec, pix_fmt, options = _encoder(info)
+  def __init__(self, path: str, info: VideoInfo, lossless: bool = False):
+    codec, pix_fmt, options = _encoder(info, lossless)
     self._container = av.open(path, "w", format="nut")
     self._stream = self._container.add_stream(codec, rate=info.rate, options=options)
     self._stream.width, self._stream.height, self._stream.pix_fmt = info.width, info.height, pix_fmt
@@ -256,16 +269,51 @@ def assemble(segments: list[str], info: VideoInfo, dst: str) -> None:
       video.time_base = video.codec_context.time_base = info.time_base
       if info.rotation:
         video.set_display_rotation(info.rotation)
-      audio = {s.index: out.add_stream_from_template(s) for s in source.streams.audio}
+      audio = {s.index: _audio_stream(out, s, info) for s in source.streams.audio}
       streams = [_segment_packets(segments, video)]
       if audio:
-        streams.append(_relabel(_packets(source, list(source.streams.audio)), audio))
+        streams.append(_audio_packets(_packets(source, list(source.streams.audio)), audio))
       for _, _, packet in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
         out.mux(packet)
 
 
-def _relabel(packets, out_streams: dict) -> Iterator[tuple[float, int, object]]:
-  """The input's audio packets, each pointed at its output stream."""
+class _Reencoded(NamedTuple):
+  stream: object  # the output stream
+  resampler: av.AudioResampler
+
+
+def _audio_stream(out, source_stream, info: VideoInfo):
+  """The output stream of an input audio stream: a packet-for-packet copy where the container takes
+  its codec, else (e.g. AAC in a file named .webm) a _Reencoded one, lossless where the container
+  has a lossless codec (ALAC, FLAC, PCM) and Opus at 256 kbit/s in webm."""
+  try:
+    return out.add_stream_from_template(source_stream)
+  except ValueError:  # PyAV: "'webm' format does not support 'aac' codec"
+    pass
+  codec, options = _AUDIO_FALLBACK[info.container]
+  rate = 48000 if codec == "libopus" else source_stream.rate  # Opus codes 48 kHz only
+  stream = out.add_stream(codec, rate=rate, options=dict(options))
+  opus_surround = codec == "libopus" and source_stream.channels > 2
+  stream.layout = "stereo" if opus_surround else source_stream.layout.name
+  context = stream.codec_context
+  return _Reencoded(stream, av.AudioResampler(context.format.name, stream.layout.name, rate))
+
+
+def _audio_packets(packets, out_streams: dict) -> Iterator[tuple[float, int, object]]:
+  """The input's audio packets, each pointed at its output stream, or decoded and encoded again
+  (timestamps kept: the resampler and encoder carry the frames' pts)."""
   for key, index, packet in packets:
-    packet.stream = out_streams[index]
-    yield key, 1 + index, packet
+    target = out_streams[index]
+    if not isinstance(target, _Reencoded):
+      packet.stream = target
+      yield key, 1 + index, packet
+      continue
+    for frame in packet.decode():
+      for resampled in target.resampler.resample(frame):
+        for out_packet in target.stream.encode(resampled):
+          yield key, 1 + index, out_packet
+  for index, target in out_streams.items():
+    if isinstance(target, _Reencoded):
+      flushed = [p for f in target.resampler.resample(None) for p in target.stream.encode(f)]
+      for out_packet in flushed + list(target.stream.encode(None)):
+        yield float("inf"), 1 + index, out_packet

@@ -8,14 +8,16 @@ the prediction is kept as is; at a scene cut (the L histograms of two frames dif
 CUT_DISTANCE, or too little of the frame can be followed) everything restarts from the prediction.
 L is never changed: only ab is filtered, and each frame keeps its own lightness.
 
-`--temporal=hints` (generators trained with color hints): the same warped colors, where confident, are
-given to the network as hint points on a sparse grid, so that the network itself keeps the colors and
-still corrects them where the content changes.
+`--temporal=hints` (generators trained with color hints): the filter runs as in ema, and its colors,
+where the carry is confident, are given to the network as hint points on a sparse grid; the network's
+answer is what is shown, so that it keeps the colors and still corrects them where the content changes.
+The filter's state is never a hinted answer: fed back, the hints would feed on themselves.
 
 The filter works at WORK_SIDE (long side) or the frame's size if smaller: ab is smooth (the generator
 predicts it at its own size), so nothing is lost, and the flow stays cheap on HD frames.
 """
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +60,41 @@ class Carried(NamedTuple):
   confidence: np.ndarray  # float32 [h, w] in [0, STRENGTH]
 
 
+class Motion(NamedTuple):
+  """How a frame follows from the previous one: all of it comes from the two frames' L, so it can be
+  computed ahead (in other threads, while the generator runs)."""
+
+  back: np.ndarray  # float32 [h, w, 2]: flow on this frame's grid to the previous frame
+  confidence: np.ndarray  # float32 [h, w] in [0, STRENGTH]
+
+
+_THREAD = threading.local()  # OpenCV's DIS object is one per thread
+
+
+def estimate_motion(prev_l: np.ndarray, l: np.ndarray, flow=None) -> Motion | None:
+  """The Motion from the frame whose work-size L is `prev_l` to the one whose L is `l`; None where
+  `l` starts a new shot. flow: a video_flow.Flow (None: this thread's, medium preset)."""
+  if flow is None:
+    if not hasattr(_THREAD, "flow"):
+      _THREAD.flow = video_flow.Flow()
+    flow = _THREAD.flow
+  if (
+    video_flow.histogram_distance(video_flow.histogram(prev_l), video_flow.histogram(l))
+    > CUT_DISTANCE
+  ):
+    return None
+  back = flow(l, prev_l)  # on this frame's grid, to the previous frame
+  followed = ~video_flow.occluded(back, flow(prev_l, l))
+  if followed.mean() < MIN_FOLLOWED:
+    return None
+  l_warped, _ = video_flow.warp(prev_l, back)
+  agree = np.exp(-np.square((l - l_warped) / L_SIGMA))
+  return Motion(back, (STRENGTH * followed.astype(np.float32) * agree).astype(np.float32))
+
+
+_ESTIMATE = object()  # carry's default: estimate the motion now
+
+
 class TemporalFilter:
   """Carries colors from frame to frame (see the module docstring). Not thread-safe."""
 
@@ -69,42 +106,32 @@ class TemporalFilter:
     self._flow = video_flow.Flow(flow_preset)
     self.cuts = 0  # scene cuts seen (for the summary)
 
-  def carry(self, l: np.ndarray) -> Carried | None:
+  def carry(self, l: np.ndarray, motion: Motion | None = _ESTIMATE) -> Carried | None:
     """The previous output warped onto the frame whose work-size L is `l`, with its confidence;
-    None for the first frame, after a scene cut, or with mode "none"."""
+    None for the first frame, after a scene cut, or with mode "none". motion: estimate_motion(the
+    previous frame's L, l) if already computed."""
     if self.mode == "none" or self.state is None or self.state.l.shape != l.shape:
       return None
-    prev = self.state
-    if (
-      video_flow.histogram_distance(video_flow.histogram(prev.l), video_flow.histogram(l))
-      > CUT_DISTANCE
-    ):
+    if motion is _ESTIMATE:
+      motion = estimate_motion(self.state.l, l, self._flow)
+    if motion is None:
       self.cuts += 1
       return None
-    back = self._flow(l, prev.l)  # on this frame's grid, to the previous frame
-    forward = self._flow(prev.l, l)
-    followed = ~video_flow.occluded(back, forward)
-    if followed.mean() < MIN_FOLLOWED:
-      self.cuts += 1
-      return None
-    ab, _ = video_flow.warp(prev.ab, back)
-    l_warped, _ = video_flow.warp(prev.l, back)
-    agree = np.exp(-np.square((l - l_warped) / L_SIGMA))
-    confidence = STRENGTH * followed.astype(np.float32) * agree
-    return Carried(ab, confidence.astype(np.float32))
+    ab, _ = video_flow.warp(self.state.ab, motion.back)
+    return Carried(ab, motion.confidence)
 
   def blend(self, l: np.ndarray, ab: np.ndarray, carried: Carried | None) -> np.ndarray:
     """The output ab [h, w, 2] of a frame from its prediction `ab` (work size, Lab units); it
     becomes the state the next frame is carried from."""
-    if carried is not None and self.mode == "ema":
+    if carried is not None and self.mode != "none":
       ab = ab + carried.confidence[..., None] * (carried.ab - ab)
     ab = np.asarray(ab, np.float32)
     self.state = State(np.asarray(l, np.float32), ab)
     return ab
 
-  def step(self, l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+  def step(self, l: np.ndarray, ab: np.ndarray, motion: Motion | None = _ESTIMATE) -> np.ndarray:
     """carry + blend in one call (modes none and ema)."""
-    return self.blend(l, ab, self.carry(l))
+    return self.blend(l, ab, self.carry(l, motion))
 
 
 def hint_map(carried: Carried, content: tuple[int, int], size: int) -> np.ndarray:
