@@ -190,7 +190,7 @@ def main(argv: list[str]) -> None:
   stats_b = statistics_of(paths[1], variables, mesh, batch_size)
 
   try:
-    fid = feature_stats.frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma)
+    fid = feature_stats.fid(stats_a, stats_b)
   except ValueError as e:  # statistics of different sizes
     raise errors.StatsError(str(e)) from None
   kid = kid_std = None

@@ -5,6 +5,7 @@ pytorch-fid's network is built with random weights and calibrated BatchNorm stat
 resize and scaling included) on real photos of different sizes. Nothing is downloaded.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -200,6 +201,26 @@ def test_frechet_distance_is_pytorch_fids_including_its_fallback(capsys):
     )
   assert "singular product; adding 1e-06" in capsys.readouterr().out  # pytorch-fid fell back too
   assert feature_stats.frechet_distance(np.zeros(2), zeros, np.zeros(2), zeros) == 0.0
+
+
+def test_fid_of_fewer_images_than_features_is_pytorch_fids_from_the_features():
+  """feature_stats.fid below d images: the trace from the features' cross product, equal to
+  pytorch-fid's sqrtm of the (singular) covariance product; and sqrtm where features are missing."""
+  from pytorch_fid import fid_score  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(3)
+  for n1, n2 in ((5, 9), (40, 40)):  # fewer images than the 256 features
+    a = np.maximum(rng.normal(0.3, 0.5, (n1, 256)), 0)
+    b = np.maximum(rng.normal(0.4, 0.6, (n2, 256)), 0)
+    sa, sb = (feature_stats.FeatureStats(256) for _ in range(2))
+    sa.add(a)
+    sb.add(b)
+    theirs = fid_score.calculate_frechet_distance(
+      a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    )
+    np.testing.assert_allclose(feature_stats.fid(sa.summary(), sb.summary()), theirs, rtol=1e-6)
+    no_features = dataclasses.replace(sb.summary(), features=None)
+    np.testing.assert_allclose(feature_stats.fid(sa.summary(), no_features), theirs, rtol=1e-9)
 
 
 def test_streaming_statistics_do_not_depend_on_batching():

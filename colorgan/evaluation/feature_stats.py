@@ -6,6 +6,8 @@
   frechet_distance  pytorch_fid.fid_score.calculate_frechet_distance, step for step: scipy's sqrtm of
                     sigma1 . sigma2, eps * I added to both covariances when that square root is not
                     finite, the real part when a tiny imaginary one is left.
+  fid               the FID of two Stats: frechet_distance, or, below d images with the features
+                    kept, the same trace exactly from the features (milliseconds, not ~15 s).
   kid               torch-fidelity's KID: the unbiased MMD^2 estimate with the polynomial kernel
                     (x . y / d + 1)^3, averaged over random subsets of both sets (seeded as
                     torch-fidelity is: numpy RandomState(2020), each subset drawn without
@@ -165,6 +167,34 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
       )
     covmean = covmean.real
   return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid(stats_1: Stats, stats_2: Stats) -> float:
+  """The FID of two sets. With both sets' features kept and no more images than features (an eval
+  split of a few hundred photos), Tr sqrt(sigma1 sigma2) is computed exactly from them: it is the
+  sum of the singular values of X1 X2^T / sqrt((n1 - 1)(n2 - 1)), X the centered features (the
+  product's nonzero eigenvalues are those of that n1 x n1 matrix times its transpose). That is
+  milliseconds where sqrtm of the singular 2048 x 2048 product takes ~15 s on 2 cores, and agrees
+  with it to ~1e-6. Otherwise frechet_distance, as pytorch-fid computes it.
+
+  Raises:
+    ValueError: as frechet_distance.
+  """
+  f1, f2 = stats_1.features, stats_2.features
+  dim = np.atleast_1d(stats_1.mu).size
+  if f1 is None or f2 is None or max(len(f1), len(f2)) > dim or min(len(f1), len(f2)) < 2:
+    return frechet_distance(stats_1.mu, stats_1.sigma, stats_2.mu, stats_2.sigma)
+  if f1.shape[1] != f2.shape[1]:
+    raise ValueError(
+      f"the two sets' statistics have different sizes ({f1.shape[1]} and {f2.shape[1]} features)"
+    )
+  x1, x2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+  x1, x2 = x1 - x1.mean(axis=0), x2 - x2.mean(axis=0)
+  cross = x1 @ x2.T / np.sqrt((len(x1) - 1) * (len(x2) - 1))
+  trace_sqrt = float(np.linalg.svd(cross, compute_uv=False).sum())
+  diff = stats_1.mu - stats_2.mu
+  traces = np.trace(stats_1.sigma) + np.trace(stats_2.sigma)
+  return float(diff.dot(diff) + traces - 2 * trace_sqrt)
 
 
 def _polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:

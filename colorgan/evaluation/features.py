@@ -176,9 +176,7 @@ class FeatureMetrics:
       if stats.count >= 2 and reference is not None:
         summary = stats.summary()
         try:
-          result["fid"] = feature_stats.frechet_distance(
-            summary.mu, summary.sigma, reference.mu, reference.sigma
-          )
+          result["fid"] = feature_stats.fid(summary, reference)
         except ValueError as e:
           logging.warning("%s", e)
         if reference.features is not None and len(reference.features) >= 2:
