@@ -84,8 +84,10 @@ def score_run_now(workdir: str, grid: list[float]) -> dict:
   source = sources.create_source(config)
   photos = pipeline.load_eval_images(config, source.eval, 10_000)
   l, pred_ab = calibration.predict_photos(config, inference.g_variables, photos)
+  # The run's own rule for its default vividness (configs/recommended.py aims at a colourfulness).
+  rule = {"colorfulness_share": config.vividness.get("colorfulness_share", 0.0)}
   if models.is_classification(config):  # v: the annealed mean's temperature
-    cal, _ = calibration.choose_temperature(config, inference.g_variables, photos)
+    cal, _ = calibration.choose_temperature(config, inference.g_variables, photos, **rule)
     generator = models.create_generator(config)
     predict_t = jax.jit(lambda v, l, t: models.predict_ab(generator, v, l, None, temperature=t))
 
@@ -97,7 +99,7 @@ def score_run_now(workdir: str, grid: list[float]) -> dict:
   elif config.get("phases", {}).get("interpolate", False):  # v: the interpolation weight
     final = jax.device_get(inference.g_variables)
     saved = vividness.read_interpolation(workdir)
-    cal, _ = calibration.choose_interpolated(config, final, saved, photos)
+    cal, _ = calibration.choose_interpolated(config, final, saved, photos, **rule)
     predict = jax.jit(functools.partial(models.predict_ab, models.create_generator(config)))
 
     def predictions(v):
@@ -105,7 +107,7 @@ def score_run_now(workdir: str, grid: list[float]) -> dict:
       return calibration.predict_photos(config, variables, photos, predict)[1], 1.0
 
   else:  # v: a chroma gain on the predictions
-    cal, _ = calibration.choose(l, pred_ab, photos)
+    cal, _ = calibration.choose(l, pred_ab, photos, **rule)
     predictions = lambda v: (pred_ab, cal.chroma_gain(v))  # noqa: E731
 
   def scores(v):

@@ -99,6 +99,14 @@ RECIPES = {
     "--config.loss.colorfulness=match",
     "--config.loss.colorfulness_weight=3",
   ),
+  # configs/recommended.py: Huber, precise BatchNorm statistics (32 batches) and the default vividness
+  # at 0.74 of the photos' colourfulness.
+  "recommended": (
+    "--config.loss.gan=none",
+    "--config.loss.reconstruction=huber",
+    "--config.precise_bn_batches=32",
+    "--config.vividness.colorfulness_share=0.74",
+  ),
   # L2 pretraining, then a short GAN in the same run (config.phases), weights interpolated between
   # the two (the vividness): hinge loss, a small receptive field D (d_layers 2: 34 px) with spectral
   # norm, R1 with StyleGAN2-ADA's gamma = 0.0002 * 64**2 / 16, TTUR (D 4e-4, G 1e-4), feature

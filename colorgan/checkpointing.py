@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 
 from colorgan import errors
 from colorgan import models
+from colorgan.models import precise_bn
 
 # The training state as a pytree (colorgan.training.state.GanState): this module, shared by
 # evaluation and inference, knows its structure only through the trees it is given.
@@ -291,8 +292,9 @@ def restore_for_inference(
   The saved config rebuilds the generator's abstract shapes, and only those leaves are read, placed
   with `sharding`, whatever the device count the run was saved from. Nothing in workdir changes.
   When the run kept an EMA of the generator (config.g_ema_decay > 0), the EMA's variables are the
-  ones returned. Without `step`, a damaged latest checkpoint is passed over, with a warning, for the
-  latest one that can be read.
+  ones returned; with precise BatchNorm statistics for the step (models/precise_bn.py), with those.
+  Without `step`, a damaged latest checkpoint is passed over, with a warning, for the latest one that
+  can be read.
 
   Args:
     workdir: the run's --workdir.
@@ -326,7 +328,7 @@ def restore_for_inference(
     tries = [step] if step is not None else steps[::-1]
     for i, candidate in enumerate(tries):
       try:
-        return _read_generator(manager, candidate, sharding)
+        model = _read_generator(manager, candidate, sharding)
       except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many)
         logging.debug("Reading %s/%d failed: %s", directory, candidate, _reason(e))
         message = _damaged(directory, candidate, steps, training=False)
@@ -339,6 +341,12 @@ def restore_for_inference(
           _damaged_head(directory, candidate),
           tries[i + 1],
         )
+        continue
+      stats = precise_bn.read(workdir, candidate)  # the run's precise BatchNorm statistics
+      if stats is None:
+        return model
+      stats = jax.device_put(stats, sharding)
+      return model._replace(g_variables=precise_bn.apply(model.g_variables, stats))
   finally:
     manager.close()
 

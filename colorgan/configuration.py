@@ -150,6 +150,8 @@ _MINIMUMS = (
   ("vividness.psnr_tolerance", 0),
   ("vividness.num_images", 1),
   ("vividness.min_temperature", 0.01),
+  ("vividness.colorfulness_share", 0),
+  ("precise_bn_batches", 0),
   ("optim.g_learning_rate", 0),
   ("optim.d_learning_rate", 0),
   ("data.load_size", 1),
@@ -188,7 +190,13 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
     )
   for key in ("model.dropout_rate", "optim.b1", "optim.b2", "data.eval_fraction", "g_ema_decay"):
     _between(config, key, 0, 1)
-  for key in ("d_warmup_steps", "optim.warmup_steps", "optim.decay_steps", "optim.d_steps"):
+  for key in (
+    "d_warmup_steps",
+    "optim.warmup_steps",
+    "optim.decay_steps",
+    "optim.d_steps",
+    "precise_bn_batches",
+  ):
     if not isinstance(_get(config, key), int):
       raise errors.ConfigError(f"config.{key}={_get(config, key)!r} must be a whole number")
   calls = config.data.num_parallel_calls

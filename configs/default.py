@@ -67,17 +67,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.g_ema_decay = (
     0.0  # > 0: keep an EMA of G's weights, used for samples, evaluation, colorize
   )
+  # > 0: at the end of training, re-estimate G's BatchNorm statistics on this many training batches
+  # with its weights fixed ("precise BN"; WORKDIR/precise_bn.npz), for everything that shows G.
+  config.precise_bn_batches = 0
 
   # The vividness knob (README "Recipes"): at the end of training, chosen on the first num_images
   # eval photos and written to WORKDIR/vividness.json, which --vividness (colorize, evaluate, export)
   # and the page's slider read. The default v: the largest on a grid of grid_points values in [0, 1]
-  # whose mean PSNR is within psnr_tolerance dB of v=0's.
+  # whose mean PSNR is within psnr_tolerance dB of v=0's; or, with colorfulness_share > 0, the
+  # smallest whose mean colourfulness reaches that share of the photos'.
   config.vividness = ml_collections.ConfigDict()
   config.vividness.calibrate = False
   config.vividness.grid_points = 21
   config.vividness.psnr_tolerance = 0.15
   config.vividness.num_images = 256
   config.vividness.min_temperature = 0.2  # a classification head's T at v=1 (v=0: T=1, the mean)
+  config.vividness.colorfulness_share = 0.0
 
   # Devices along each axis of the ("data", "model") mesh; -1: all devices the other axis leaves.
   # Batches are split over "data" (batch_size must divide by its size) and the state is replicated;

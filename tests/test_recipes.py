@@ -401,6 +401,7 @@ def test_the_recommended_config_is_a_working_config(arg, tmp_path):
   config = recommended.get_config(arg)
   configuration.validate(config)
   assert config.loss.gan == "none" and config.vividness.calibrate
+  assert config.precise_bn_batches == 32 and config.vividness.colorfulness_share == 0.74
   config.data.source, config.data.path = "folder", str(tmp_path)  # as a user points it elsewhere
   configuration.validate(config)
   config.data.path = ""

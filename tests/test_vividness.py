@@ -138,6 +138,8 @@ def test_a_step_adds_each_new_term_with_its_weight():
     ({"loss.colorfulness_weight": -1.0}, "loss.colorfulness_weight"),
     ({"loss.gan": "none", "loss.feature_matching_weight": 10.0}, "feature_matching_weight"),
     ({"vividness.grid_points": 1}, "vividness.grid_points"),
+    ({"vividness.colorfulness_share": -0.5}, "vividness.colorfulness_share"),
+    ({"precise_bn_batches": -1}, "precise_bn_batches"),
   ],
 )
 def test_config_mistakes_name_the_key(overrides, key):
@@ -185,6 +187,17 @@ def test_the_default_is_the_most_vivid_within_the_psnr_tolerance():
   assert cal.default == max(within) and cal.method == "chroma_gain"
   for row in table:
     assert row["chroma_gain"] == pytest.approx(cal.chroma_gain(row["vividness"]))
+
+
+def test_a_colourfulness_share_makes_the_default_the_first_v_that_reaches_it():
+  photos, l, true_ab = _photos_and_lab()
+  pred_ab = 0.5 * true_ab + 0.3 * true_ab[::-1]
+  cal, table = calibration.choose(l, pred_ab, photos, grid_points=11, colorfulness_share=0.95)
+  reached = [r["vividness"] for r in table if r["colorfulness"] >= 0.95 * r["true_colorfulness"]]
+  assert 0 < cal.default == min(reached) < 1 and "0.95 of theirs" in cal.rule
+  assert table[0]["colorfulness"] < 0.95 * table[0]["true_colorfulness"]  # v=0 falls short
+  unreachable, _ = calibration.choose(l, pred_ab, photos, grid_points=11, colorfulness_share=2.0)
+  assert unreachable.default == 1.0  # v=1 matches the photos: the most a share can ask
 
 
 # ----------------------------------------------------------------------------- a calibrated run

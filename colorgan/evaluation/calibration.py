@@ -94,6 +94,7 @@ def calibrate(
     photos,
     grid_points=config.vividness.grid_points,
     psnr_tolerance=config.vividness.psnr_tolerance,
+    colorfulness_share=config.vividness.get("colorfulness_share", 0.0),
   )
 
 
@@ -104,6 +105,7 @@ def choose(
   *,
   grid_points: int = 21,
   psnr_tolerance: float = 0.15,
+  colorfulness_share: float = 0.0,
 ) -> tuple[vividness.Calibration, list[dict[str, float]]]:
   """calibrate on predictions already made: (l, pred_ab) of predict_photos(photos)."""
   low, high = gain_ends(l, pred_ab, photos)
@@ -114,11 +116,21 @@ def choose(
       {"vividness": round(float(v), 4), "chroma_gain": low + v * (high - low)}
       | {k: float(np.mean(s)) for k, s in scores.items()}
     )
-  return _with_default("chroma_gain", low, high, table, len(photos), psnr_tolerance), table
+  cal = _with_default(
+    "chroma_gain", low, high, table, len(photos), psnr_tolerance, colorfulness_share
+  )
+  return cal, table
 
 
-def _with_default(method, low, high, table, count, tolerance) -> vividness.Calibration:
-  """The Calibration whose default is the largest v of `table` within `tolerance` dB of v=0's PSNR."""
+def _with_default(method, low, high, table, count, tolerance, share=0.0) -> vividness.Calibration:
+  """The Calibration whose default is the largest v of `table` within `tolerance` dB of v=0's PSNR,
+  or with share > 0 the smallest v whose mean colourfulness reaches `share` of the photos' (v=1 if
+  none does)."""
+  if share > 0:
+    reached = [r["vividness"] for r in table if r["colorfulness"] >= share * r["true_colorfulness"]]
+    default = min(reached, default=table[-1]["vividness"])
+    rule = f"the smallest v whose colourfulness on {count} validation photos is {share:g} of theirs"
+    return vividness.Calibration(method, low, high, default, rule)
   usable = [row for row in table if row["psnr"] >= table[0]["psnr"] - tolerance]
   default = max(row["vividness"] for row in usable)
   rule = (
@@ -136,6 +148,7 @@ def choose_interpolated(
   *,
   grid_points: int = 21,
   psnr_tolerance: float = 0.15,
+  colorfulness_share: float = 0.0,
 ) -> tuple[vividness.Calibration, list[dict[str, float]]]:
   """The calibration of an interpolated run (v = the interpolation weight), each v's variables
   colorizing the photos (models.vividness.interpolate of `saved`, read_interpolation's)."""
@@ -149,7 +162,10 @@ def choose_interpolated(
     table.append(
       {"vividness": round(float(v), 4)} | {k: float(np.mean(s)) for k, s in scores.items()}
     )
-  return _with_default("interpolation", 0.0, 1.0, table, len(photos), psnr_tolerance), table
+  cal = _with_default(
+    "interpolation", 0.0, 1.0, table, len(photos), psnr_tolerance, colorfulness_share
+  )
+  return cal, table
 
 
 def choose_temperature(
@@ -160,6 +176,7 @@ def choose_temperature(
   min_temperature: float = 0.2,
   grid_points: int = 21,
   psnr_tolerance: float = 0.15,
+  colorfulness_share: float = 0.0,
 ) -> tuple[vividness.Calibration, list[dict[str, float]]]:
   """The calibration of a classification head: v moves the annealed mean's temperature from 1 to
   min_temperature (one program: the temperature is traced)."""
@@ -178,7 +195,9 @@ def choose_temperature(
       {"vividness": round(float(v), 4), "temperature": float(t)}
       | {k: float(np.mean(s)) for k, s in scores.items()}
     )
-  cal = _with_default("temperature", 1.0, min_temperature, table, len(photos), psnr_tolerance)
+  cal = _with_default(
+    "temperature", 1.0, min_temperature, table, len(photos), psnr_tolerance, colorfulness_share
+  )
   return cal, table
 
 
@@ -188,6 +207,7 @@ def calibrate_run(
   """Calibrates on the first config.vividness.num_images eval photos, writes WORKDIR/vividness.json
   (process 0) and logs the default."""
   photos = pipeline.load_eval_images(config, images, config.vividness.num_images)
+  share = config.vividness.get("colorfulness_share", 0.0)
   if models.is_classification(config):
     calibration, table = choose_temperature(
       config,
@@ -196,6 +216,7 @@ def calibrate_run(
       min_temperature=config.vividness.min_temperature,
       grid_points=config.vividness.grid_points,
       psnr_tolerance=config.vividness.psnr_tolerance,
+      colorfulness_share=share,
     )
   elif config.phases.interpolate:
     calibration, table = choose_interpolated(
@@ -205,6 +226,7 @@ def calibrate_run(
       photos,
       grid_points=config.vividness.grid_points,
       psnr_tolerance=config.vividness.psnr_tolerance,
+      colorfulness_share=share,
     )
   else:
     calibration, table = calibrate(config, g_variables, photos)

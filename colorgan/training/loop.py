@@ -15,7 +15,9 @@ from clu import metric_writers
 from clu import periodic_actions
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 
 from colorgan import checkpointing
 from colorgan import configuration
@@ -30,6 +32,7 @@ from colorgan.evaluation import calibration
 from colorgan.evaluation import evaluator
 from colorgan.evaluation import hint_response
 from colorgan.evaluation import records
+from colorgan.models import precise_bn
 from colorgan.training import class_prior
 from colorgan.training import divergence
 from colorgan.training import heartbeat as heartbeat_lib
@@ -295,6 +298,7 @@ class _Hooks:
       num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps
     )
     self.interval_metrics, self.interval_start, self.interval_start_step = None, 0.0, 0
+    self.precise_stats = None  # estimate_precise_bn's, at the last step
 
   def start_interval(self, step: int) -> None:
     self.interval_metrics, self.interval_start, self.interval_start_step = None, time.time(), step
@@ -324,6 +328,8 @@ class _Hooks:
     if saving or logging_now or sampling:
       _check_finite(self.interval_metrics, config, self.manager, step)
     scalars = self.log(step) if logging_now else None
+    if end and config.precise_bn_batches:  # before anything shows the generator
+      self.estimate_precise_bn(step, state)
     if sampling:
       self.sample(step, state)
     eval_result = None
@@ -337,17 +343,37 @@ class _Hooks:
       self.write_interpolation(state)
     if end and config.vividness.calibrate:
       self.heartbeat.set_activity("choosing the vividness on the eval photos")
-      calibration.calibrate_run(config, inference_variables(state), self.source.eval, self.workdir)
+      calibration.calibrate_run(config, self.shown(state), self.source.eval, self.workdir)
+
+  def shown(self, state: GanState) -> dict[str, Any]:
+    """inference_variables(state), with the precise BatchNorm statistics once they are estimated."""
+    return precise_bn.apply(inference_variables(state), self.precise_stats)
+
+  def _train_batches(self, count: int) -> list[np.ndarray]:
+    """`count` batches (this process's rows) of a fresh train stream, uint8 RGB."""
+    rows = parallel.process_batch_rows(self.mesh, self.config.batch_size)
+    stream = pipeline.create_train_dataset(self.config, self.source.train, rows=rows)
+    return [b["image"] for b in stream.take(count).as_numpy_iterator()]
+
+  def estimate_precise_bn(self, step: int, state: GanState) -> None:
+    """The shown generator's BatchNorm statistics re-estimated with its weights fixed
+    (models/precise_bn.py): used by everything after, and in WORKDIR/precise_bn.npz."""
+    count = self.config.precise_bn_batches
+    with self.heartbeat.activity(f"re-estimating BatchNorm statistics on {count} batches"):
+      variables = jax.device_get(inference_variables(state))
+      stats = interpolation.reestimate(self.generator, variables, self._train_batches(count))
+    if jax.process_count() > 1:  # each process saw its own rows: process 0's for every process
+      stats = jax.device_get(multihost_utils.broadcast_one_to_all(stats))
+    self.precise_stats = stats
+    if jax.process_index() == 0:
+      path = precise_bn.write(self.workdir, step, stats)
+      logging.info("Precise BatchNorm statistics from %d training batches: %s", count, path)
 
   def write_interpolation(self, state: GanState) -> None:
     """WORKDIR/interpolation.npz (training/interpolation.py), on batches of a fresh train stream."""
     self.heartbeat.set_activity("re-estimating BatchNorm statistics for weight interpolation")
-    rows = parallel.process_batch_rows(self.mesh, self.config.batch_size)
-    stream = pipeline.create_train_dataset(self.config, self.source.train, rows=rows)
-    batches = [b["image"] for b in stream.take(interpolation.STATS_BATCHES).as_numpy_iterator()]
-    interpolation.write(
-      self.generator, state.g_anchor, inference_variables(state), batches, self.workdir
-    )
+    batches = self._train_batches(interpolation.STATS_BATCHES)
+    interpolation.write(self.generator, state.g_anchor, self.shown(state), batches, self.workdir)
 
   def log(self, step: int) -> dict[str, float]:
     """Writes the log interval's averages and learning rates; returns them."""
@@ -371,7 +397,7 @@ class _Hooks:
   def sample(self, step: int, state: GanState) -> None:
     with self.heartbeat.activity("drawing the sample grid"):
       grid = samples.sample_grid(
-        *jax.device_get(self.colorize(inference_variables(state), self.sample_images))
+        *jax.device_get(self.colorize(self.shown(state), self.sample_images))
       )
     if jax.process_index() == 0:
       path = samples.write_samples(self.workdir, step, grid, self.writer)
@@ -380,7 +406,7 @@ class _Hooks:
   def evaluate(self, step: int, state: GanState) -> dict[str, Any]:
     with self.heartbeat.activity(f"evaluating on {self.evaluator.num_images} photos"):
       return evaluator.evaluate_and_record(
-        self.evaluator, inference_variables(state), step, self.workdir, self.writer
+        self.evaluator, self.shown(state), step, self.workdir, self.writer
       )
 
   def measure_hint_response(
@@ -395,7 +421,7 @@ class _Hooks:
           functools.partial(models.predict_ab, self.generator),
           self.mesh,
           self.source.eval,
-          inference_variables(state),
+          self.shown(state),
           step,
         )
     if jax.process_index() == 0:
