@@ -198,9 +198,10 @@ def score_mode(colorizer, name, src, truth, flows, mode, tmp) -> tuple[dict, lis
     result = video.colorize_video(
       colorizer, src, dst, temporal=mode, lossless=lossless, progress=False
     )
-    exact = video_metrics.evaluate(_decode(dst), _decode(src), truth, flows)
+    out = list(_decode(dst))
+    exact = video_metrics.evaluate(out, _decode(src), truth, flows)
     if lossless:
-      frames = list(_decode(dst))
+      frames = out
       row.update({k: exact[k] for k in _KEYS})
       row["E_warp_dis"] = video_metrics.evaluate(frames, _decode(src))["E_warp"]
     else:

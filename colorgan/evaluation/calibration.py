@@ -88,14 +88,17 @@ def calibrate(
 ) -> tuple[vividness.Calibration, list[dict[str, float]]]:
   """The run's Calibration and the per-vividness validation table it was chosen from."""
   l, pred_ab = predict_photos(config, g_variables, photos)
-  return choose(
-    l,
-    pred_ab,
-    photos,
-    grid_points=config.vividness.grid_points,
-    psnr_tolerance=config.vividness.psnr_tolerance,
-    colorfulness_share=config.vividness.get("colorfulness_share", 0.0),
-  )
+  return choose(l, pred_ab, photos, **_rule(config))
+
+
+def _rule(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config's grid and default-vividness rule, as choose* take them (a run saved before
+  vividness.colorfulness_share existed has the PSNR-tolerance rule)."""
+  return {
+    "grid_points": config.vividness.grid_points,
+    "psnr_tolerance": config.vividness.psnr_tolerance,
+    "colorfulness_share": config.vividness.get("colorfulness_share", 0.0),
+  }
 
 
 def choose(
@@ -207,27 +210,13 @@ def calibrate_run(
   """Calibrates on the first config.vividness.num_images eval photos, writes WORKDIR/vividness.json
   (process 0) and logs the default."""
   photos = pipeline.load_eval_images(config, images, config.vividness.num_images)
-  share = config.vividness.get("colorfulness_share", 0.0)
   if models.is_classification(config):
     calibration, table = choose_temperature(
-      config,
-      g_variables,
-      photos,
-      min_temperature=config.vividness.min_temperature,
-      grid_points=config.vividness.grid_points,
-      psnr_tolerance=config.vividness.psnr_tolerance,
-      colorfulness_share=share,
+      config, g_variables, photos, min_temperature=config.vividness.min_temperature, **_rule(config)
     )
   elif config.phases.interpolate:
-    calibration, table = choose_interpolated(
-      config,
-      g_variables,
-      vividness.read_interpolation(workdir),
-      photos,
-      grid_points=config.vividness.grid_points,
-      psnr_tolerance=config.vividness.psnr_tolerance,
-      colorfulness_share=share,
-    )
+    saved = vividness.read_interpolation(workdir)
+    calibration, table = choose_interpolated(config, g_variables, saved, photos, **_rule(config))
   else:
     calibration, table = calibrate(config, g_variables, photos)
   if jax.process_index() == 0:

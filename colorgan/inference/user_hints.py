@@ -129,9 +129,14 @@ def read_json_hints(path: str, height: int, width: int) -> UserHints:
   Raises:
     errors.HintError: it cannot be read, is not JSON, or is not a hint file for this photo.
   """
+  return parse_points(_read_json(path), height, width, what=f"--hints={path}")
+
+
+def _read_json(path: str):
+  """The JSON value of a --hints file (errors.HintError: cannot be read, or not JSON)."""
   try:
     with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+      return json.load(f)
   except (OSError, UnicodeDecodeError) as e:
     raise errors.HintError(
       f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
@@ -140,7 +145,6 @@ def read_json_hints(path: str, height: int, width: int) -> UserHints:
     raise errors.HintError(
       f"--hints={path} is not JSON ({e.msg} at line {e.lineno} column {e.colno})"
     ) from None
-  return parse_points(data, height, width, what=f"--hints={path}")
 
 
 def read_png_hints(path: str, height: int, width: int) -> UserHints:
@@ -356,15 +360,7 @@ def read_keyframe_hints(
   Raises:
     errors.HintError: one line naming the file, the frame and the problem.
   """
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, UnicodeDecodeError) as e:
-    raise errors.HintError(
-      f"--hints={path} cannot be read: {getattr(e, 'strerror', None) or e}"
-    ) from None
-  except json.JSONDecodeError as e:
-    raise errors.HintError(f"--hints={path} is not JSON ({e.msg} at line {e.lineno})") from None
+  data = _read_json(path)
   if not isinstance(data, dict) or not isinstance(data.get("frames"), dict) or not data["frames"]:
     raise errors.HintError(
       f'--hints={path} is not a video hint file: write {{"frames": {{"0": '

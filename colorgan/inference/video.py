@@ -43,9 +43,9 @@ SEGMENT_FRAMES = (
 _FORMAT_VERSION = 2  # of the partial folder; a change makes --resume start over
 
 is_video = video_io.is_video
-_NONE = concurrent.futures.Future()
-_NONE.set_result(None)
 is_colorgan_video = video_io.is_colorgan_video
+_NONE = concurrent.futures.Future()  # the motion of a frame the filter does not carry into
+_NONE.set_result(None)
 
 
 def output_path(photo_output: str, source: str) -> str:
@@ -145,6 +145,7 @@ class _Video:
     temporal: str,
     keyframes: dict[int, user_hints.UserHints],
     state: dict,
+    lossless: bool = False,
   ):
     self.colorizer = colorizer
     self.info = info
@@ -154,7 +155,7 @@ class _Video:
     self.work = video_temporal.work_shape(*shown)
     self.content = photo_lib.content_size(*shown, colorizer.size, colorizer.squash)
     self.filter = video_temporal.TemporalFilter(temporal, video_temporal.State.from_arrays(state))
-    self.keyframes = keyframes
+    self.keyframes, self.lossless = keyframes, lossless
     self.pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, colorizer.workers)))
 
   def _user_hints(self, frames: list[video_io.Frame]) -> np.ndarray | None:
@@ -336,8 +337,7 @@ def colorize_video(
   done, state = _open_partial(partial, settings, resume)
   if info.dropped_streams:
     logging.warning("%s: %d subtitle/data stream(s) are not copied", src, info.dropped_streams)
-  video = _Video(colorizer, info, temporal, keyframes, state)
-  video.lossless = lossless
+  video = _Video(colorizer, info, temporal, keyframes, state, lossless)
   video.filter.cuts = int(state.get("cuts", 0))
   started = time.monotonic()
   total = info.frames or round(info.duration * info.rate) or None

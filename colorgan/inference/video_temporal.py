@@ -130,7 +130,7 @@ class TemporalFilter:
     return ab
 
   def step(self, l: np.ndarray, ab: np.ndarray, motion: Motion | None = _ESTIMATE) -> np.ndarray:
-    """carry + blend in one call (modes none and ema)."""
+    """carry + blend in one call."""
     return self.blend(l, ab, self.carry(l, motion))
 
 
